@@ -1,0 +1,44 @@
+# Elemta: `make run` starts the whole system locally; `make test` runs the suite.
+# Both install what they need into .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/common:$(CURDIR)/services/ingress:$(CURDIR)/services/policy:$(CURDIR)/services/queue:$(CURDIR)/services/delivery:$(CURDIR)/services/api:$(CURDIR)/operator
+
+.PHONY: run test lint typecheck proto bench clean install
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) tools/run.py $(ARGS)
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy common services operator
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: install
+	$(VENV)/bin/mypy common services operator
+
+proto: install
+	PYTHON=$(PY) bash tools/proto_codegen.sh
+
+bench: install
+	$(PY) bench/relay.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

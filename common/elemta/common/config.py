@@ -1,0 +1,352 @@
+"""Configuration: one TOML file, ``ELEMTA_<SECTION>_<KEY>`` environment overrides.
+
+Every service reads the same file (path from ``--config`` or ``ELEMTA_CONFIG``) and
+takes the sections it needs. Values are typed and validated at start-up; a bad file
+or value raises :class:`ConfigError` naming the key and the reason, and the service
+stops before it binds a port. With no file at all the embedded defaults run the
+whole system on localhost.
+
+Environment overrides are strings; lists are comma-separated
+(``ELEMTA_SERVER_LOCAL_DOMAINS=example.org,example.net``) and the transport table
+is ``domain=route`` pairs (``ELEMTA_TRANSPORT_ROUTES=example.org=smtp:[relay]:25``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ApiSettings",
+    "Config",
+    "ConfigError",
+    "DeliverySettings",
+    "DnsSettings",
+    "IngressSettings",
+    "NatsSettings",
+    "PolicySettings",
+    "QueueSettings",
+    "Route",
+    "ServerSettings",
+    "TelemetrySettings",
+    "TransportSettings",
+    "load_config",
+    "parse_route",
+]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the reason."""
+
+
+_HOSTPORT = re.compile(r"^(?P<host>\[[^\]]+\]|[^:\s]+|)(?::(?P<port>\d{1,5}))$")
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """Split ``host:port`` / ``[v6]:port`` into its parts."""
+    m = _HOSTPORT.match(value.strip())
+    if not m:
+        raise ValueError(f"expected host:port, got {value!r}")
+    host = m.group("host").strip("[]")
+    port = int(m.group("port"))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _listen(value: str) -> str:
+    split_hostport(value)
+    return value
+
+
+Listen = Annotated[str, Field(description="host:port; port 0 picks a free one")]
+
+
+class ServerSettings(_Section):
+    """Who this MTA is and for whom it takes mail."""
+
+    hostname: str = Field("localhost", description="Name in the banner, EHLO and Received:")
+    local_domains: list[str] = Field(
+        default_factory=lambda: ["localhost"],
+        description="Domains whose mail is delivered to local mailboxes (Maildir)",
+    )
+    trusted_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Client networks allowed to relay to any destination",
+    )
+    state_dir: str = Field("var", description="Where local state (TLS cert, Maildirs) lives")
+
+    @field_validator("local_domains")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in v if d.strip()]
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            ipaddress.ip_network(net.strip(), strict=False)
+        return [n.strip() for n in v]
+
+
+class NatsSettings(_Section):
+    """The JetStream connection every service shares."""
+
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated")
+    publish_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a PubAck")
+    connect_timeout: float = Field(2.0, gt=0, description="Seconds per connection attempt")
+    replicas: int = Field(1, ge=1, le=5, description="Stream replicas (3 in a cluster)")
+    inline_body_limit: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Bodies above this many bytes go to the Object Store, not the stream",
+    )
+
+
+class IngressSettings(_Section):
+    """The SMTP listener."""
+
+    listen: str = Field("127.0.0.1:2525", description="SMTP address")
+    http_listen: str = Field("127.0.0.1:9101", description="health and metrics address")
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024, description="SIZE limit, bytes")
+    max_recipients: int = Field(100, ge=1, description="RCPT TO per transaction")
+    command_timeout: float = Field(300.0, gt=0, description="Idle seconds before 421")
+    data_timeout: float = Field(600.0, gt=0, description="Seconds to receive DATA")
+    max_line_length: int = Field(998, ge=80, description="Text line limit, without CRLF")
+    tls_cert: str = Field("", description="PEM certificate; empty: self-signed in state_dir")
+    tls_key: str = Field("", description="PEM key matching tls_cert")
+    policy_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a policy verdict")
+    drain_timeout: float = Field(30.0, ge=0, description="Seconds sessions get on SIGTERM")
+    reuse_port: bool = Field(True, description="SO_REUSEPORT, so several processes share the port")
+
+    _v_listen = field_validator("listen", "http_listen")(_listen)
+
+
+class PolicySettings(_Section):
+    """The policy gRPC service and how clients reach it."""
+
+    listen: str = Field("127.0.0.1:7071", description="gRPC address the service binds")
+    address: str = Field("127.0.0.1:7071", description="gRPC address clients call")
+    http_listen: str = Field("127.0.0.1:9102", description="health and metrics address")
+
+    _v_listen = field_validator("listen", "address", "http_listen")(_listen)
+
+
+class QueueSettings(_Section):
+    """Scheduling: retries, lifetime, bounces."""
+
+    http_listen: str = Field("127.0.0.1:9103", description="health and metrics address")
+    retry_schedule: list[float] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0],
+        description="Seconds before each retry; the last repeats until the lifetime ends",
+    )
+    retry_jitter: float = Field(0.1, ge=0, le=1, description="Fraction of random spread")
+    lifetime: float = Field(5 * 86400.0, gt=0, description="Seconds before a message bounces")
+    bounce_lifetime: float = Field(5 * 86400.0, gt=0, description="Lifetime of a bounce")
+    scheduler_interval: float = Field(1.0, gt=0, description="Seconds between due checks")
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, v: list[float]) -> list[float]:
+        if not v or any(s <= 0 for s in v):
+            raise ValueError("must be a non-empty list of positive seconds")
+        return v
+
+
+class DeliverySettings(_Section):
+    """Delivery workers."""
+
+    http_listen: str = Field("127.0.0.1:9104", description="health and metrics address")
+    concurrency: int = Field(64, ge=1, description="Jobs in flight per process")
+    connect_timeout: float = Field(30.0, gt=0, description="Seconds to connect to a peer")
+    command_timeout: float = Field(300.0, gt=0, description="Seconds per SMTP command")
+    ack_wait: float = Field(60.0, ge=5, description="Seconds before an unacked job is redelivered")
+    idle_connection_timeout: float = Field(
+        10.0, ge=0, description="Seconds a reused connection may sit idle"
+    )
+    max_connections_per_destination: int = Field(8, ge=1, description="Open SMTP sessions")
+    maildir_root: str = Field("", description="Maildir base; empty: <state_dir>/mail")
+    starttls: bool = Field(True, description="Opportunistic STARTTLS when offered")
+    smtp_port: int = Field(25, ge=1, le=65535, description="Port for MX delivery")
+    helo_name: str = Field("", description="EHLO name; empty: server.hostname")
+
+
+class DnsSettings(_Section):
+    """The one resolver every service uses."""
+
+    nameservers: list[str] = Field(
+        default_factory=list, description="Resolver IPs; empty: /etc/resolv.conf"
+    )
+    port: int = Field(53, ge=1, le=65535)
+    timeout: float = Field(5.0, gt=0, description="Seconds for a whole lookup")
+    cache_size: int = Field(10000, ge=0)
+
+
+class TransportSettings(_Section):
+    """Postfix-style ``transport_maps``: domain -> route.
+
+    Routes: ``smtp:[host]:port`` (relay to that host, no MX lookup), ``smtp:host``
+    (MX lookup of host), ``lmtp:host:port``, ``local`` (Maildir), ``mx`` (default).
+    A key starting with a dot matches subdomains; ``*`` matches everything else.
+    """
+
+    routes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for domain, route in v.items():
+            try:
+                parse_route(route)
+            except ValueError as exc:
+                raise ValueError(f"route for {domain!r}: {exc}") from None
+            out[domain.strip().lower()] = route.strip()
+        return out
+
+
+class ApiSettings(_Section):
+    listen: str = Field("127.0.0.1:8025", description="REST API and web UI address")
+
+    _v_listen = field_validator("listen")(_listen)
+
+
+class TelemetrySettings(_Section):
+    otlp_endpoint: str = Field("", description="OTLP gRPC endpoint; empty: no export")
+    log_level: str = Field("INFO")
+    log_format: str = Field("json", pattern="^(json|text)$")
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+
+
+class Config(_Section):
+    server: ServerSettings = ServerSettings()
+    nats: NatsSettings = NatsSettings()
+    ingress: IngressSettings = IngressSettings()
+    policy: PolicySettings = PolicySettings()
+    queue: QueueSettings = QueueSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    dns: DnsSettings = DnsSettings()
+    transport: TransportSettings = TransportSettings()
+    api: ApiSettings = ApiSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+
+    @property
+    def maildir_root(self) -> Path:
+        return Path(self.delivery.maildir_root or Path(self.server.state_dir) / "mail")
+
+
+class Route(BaseModel):
+    """Where mail for a domain goes; see :class:`TransportSettings`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str  # "mx" | "smtp" | "lmtp" | "local"
+    host: str = ""
+    port: int = 0
+    mx_lookup: bool = True
+
+    def key(self) -> str:
+        """A stable destination key: the unit of connection reuse and job grouping."""
+        if self.kind == "local":
+            return "local"
+        if self.kind == "mx":
+            return f"mx:{self.host}"
+        return f"{self.kind}:{self.host}:{self.port}:{int(self.mx_lookup)}"
+
+
+def parse_route(text: str) -> Route:
+    text = text.strip()
+    if text in ("mx", ""):
+        return Route(kind="mx")
+    if text == "local":
+        return Route(kind="local")
+    kind, _, rest = text.partition(":")
+    if kind not in ("smtp", "lmtp") or not rest:
+        raise ValueError(f"unknown route {text!r}; use smtp:[host]:port, lmtp:host:port, local, mx")
+    mx_lookup = not rest.startswith("[") and kind == "smtp"
+    m = re.match(r"^\[?(?P<host>[^\]]*?)\]?(?::(?P<port>\d+))?$", rest)
+    if rest.startswith("["):
+        m = re.match(r"^\[(?P<host>[^\]]+)\](?::(?P<port>\d+))?$", rest)
+    if not m or not m.group("host"):
+        raise ValueError(f"bad host in route {text!r}")
+    port = int(m.group("port") or (24 if kind == "lmtp" else 25))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range in route {text!r}")
+    return Route(kind=kind, host=m.group("host").lower(), port=port, mx_lookup=mx_lookup)
+
+
+_LIST_FIELDS = {"local_domains", "trusted_networks", "retry_schedule", "nameservers"}
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    sections = Config.model_fields
+    for name, value in env.items():
+        if not name.startswith("ELEMTA_") or name == "ELEMTA_CONFIG":
+            continue
+        rest = name[len("ELEMTA_") :].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            raise ConfigError(f"{name}: no such setting (expected ELEMTA_<SECTION>_<KEY>)")
+        model = sections[section].annotation
+        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        if key not in fields:
+            raise ConfigError(f"{name}: {section} has no key {key!r}")
+        parsed: Any = value
+        if key in _LIST_FIELDS:
+            parsed = [p.strip() for p in value.split(",") if p.strip()]
+        elif section == "transport" and key == "routes":
+            parsed = {}
+            for pair in value.split(","):
+                if not pair.strip():
+                    continue
+                domain, sep, route = pair.partition("=")
+                if not sep:
+                    raise ConfigError(f"{name}: expected domain=route pairs, got {pair!r}")
+                parsed[domain.strip()] = route.strip()
+        out.setdefault(section, {})[key] = parsed
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in over.items():
+        current = merged.setdefault(section, {})
+        if not isinstance(current, dict):
+            raise ConfigError(f"{section}: must be a table")
+        current.update(values)
+    return merged
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read, merge and validate the configuration; raise :class:`ConfigError` on any fault."""
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("ELEMTA_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = _merge(data, _env_overrides(env))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{key}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

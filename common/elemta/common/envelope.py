@@ -1,0 +1,126 @@
+"""The envelope and the hand-off records that travel between services.
+
+Three records cross JetStream, each as JSON:
+
+* :class:`Envelope` — rides in the ``Elemta-Envelope`` header of the stored message
+  (subject ``elemta.msg.<id>``); the payload is the message itself, unless it was
+  too large and lives in the Object Store (``body_object``).
+* :class:`DeliveryJob` — the queue's order to deliver one message to one
+  destination (``elemta.delivery.<id>``); it names the stored message by stream
+  sequence, so the body is never copied.
+* :class:`Outcome` — the delivery worker's report of one attempt, per recipient
+  (``elemta.outcome.<id>``).
+
+Queue ids sort by time, like Postfix's long queue ids: 10 characters of
+milliseconds then 10 random characters, Crockford base32.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "DeliveryJob",
+    "Envelope",
+    "Outcome",
+    "RecipientResult",
+    "new_queue_id",
+]
+
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _b32(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        out.append(_B32[n & 31])
+        n >>= 5
+    return "".join(reversed(out))
+
+
+def new_queue_id(now: float | None = None) -> str:
+    ms = int((time.time() if now is None else now) * 1000)
+    return _b32(ms, 10) + _b32(secrets.randbits(50), 10)
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(asdict(obj), separators=(",", ":")).encode()
+
+
+@dataclass
+class Envelope:
+    id: str
+    sender: str  # "" is the null sender of a bounce
+    recipients: list[str]
+    received_at: float
+    client_ip: str = ""
+    client_helo: str = ""
+    size: int = 0
+    body_object: str = ""  # Object Store name when the body is not inline
+    is_bounce: bool = False
+    hold: bool = False
+    smtputf8: bool = False
+    body_8bit: bool = False
+
+    def to_header(self) -> str:
+        return _dump(self).decode()
+
+    @classmethod
+    def from_header(cls, text: str) -> Envelope:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class DeliveryJob:
+    id: str  # queue id
+    dest: str  # destination key (Route.key())
+    route: dict[str, Any]  # Route fields
+    domain: str  # recipient domain, for MX delivery
+    sender: str
+    recipients: list[str]
+    msg_seq: int  # sequence of the stored message in ELEMTA_MESSAGES
+    body_object: str = ""
+    attempt: int = 1
+    smtputf8: bool = False
+    body_8bit: bool = False
+
+    def encode(self) -> bytes:
+        return _dump(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeliveryJob:
+        return cls(**json.loads(data))
+
+
+@dataclass
+class RecipientResult:
+    recipient: str
+    status: str  # "delivered" | "deferred" | "failed"
+    code: int = 0
+    enhanced: str = ""
+    text: str = ""
+
+
+@dataclass
+class Outcome:
+    id: str
+    dest: str
+    domain: str
+    attempt: int
+    host: str  # the peer that answered (MX host, relay, LMTP or "maildir")
+    results: list[RecipientResult] = field(default_factory=list)
+    worker: str = ""
+    finished_at: float = 0.0
+
+    def encode(self) -> bytes:
+        return _dump(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Outcome:
+        raw = json.loads(data)
+        raw["results"] = [RecipientResult(**r) for r in raw.get("results", [])]
+        return cls(**raw)

@@ -1,0 +1,228 @@
+"""JetStream names, stream definitions and the connection every service opens.
+
+The queue service owns the streams: it calls :func:`ensure_streams` at start-up.
+Every other service calls :func:`wait_for_streams` and reports not-ready until
+they exist, so start order does not matter.
+
+Streams (subjects in parentheses):
+
+``ELEMTA_MESSAGES`` (``elemta.msg.<id>``)
+    Accepted messages: envelope in a header, body in the payload. Limits retention;
+    the queue deletes a message when its last recipient is finished. Direct get is
+    on so that delivery workers fetch bodies by sequence.
+``ELEMTA_DELIVERY`` (``elemta.delivery.<id>``)
+    Work queue of delivery jobs, consumed by every delivery process through the
+    one durable pull consumer ``delivery``.
+``ELEMTA_OUTCOMES`` (``elemta.outcome.<id>``)
+    Work queue of attempt outcomes, consumed by the queue service.
+``ELEMTA_DEFERRED`` (``elemta.deferred.<id>``)
+    Jobs waiting for their retry time; the queue's scheduler moves them back to
+    ``ELEMTA_DELIVERY`` when due. Kept apart so that waiting jobs never hold a
+    consumer's ack-pending slots.
+``ELEMTA_EVENTS`` (``elemta.events.<id>``)
+    Per-message history: accepted, attempt, deferred, delivered, bounced, expired.
+KV ``ELEMTA_STATE``
+    Per-message state owned by the queue (recipients left, attempts, next retry).
+Object Store ``ELEMTA_BODIES``
+    Bodies larger than ``nats.inline_body_limit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from .config import Config
+
+__all__ = [
+    "BODIES_BUCKET",
+    "DEFERRED_STREAM",
+    "DELIVERY_CONSUMER",
+    "DELIVERY_STREAM",
+    "ENVELOPE_HEADER",
+    "EVENTS_STREAM",
+    "INTAKE_CONSUMER",
+    "MESSAGES_STREAM",
+    "OUTCOMES_CONSUMER",
+    "OUTCOMES_STREAM",
+    "STATE_BUCKET",
+    "connect",
+    "delivery_consumer_config",
+    "ensure_streams",
+    "stream_configs",
+    "wait_for_streams",
+]
+
+log = logging.getLogger(__name__)
+
+MESSAGES_STREAM = "ELEMTA_MESSAGES"
+DELIVERY_STREAM = "ELEMTA_DELIVERY"
+OUTCOMES_STREAM = "ELEMTA_OUTCOMES"
+DEFERRED_STREAM = "ELEMTA_DEFERRED"
+EVENTS_STREAM = "ELEMTA_EVENTS"
+STATE_BUCKET = "ELEMTA_STATE"
+BODIES_BUCKET = "ELEMTA_BODIES"
+
+MSG_SUBJECT = "elemta.msg"
+DELIVERY_SUBJECT = "elemta.delivery"
+OUTCOME_SUBJECT = "elemta.outcome"
+DEFERRED_SUBJECT = "elemta.deferred"
+EVENTS_SUBJECT = "elemta.events"
+
+INTAKE_CONSUMER = "queue-intake"
+OUTCOMES_CONSUMER = "queue-outcomes"
+DELIVERY_CONSUMER = "delivery"
+
+ENVELOPE_HEADER = "Elemta-Envelope"
+DUE_HEADER = "Elemta-Due"
+
+
+def stream_configs(cfg: Config) -> list[StreamConfig]:
+    replicas = cfg.nats.replicas
+    common = dict(storage=StorageType.FILE, num_replicas=replicas)
+    return [
+        StreamConfig(
+            name=MESSAGES_STREAM,
+            subjects=[f"{MSG_SUBJECT}.>"],
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.NEW,
+            duplicate_window=120.0,
+            allow_direct=True,
+            max_msg_size=-1,
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=DELIVERY_STREAM,
+            subjects=[f"{DELIVERY_SUBJECT}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=120.0,
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=OUTCOMES_STREAM,
+            subjects=[f"{OUTCOME_SUBJECT}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=120.0,
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=DEFERRED_STREAM,
+            subjects=[f"{DEFERRED_SUBJECT}.>"],
+            retention=RetentionPolicy.LIMITS,
+            duplicate_window=120.0,
+            allow_direct=True,
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[f"{EVENTS_SUBJECT}.>"],
+            retention=RetentionPolicy.LIMITS,
+            max_age=30 * 86400.0,
+            allow_direct=True,
+            **common,  # type: ignore[arg-type]
+        ),
+    ]
+
+
+def delivery_consumer_config(cfg: Config) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=DELIVERY_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=cfg.delivery.ack_wait,
+        max_deliver=-1,
+        max_ack_pending=20000,
+        filter_subject=f"{DELIVERY_SUBJECT}.>",
+    )
+
+
+async def connect(
+    cfg: Config,
+    name: str,
+    on_state: Callable[[bool], Awaitable[None] | None] | None = None,
+) -> NATS:
+    """Connect with endless reconnects; ``on_state`` hears about (dis)connections."""
+
+    async def _notify(up: bool) -> None:
+        if on_state is not None:
+            res = on_state(up)
+            if asyncio.iscoroutine(res):
+                await res
+
+    async def disconnected() -> None:
+        log.warning("nats disconnected")
+        await _notify(False)
+
+    async def reconnected() -> None:
+        log.info("nats reconnected")
+        await _notify(True)
+
+    async def error_cb(exc: Exception) -> None:
+        log.debug("nats error: %s", exc)
+
+    nc = await nats.connect(
+        servers=[u.strip() for u in cfg.nats.url.split(",")],
+        name=name,
+        connect_timeout=cfg.nats.connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        retry_on_failed_connect=True,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error_cb,
+        pending_size=64 * 1024 * 1024,
+    )
+    await _notify(True)
+    return nc
+
+
+async def ensure_streams(js: JetStreamContext, cfg: Config) -> None:
+    """Create or update every stream, the state bucket and the body store."""
+    for sc in stream_configs(cfg):
+        try:
+            await js.stream_info(sc.name)
+            await js.update_stream(sc)
+        except NotFoundError:
+            await js.add_stream(sc)
+    from nats.js.api import KeyValueConfig, ObjectStoreConfig
+
+    await js.create_key_value(
+        KeyValueConfig(bucket=STATE_BUCKET, history=1, replicas=cfg.nats.replicas)
+    )
+    await js.create_object_store(
+        BODIES_BUCKET,
+        ObjectStoreConfig(bucket=BODIES_BUCKET, replicas=cfg.nats.replicas),
+    )
+
+
+async def wait_for_streams(
+    js: JetStreamContext, names: list[str], stop: asyncio.Event | None = None
+) -> None:
+    """Block until every named stream exists (the queue service creates them)."""
+    pending = list(names)
+    while pending:
+        try:
+            await js.stream_info(pending[0])
+            pending.pop(0)
+            continue
+        except Exception as exc:  # not found, or not connected yet
+            log.info("waiting for stream %s: %s", pending[0], exc)
+        if stop is not None and stop.is_set():
+            return
+        await asyncio.sleep(0.5)

@@ -1,0 +1,102 @@
+"""How every service starts and stops: config, logs, tracing, health, signals.
+
+A service provides an object with ``start()``, ``stop()`` and readiness checks;
+:func:`run_service` loads the configuration (``--config`` or ``ELEMTA_CONFIG``),
+reports a bad configuration on stderr with exit status 78 (EX_CONFIG, as Postfix's
+daemons do for fatal configuration errors), serves health and metrics, and turns
+SIGTERM/SIGINT into a graceful drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from .config import Config, ConfigError, load_config
+from .health import HealthServer
+from .logs import setup_logging
+from .telemetry import setup_tracing, shutdown_tracing
+
+__all__ = ["Service", "run_service"]
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG = 78
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def parse_args(name: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"elemta-{name}")
+    parser.add_argument("--config", help="TOML configuration file (default: $ELEMTA_CONFIG)")
+    return parser.parse_args(argv)
+
+
+def run_service(
+    name: str,
+    factory: Callable[[Config, HealthServer, asyncio.Event], Service],
+    http_listen: Callable[[Config], str],
+    argv: list[str] | None = None,
+) -> int:
+    args = parse_args(name, argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"elemta-{name}: fatal: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(name, cfg.telemetry.log_level, cfg.telemetry.log_format)
+    setup_tracing(name, cfg.telemetry)
+    try:
+        return asyncio.run(_main(name, cfg, factory, http_listen(cfg)))
+    finally:
+        shutdown_tracing()
+
+
+async def _main(
+    name: str,
+    cfg: Config,
+    factory: Callable[[Config, HealthServer, asyncio.Event], Service],
+    listen: str,
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    health = HealthServer(listen)
+    port = await health.start()
+    service = factory(cfg, health, stop)
+    log.info("%s starting; health on %s:%d", name, health.host, port)
+    try:
+        await service.start()
+    except Exception:
+        log.exception("%s failed to start", name)
+        await health.stop()
+        return 1
+    await stop.wait()
+    log.info("%s draining", name)
+    try:
+        await service.stop()
+    finally:
+        await health.stop()
+    log.info("%s stopped", name)
+    return 0
+
+
+async def wait_or_stop(aw: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Await ``aw`` unless ``stop`` is set first; True when ``aw`` finished."""
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task not in done:
+        task.cancel()
+        return False
+    return True

@@ -1,0 +1,229 @@
+"""The whole Elemta system as separate processes, for end-to-end tests.
+
+Each service runs as ``python -m elemta.<service> --config <file>``, exactly as
+``make run`` starts it, against the test's own nats-server and DNS server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .dnsserver import free_port
+
+__all__ = ["ROOT", "ServiceProcess", "Stack", "python_path", "toml_dumps"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_path() -> str:
+    parts = [ROOT / "common", *sorted((ROOT / "services").iterdir()), ROOT / "operator"]
+    return os.pathsep.join(str(p) for p in parts)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def toml_dumps(data: dict[str, dict[str, Any]]) -> str:
+    out = []
+    for section, values in data.items():
+        out.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                continue
+            out.append(f"{key} = {_toml_value(value)}")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out.append(f"[{section}.{key}]")
+                for k, v in value.items():
+                    out.append(f"{json.dumps(k)} = {_toml_value(v)}")
+        out.append("")
+    return "\n".join(out)
+
+
+class ServiceProcess:
+    def __init__(self, name: str, config: Path, log: Path, http_port: int, env: dict[str, str]) -> None:
+        self.name = name
+        self.config = config
+        self.log_path = log
+        self.http_port = http_port
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"elemta.{self.name}", "--config", str(self.config)],
+            stdout=log, stderr=log, env=self.env, cwd=str(ROOT),
+        )
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except FileNotFoundError:
+            return ""
+
+
+class Stack:
+    """Config plus processes; ``start()`` brings up policy, queue, delivery and ingress."""
+
+    def __init__(self, workdir: Path, nats_url: str, dns_port: int, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self.workdir = workdir
+        self.smtp_port = free_port()
+        self.policy_port = free_port()
+        self.config: dict[str, dict[str, Any]] = {
+            "server": {
+                "hostname": "mx.elemta.test",
+                "local_domains": ["local.test"],
+                "trusted_networks": ["127.0.0.0/8"],
+                "state_dir": str(workdir / "var"),
+            },
+            "nats": {"url": nats_url, "publish_timeout": 2.0},
+            "ingress": {
+                "listen": f"127.0.0.1:{self.smtp_port}",
+                "http_listen": f"127.0.0.1:{free_port()}",
+                "max_message_size": 1024 * 1024,
+                "max_recipients": 10,
+            },
+            "policy": {
+                "listen": f"127.0.0.1:{self.policy_port}",
+                "address": f"127.0.0.1:{self.policy_port}",
+                "http_listen": f"127.0.0.1:{free_port()}",
+            },
+            "queue": {
+                "http_listen": f"127.0.0.1:{free_port()}",
+                "retry_schedule": [1.0, 1.0, 2.0],
+                "retry_jitter": 0.0,
+                "lifetime": 300.0,
+                "scheduler_interval": 0.2,
+            },
+            "delivery": {
+                "http_listen": f"127.0.0.1:{free_port()}",
+                "ack_wait": 5.0,
+                "connect_timeout": 5.0,
+                "command_timeout": 10.0,
+                "idle_connection_timeout": 2.0,
+            },
+            "dns": {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 3.0},
+            "transport": {"routes": {}},
+            "telemetry": {"log_level": "INFO", "log_format": "json"},
+        }
+        for section, values in (overrides or {}).items():
+            self.config.setdefault(section, {}).update(values)
+        self.config_path = workdir / "elemta.toml"
+        self.processes: dict[str, ServiceProcess] = {}
+        self.extra_delivery: list[ServiceProcess] = []
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(toml_dumps(self.config))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ELEMTA_")}
+        env["PYTHONPATH"] = python_path()
+        env.update(extra)
+        return env
+
+    def service(self, name: str, **env: str) -> ServiceProcess:
+        section = self.config[name]
+        port = int(section["http_listen"].rsplit(":", 1)[1])
+        if "ELEMTA_DELIVERY_HTTP_LISTEN" in env:
+            port = int(env["ELEMTA_DELIVERY_HTTP_LISTEN"].rsplit(":", 1)[1])
+        log = self.workdir / f"{name}-{port}.log"
+        return ServiceProcess(name, self.config_path, log, port, self.env(**env))
+
+    def start(self, *names: str) -> Stack:
+        self.write_config()
+        names = names or ("policy", "queue", "delivery", "ingress")
+        for name in names:
+            proc = self.service(name)
+            self.processes[name] = proc
+            proc.start()
+        for name in names:
+            self.processes[name].wait_ready()
+        return self
+
+    def add_delivery(self) -> ServiceProcess:
+        port = free_port()
+        proc = self.service("delivery", ELEMTA_DELIVERY_HTTP_LISTEN=f"127.0.0.1:{port}")
+        proc.start()
+        proc.wait_ready()
+        self.extra_delivery.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in [*self.extra_delivery, *reversed(list(self.processes.values()))]:
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.log()}" for p in [*self.processes.values(), *self.extra_delivery])
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.test", timeout=20)
+
+    def send(self, sender: str, recipients: list[str], body: bytes | str) -> tuple[int, bytes]:
+        """Send one message; return the final DATA reply."""
+        with self.smtp() as s:
+            s.ehlo()
+            code, msg = s.mail(sender)
+            assert code == 250, (code, msg)
+            for rcpt in recipients:
+                code, msg = s.rcpt(rcpt)
+                assert code == 250, (code, msg)
+            return s.data(body)
