@@ -54,7 +54,9 @@ def make_sink() -> Iterator[object]:
 
 
 @pytest.fixture
-def stack_factory(tmp_path: Path, nats_server: NatsServer, dns_server: DnsServer) -> Iterator[object]:
+def stack_factory(
+    tmp_path: Path, nats_server: NatsServer, dns_server: DnsServer
+) -> Iterator[object]:
     stacks: list[Stack] = []
 
     def make(overrides: dict[str, dict[str, object]] | None = None, start: bool = True) -> Stack:

@@ -58,7 +58,9 @@ class NatsServer:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("nats-server exited: " + (self.store / "nats.log").read_text())
+                    raise RuntimeError(
+                        "nats-server exited: " + (self.store / "nats.log").read_text()
+                    ) from None
                 time.sleep(0.05)
         raise RuntimeError("nats-server did not start")
 

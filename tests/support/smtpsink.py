@@ -70,13 +70,20 @@ class SmtpSink:
         handler = _Handler(self)
         if lmtp:
             self.controller = Controller(
-                handler, hostname="127.0.0.1", port=self.port, server_hostname="sink.test",
+                handler,
+                hostname="127.0.0.1",
+                port=self.port,
+                server_hostname="sink.test",
                 factory=lambda: LMTP(handler, hostname="sink.test", enable_SMTPUTF8=True),
             )
         else:
             self.controller = Controller(
-                handler, hostname="127.0.0.1", port=self.port, server_hostname="sink.test",
-                enable_SMTPUTF8=True, data_size_limit=64 * 1024 * 1024,
+                handler,
+                hostname="127.0.0.1",
+                port=self.port,
+                server_hostname="sink.test",
+                enable_SMTPUTF8=True,
+                data_size_limit=64 * 1024 * 1024,
             )
 
     def _scripted(self, table: dict[str, list[str] | str], key: str) -> str | None:

@@ -60,7 +60,9 @@ def toml_dumps(data: dict[str, dict[str, Any]]) -> str:
 
 
 class ServiceProcess:
-    def __init__(self, name: str, config: Path, log: Path, http_port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, config: Path, log: Path, http_port: int, env: dict[str, str]
+    ) -> None:
         self.name = name
         self.config = config
         self.log_path = log
@@ -72,12 +74,17 @@ class ServiceProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"elemta.{self.name}", "--config", str(self.config)],
-            stdout=log, stderr=log, env=self.env, cwd=str(ROOT),
+            stdout=log,
+            stderr=log,
+            env=self.env,
+            cwd=str(ROOT),
         )
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.http_port}/readyz", timeout=1
+            ) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -123,7 +130,13 @@ class ServiceProcess:
 class Stack:
     """Config plus processes; ``start()`` brings up policy, queue, delivery and ingress."""
 
-    def __init__(self, workdir: Path, nats_url: str, dns_port: int, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        nats_url: str,
+        dns_port: int,
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.smtp_port = free_port()
         self.policy_port = free_port()
@@ -212,7 +225,9 @@ class Stack:
             proc.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.log()}" for p in [*self.processes.values(), *self.extra_delivery])
+        return "\n".join(
+            f"--- {p.name} ---\n{p.log()}" for p in [*self.processes.values(), *self.extra_delivery]
+        )
 
     def smtp(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.test", timeout=20)

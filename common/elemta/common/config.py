@@ -299,7 +299,9 @@ def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
         if section not in sections or not key:
             raise ConfigError(f"{name}: no such setting (expected ELEMTA_<SECTION>_<KEY>)")
         model = sections[section].annotation
-        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        fields = (
+            model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        )
         if key not in fields:
             raise ConfigError(f"{name}: {section} has no key {key!r}")
         parsed: Any = value
@@ -328,7 +330,9 @@ def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, A
     return merged
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> Config:
     """Read, merge and validate the configuration; raise :class:`ConfigError` on any fault."""
     env = dict(os.environ if env is None else env)
     path = path or env.get("ELEMTA_CONFIG") or None

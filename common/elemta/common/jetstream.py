@@ -155,6 +155,7 @@ async def connect(
     cfg: Config,
     name: str,
     on_state: Callable[[bool], Awaitable[None] | None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> NATS:
     """Connect with endless reconnects; ``on_state`` hears about (dis)connections."""
 
@@ -175,19 +176,28 @@ async def connect(
     async def error_cb(exc: Exception) -> None:
         log.debug("nats error: %s", exc)
 
-    nc = await nats.connect(
-        servers=[u.strip() for u in cfg.nats.url.split(",")],
-        name=name,
-        connect_timeout=cfg.nats.connect_timeout,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        allow_reconnect=True,
-        retry_on_failed_connect=True,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=error_cb,
-        pending_size=64 * 1024 * 1024,
-    )
+    # The client gives up when the very first connection fails; a service that
+    # starts before its NATS server must keep trying (and stay not-ready) instead.
+    while True:
+        try:
+            nc = await nats.connect(
+                servers=[u.strip() for u in cfg.nats.url.split(",")],
+                name=name,
+                connect_timeout=int(max(1, cfg.nats.connect_timeout)),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                allow_reconnect=True,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error_cb,
+                pending_size=64 * 1024 * 1024,
+            )
+            break
+        except Exception as exc:
+            if stop is not None and stop.is_set():
+                raise
+            log.warning("cannot connect to NATS at %s: %s; retrying", cfg.nats.url, exc)
+            await asyncio.sleep(1.0)
     await _notify(True)
     return nc
 
@@ -195,6 +205,7 @@ async def connect(
 async def ensure_streams(js: JetStreamContext, cfg: Config) -> None:
     """Create or update every stream, the state bucket and the body store."""
     for sc in stream_configs(cfg):
+        assert sc.name is not None
         try:
             await js.stream_info(sc.name)
             await js.update_stream(sc)

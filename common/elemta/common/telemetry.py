@@ -70,7 +70,9 @@ def current_trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
-def headers_with_context(headers: dict[str, str] | None = None, ctx: Context | None = None) -> dict[str, str]:
+def headers_with_context(
+    headers: dict[str, str] | None = None, ctx: Context | None = None
+) -> dict[str, str]:
     """Return ``headers`` plus the trace context of ``ctx`` (default: the current one)."""
     out = dict(headers or {})
     inject(out, context=ctx)

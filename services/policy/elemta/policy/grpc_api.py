@@ -1,0 +1,116 @@
+"""The gRPC edge: protobuf in, domain objects to the pipeline, protobuf out.
+
+Generated types stop here; the pipeline sees plain strings and dataclasses.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+from elemta.common import telemetry
+from elemta.rpc.policy.v1 import policy_pb2 as pb
+from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
+
+from .checks import Pipeline, Verdict
+
+__all__ = ["PolicyServicer"]
+
+_ACTIONS = {
+    "accept": pb.ACTION_ACCEPT,
+    "reject": pb.ACTION_REJECT,
+    "tempfail": pb.ACTION_TEMPFAIL,
+    "hold": pb.ACTION_HOLD,
+    "discard": pb.ACTION_DISCARD,
+}
+
+CHECKS = Counter("elemta_policy_checks_total", "Policy checks answered", ["stage", "action"])
+LATENCY = Histogram(
+    "elemta_policy_check_seconds",
+    "Time to answer a policy check",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+
+_tracer = trace.get_tracer("elemta.policy")
+
+
+def _to_pb(v: Verdict) -> pb.Verdict:
+    return pb.Verdict(
+        action=_ACTIONS[v.action],
+        smtp_code=v.code,
+        enhanced_code=v.enhanced,
+        reason=v.reason,
+        add_headers=[pb.Header(name=n, value=val) for n, val in v.add_headers],
+        remove_headers=list(v.remove_headers),
+    )
+
+
+def _session(s: pb.Session) -> dict[str, object]:
+    return {
+        "client_ip": s.client_ip,
+        "client_hostname": s.client_hostname,
+        "helo": s.helo,
+        "tls": s.tls,
+        "user": s.authenticated_user,
+        "queue_id": s.queue_id,
+    }
+
+
+class PolicyServicer(pb_grpc.PolicyServiceServicer):
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def _judge(
+        self, stage: str, context: grpc.aio.ServicerContext, **kwargs: object
+    ) -> pb.Verdict:
+        ctx = telemetry.context_from_metadata(context.invocation_metadata())
+        started = time.perf_counter()
+        with _tracer.start_as_current_span(f"policy.{stage}", context=ctx) as span:
+            verdict = await self.pipeline.run(stage, **kwargs)
+            span.set_attribute("elemta.policy.action", verdict.action)
+        CHECKS.labels(stage, verdict.action).inc()
+        LATENCY.labels(stage).observe(time.perf_counter() - started)
+        return _to_pb(verdict)
+
+    async def CheckConnect(
+        self, request: pb.CheckConnectRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckConnectResponse:  # noqa: N802
+        v = await self._judge("connect", context, session=_session(request.session))
+        return pb.CheckConnectResponse(verdict=v)
+
+    async def CheckMail(
+        self, request: pb.CheckMailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckMailResponse:  # noqa: N802
+        v = await self._judge(
+            "mail", context, session=_session(request.session), sender=request.sender
+        )
+        return pb.CheckMailResponse(verdict=v)
+
+    async def CheckRcpt(
+        self, request: pb.CheckRcptRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckRcptResponse:  # noqa: N802
+        v = await self._judge(
+            "rcpt",
+            context,
+            session=_session(request.session),
+            sender=request.sender,
+            recipient=request.recipient,
+        )
+        return pb.CheckRcptResponse(verdict=v)
+
+    async def CheckData(
+        self, request: pb.CheckDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckDataResponse:  # noqa: N802
+        v = await self._judge(
+            "data",
+            context,
+            session=_session(request.session),
+            sender=request.sender,
+            recipients=list(request.recipients),
+            message=request.message,
+        )
+        return pb.CheckDataResponse(verdict=v)
