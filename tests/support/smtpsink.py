@@ -7,6 +7,7 @@ given number of attempts, to exercise retries and bounces.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class _Handler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         reply = self.sink._scripted(self.sink.rcpt_replies, address.lower())
+        with self.sink._lock:
+            self.sink.rcpt_log.append((str(envelope.mail_from), address, reply or "250"))
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -42,6 +45,8 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.sink._lock:
             self.sink.data_attempts += 1
+        if self.sink.delay:
+            await asyncio.sleep(self.sink.delay)
         reply = self.sink._scripted(self.sink.data_replies, "*")
         if reply:
             return reply
@@ -62,6 +67,9 @@ class SmtpSink:
         self.port = port or free_port()
         self.messages: list[Received] = []
         self.data_attempts = 0
+        self.delay = 0.0  # seconds to think before answering DATA
+        # (mail_from, rcpt, reply) for every RCPT TO seen
+        self.rcpt_log: list[tuple[str, str, str]] = []
         # key -> list of replies consumed one per attempt (then normal behaviour)
         # or a single string used forever.
         self.rcpt_replies: dict[str, list[str] | str] = {}

@@ -1,0 +1,18 @@
+"""Prometheus metrics of the queue service; no per-message labels, by design."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["BOUNCES", "DEFERRED", "EVENTS", "INTAKE", "INTAKE_SECONDS", "OUTCOMES"]
+
+INTAKE = Counter("elemta_queue_intake_total", "Messages taken in from ELEMTA_MESSAGES")
+INTAKE_SECONDS = Histogram(
+    "elemta_queue_intake_seconds",
+    "Time to take in one message (state, jobs, event)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+OUTCOMES = Counter("elemta_queue_outcomes_total", "Delivery outcomes handled")
+EVENTS = Counter("elemta_queue_events_total", "Message events published", ["type"])
+DEFERRED = Gauge("elemta_queue_deferred_messages", "Jobs waiting in the retry scheduler")
+BOUNCES = Counter("elemta_queue_bounces_total", "Delivery status notifications sent")

@@ -1,0 +1,53 @@
+"""One message is one trace, across every service it passes through."""
+
+from __future__ import annotations
+
+import time
+
+from support.otlp import OtlpReceiver
+from support.smtpsink import SmtpSink
+
+
+def test_one_trace_spans_ingress_policy_queue_and_delivery(stack_factory, make_sink):
+    receiver = OtlpReceiver().start()
+    try:
+        sink: SmtpSink = make_sink()
+        stack = stack_factory(
+            {
+                "transport": {"routes": {"relay.test": f"smtp:[127.0.0.1]:{sink.port}"}},
+                "telemetry": {"otlp_endpoint": receiver.endpoint},
+            }
+        )
+        code, reply = stack.send(
+            "a@client.test", ["r@relay.test"], "Subject: traced\r\n\r\nhello\r\n"
+        )
+        assert code == 250
+        queue_id = reply.decode().rsplit(" ", 1)[1]
+        sink.wait_for(1)
+        wanted = {"elemta-ingress", "elemta-policy", "elemta-queue", "elemta-delivery"}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            spans = receiver.snapshot()
+            root = [
+                s
+                for s in spans
+                if s.attributes.get("elemta.queue_id") == queue_id and s.service == "elemta-ingress"
+            ]
+            if root:
+                trace_id = root[0].trace_id
+                services = {s.service for s in spans if s.trace_id == trace_id}
+                if wanted <= services:
+                    break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(
+                f"spans by service: {sorted({(s.service, s.name, s.trace_id[:8]) for s in receiver.snapshot()})}"
+            )
+        time.sleep(1.5)  # let the batch processors flush the parents too
+        in_trace = [s for s in receiver.snapshot() if s.trace_id == trace_id]
+        # every span but the root has a parent inside the same trace
+        ids = {s.span_id for s in in_trace}
+        orphans = [s for s in in_trace if s.parent_id and s.parent_id not in ids]
+        assert not orphans, orphans
+    finally:
+        receiver.stop()
