@@ -23,7 +23,7 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy common services operator
+	$(VENV)/bin/mypy common services
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
@@ -32,7 +32,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 typecheck: install
-	$(VENV)/bin/mypy common services operator
+	$(VENV)/bin/mypy common services
 
 proto: install
 	PYTHON=$(PY) bash tools/proto_codegen.sh

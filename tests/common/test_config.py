@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from elemta.common.config import ConfigError, load_config, parse_route
+
 from support.stack import ROOT, python_path
 
 

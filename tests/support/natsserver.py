@@ -47,10 +47,10 @@ class NatsServer:
             "max_payload: 8MB\n"
             f'jetstream {{ store_dir: "{self.store / "js"}", sync_interval: always }}\n'
         )
-        log = open(self.store / "nats.log", "ab")
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(self.conf)], stdout=log, stderr=log
-        )
+        with open(self.store / "nats.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [nats_server_binary(), "-c", str(self.conf)], stdout=log, stderr=log
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

@@ -29,6 +29,16 @@ class Received:
     at: float = field(default_factory=time.time)
 
 
+def _sender(mail_from: str | None) -> str:
+    """The null sender as "" (aiosmtpd keeps the angle brackets of ``<>``)."""
+    return "" if mail_from in (None, "<>") else str(mail_from)
+
+
+class _LmtpController(Controller):
+    def factory(self) -> LMTP:
+        return LMTP(self.handler, hostname="sink.test", enable_SMTPUTF8=True)
+
+
 class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
@@ -36,7 +46,7 @@ class _Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         reply = self.sink._scripted(self.sink.rcpt_replies, address.lower())
         with self.sink._lock:
-            self.sink.rcpt_log.append((str(envelope.mail_from), address, reply or "250"))
+            self.sink.rcpt_log.append((_sender(envelope.mail_from), address, reply or "250"))
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -53,7 +63,7 @@ class _Handler:
         content = envelope.original_content or b""
         with self.sink._lock:
             self.sink.messages.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+                Received(_sender(envelope.mail_from), list(envelope.rcpt_tos), content)
             )
         if isinstance(server, LMTP):
             return "\r\n".join("250 2.0.0 delivered" for _ in envelope.rcpt_tos)

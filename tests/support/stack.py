@@ -71,14 +71,14 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"elemta.{self.name}", "--config", str(self.config)],
-            stdout=log,
-            stderr=log,
-            env=self.env,
-            cwd=str(ROOT),
-        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", f"elemta.{self.name}", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=str(ROOT),
+            )
 
     def ready(self) -> bool:
         try:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -58,6 +59,7 @@ __all__ = [
     "EVENTS_STREAM",
     "INTAKE_CONSUMER",
     "MESSAGES_STREAM",
+    "MSG_SUBJECT",
     "OUTCOMES_CONSUMER",
     "OUTCOMES_STREAM",
     "STATE_BUCKET",
@@ -176,30 +178,44 @@ async def connect(
     async def error_cb(exc: Exception) -> None:
         log.debug("nats error: %s", exc)
 
-    # The client gives up when the very first connection fails; a service that
-    # starts before its NATS server must keep trying (and stay not-ready) instead.
-    while True:
-        try:
-            nc = await nats.connect(
-                servers=[u.strip() for u in cfg.nats.url.split(",")],
-                name=name,
-                connect_timeout=int(max(1, cfg.nats.connect_timeout)),
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                allow_reconnect=True,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=error_cb,
-                pending_size=64 * 1024 * 1024,
-            )
-            break
-        except Exception as exc:
-            if stop is not None and stop.is_set():
-                raise
-            log.warning("cannot connect to NATS at %s: %s; retrying", cfg.nats.url, exc)
-            await asyncio.sleep(1.0)
+    servers = [u.strip() for u in cfg.nats.url.split(",") if u.strip()]
+    # With endless reconnects the client never returns from a first connection to
+    # a server that is down, and ignores cancellation while it tries. So wait for
+    # a server to accept TCP first, where a stop request can still end the wait.
+    while not await _any_reachable(servers, cfg.nats.connect_timeout):
+        if stop is not None and stop.is_set():
+            raise ConnectionError(f"stopped while waiting for NATS at {cfg.nats.url}")
+        log.warning("cannot reach NATS at %s; retrying", cfg.nats.url)
+        await asyncio.sleep(1.0)
+    nc = await nats.connect(
+        servers=servers,
+        name=name,
+        connect_timeout=int(max(1, cfg.nats.connect_timeout)),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        allow_reconnect=True,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error_cb,
+        pending_size=64 * 1024 * 1024,
+    )
     await _notify(True)
     return nc
+
+
+async def _any_reachable(servers: list[str], wait: float) -> bool:
+    for url in servers:
+        parsed = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222),
+                wait,
+            )
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        return True
+    return False
 
 
 async def ensure_streams(js: JetStreamContext, cfg: Config) -> None:
@@ -233,7 +249,7 @@ async def wait_for_streams(
             pending.pop(0)
             continue
         except Exception as exc:  # not found, or not connected yet
-            log.info("waiting for stream %s: %s", pending[0], exc)
+            log.debug("waiting for stream %s: %s", pending[0], exc)
         if stop is not None and stop.is_set():
             return
         await asyncio.sleep(0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger, BaseRequest, StreamResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -49,7 +50,10 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400:
             raise
-        resp = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        detail = exc.text or ""
+        if not detail or detail.startswith(f"{exc.status}: "):  # aiohttp's own text
+            detail = f"{request.method} {request.path}: {exc.reason}"
+        resp = error(exc.status, exc.reason.lower().replace(" ", "_"), detail)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     REQUESTS.labels(_route_name(request), str(resp.status)).inc()
     return resp

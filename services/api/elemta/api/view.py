@@ -88,6 +88,25 @@ def _stream_json(info: StreamInfo, consumers: list[ConsumerInfo]) -> dict[str, A
     }
 
 
+async def _cancel(task: asyncio.Task[None], patience: float = 5.0) -> None:
+    """Cancel ``task`` and wait for it, cancelling again while it swallows the request.
+
+    nats-py retries the first connection inside ``connect()``, and on Python 3.11
+    ``asyncio.wait_for`` loses a cancellation that arrives as a connection
+    attempt fails; one ``cancel()`` may never land.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        log.warning("could not stop the NATS connection task")
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("NATS connection task failed: %r", task.exception())
+
+
 class QueueView:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -101,13 +120,16 @@ class QueueView:
     # -- life cycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect (retrying in the background) and start waiting for the streams."""
-        self.nc = await connect(self.cfg, "elemta-api")
-        self.js = self.nc.jetstream(timeout=self.cfg.nats.publish_timeout)
-        self._waiter = asyncio.create_task(self._wait_for_streams())
+        """Start connecting and waiting for the streams, in the background.
 
-    async def _wait_for_streams(self) -> None:
-        assert self.js is not None
+        The HTTP side serves at once: ``/healthz`` answers while NATS is still
+        unreachable, and ``/readyz`` says what is missing.
+        """
+        self._waiter = asyncio.create_task(self._connect_and_wait())
+
+    async def _connect_and_wait(self) -> None:
+        self.nc = await connect(self.cfg, "elemta-api", stop=self._stop)
+        self.js = self.nc.jetstream(timeout=self.cfg.nats.publish_timeout)
         await wait_for_streams(self.js, [EVENTS_STREAM], self._stop)
         if not self._stop.is_set():
             self.streams_ready = True
@@ -116,9 +138,7 @@ class QueueView:
     async def close(self) -> None:
         self._stop.set()
         if self._waiter is not None:
-            self._waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._waiter
+            await _cancel(self._waiter)
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
@@ -158,7 +178,7 @@ class QueueView:
 
         try:
             results = dict(await asyncio.gather(*(one(n) for n in QUEUE_STREAMS)))
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
         missing = [n for n, v in results.items() if v is None]
         if missing:
@@ -188,7 +208,7 @@ class QueueView:
             entry = await self._kv.get(qid)
         except (BucketNotFoundError, KeyNotFoundError):
             return None
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
         if not entry.value:
             return None
@@ -210,6 +230,6 @@ class QueueView:
                     break
                 events.append(_decode(msg.data))
                 seq = (msg.seq or seq) + 1
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
         return events

@@ -1,0 +1,246 @@
+"""The one DNS resolver every service uses: MX, addresses and raw lookups.
+
+:class:`Resolver` wraps :class:`dns.asyncresolver.Resolver` with the settings of
+``[dns]`` (nameservers, port, timeout) and a bounded cache that honours TTLs
+(:class:`dns.resolver.LRUCache`). Negative answers are cached as RFC 2308 says:
+for the SOA minimum of the authority section (dnspython's default of 300 s when
+a server sends no SOA). Temporary failures (SERVFAIL, timeouts) are never cached.
+Identical lookups that are in flight at the same time share one query.
+
+Every name is absolute: the search list of ``resolv.conf`` never applies.
+
+Lookups fail with one of these exceptions, each carrying the SMTP reply an MTA
+would give for it (``code``, ``enhanced`` status code per RFC 3463 and ``text``)::
+
+    DnsError                    .code .enhanced .text
+    ├── PermanentDnsError       550 5.1.2  the answer is final: do not retry
+    │   ├── NoSuchDomain        550 5.1.2  NXDOMAIN (or a name that cannot exist)
+    │   └── NullMx              556 5.1.10 RFC 7505 null MX: the domain takes no mail
+    └── TemporaryDnsError       451 4.4.3  SERVFAIL, timeout, no usable nameserver
+
+MX lookups follow RFC 5321 section 5.1: hosts sorted by preference (equal
+preferences in random order); no MX records means the domain itself is the
+only host, provided it has an address (the implicit MX).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import random
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdatatype
+import dns.resolver
+
+from .config import DnsSettings
+
+__all__ = [
+    "DnsError",
+    "MxHost",
+    "NoSuchDomain",
+    "NullMx",
+    "PermanentDnsError",
+    "Resolver",
+    "TemporaryDnsError",
+]
+
+log = logging.getLogger(__name__)
+
+
+class DnsError(Exception):
+    """A lookup failed; ``code``/``enhanced``/``text`` read as an SMTP reply."""
+
+    code = 451
+    enhanced = "4.4.3"
+
+    def __init__(self, text: str, *, code: int | None = None, enhanced: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        if code is not None:
+            self.code = code
+        if enhanced is not None:
+            self.enhanced = enhanced
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+class PermanentDnsError(DnsError):
+    """The DNS answered, and the answer rules delivery out."""
+
+    code = 550
+    enhanced = "5.1.2"
+
+
+class NoSuchDomain(PermanentDnsError):
+    """NXDOMAIN: the name does not exist."""
+
+
+class NullMx(PermanentDnsError):
+    """RFC 7505: the domain publishes ``MX 0 .`` and accepts no mail."""
+
+    code = 556
+    enhanced = "5.1.10"
+
+
+class TemporaryDnsError(DnsError):
+    """No answer now (SERVFAIL, timeout, no nameserver reachable); try again later."""
+
+    code = 451
+    enhanced = "4.4.3"
+
+
+@dataclass(frozen=True, order=True)
+class MxHost:
+    preference: int
+    host: str  # lower case, no trailing dot
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class Resolver:
+    """Cached asynchronous lookups with errors split into permanent and temporary."""
+
+    def __init__(self, settings: DnsSettings) -> None:
+        self.settings = settings
+        try:
+            res = dns.asyncresolver.Resolver(configure=not settings.nameservers)
+        except dns.resolver.NoResolverConfiguration:
+            log.warning("no resolver configuration (resolv.conf); every lookup will fail")
+            res = dns.asyncresolver.Resolver(configure=False)
+            res.nameservers = []
+        if settings.nameservers:
+            res.port = settings.port  # before the nameservers, which take it as their port
+            res.nameservers = list(settings.nameservers)
+        res.lifetime = settings.timeout
+        res.timeout = min(2.0, settings.timeout)  # per server try, within the lifetime
+        res.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
+        self._res = res
+        self._pending: dict[tuple[str, str], asyncio.Future[list[Any]]] = {}
+
+    # -- generic ---------------------------------------------------------------
+
+    async def resolve(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        """Records of ``rdtype`` for ``name``; [] when the name exists without any.
+
+        Raises :class:`NoSuchDomain` for NXDOMAIN and :class:`TemporaryDnsError`
+        when no server gave an answer.
+        """
+        key = (name.lower().rstrip("."), rdtype.upper())
+        fut = self._pending.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._query(*key))
+            self._pending[key] = fut
+            fut.add_done_callback(functools.partial(self._forget, key))
+        return list(await asyncio.shield(fut))
+
+    def _forget(self, key: tuple[str, str], fut: asyncio.Future[list[Any]]) -> None:
+        if self._pending.get(key) is fut:
+            del self._pending[key]
+        if not fut.cancelled():
+            fut.exception()  # retrieved, even when every waiter was cancelled
+
+    async def _query(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        try:
+            qname = dns.name.from_text(name)
+        except (dns.exception.DNSException, UnicodeError) as exc:
+            raise NoSuchDomain(f"invalid domain name {name!r}: {exc}") from None
+        try:
+            answer = await self._res.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            raise NoSuchDomain(f"{name}: domain not found (NXDOMAIN)") from None
+        except dns.resolver.NoNameservers as exc:
+            raise TemporaryDnsError(f"{name}/{rdtype}: no server could answer: {exc}") from None
+        except dns.exception.Timeout:
+            raise TemporaryDnsError(f"{name}/{rdtype}: DNS lookup timed out") from None
+        except dns.resolver.YXDOMAIN:
+            raise NoSuchDomain(f"{name}: name too long after DNAME substitution") from None
+        except dns.exception.DNSException as exc:
+            raise TemporaryDnsError(f"{name}/{rdtype}: DNS lookup failed: {exc}") from None
+        if answer.rrset is None:
+            return []
+        return list(answer.rrset)
+
+    async def txt(self, name: str) -> list[str]:
+        """TXT records, each joined from its strings (SPF, DKIM, DMARC)."""
+        records = await self.resolve(name, "TXT")
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in records]  # type: ignore[attr-defined]
+
+    # -- mail routing ----------------------------------------------------------
+
+    async def addresses(self, host: str) -> list[str]:
+        """IPv4 then IPv6 addresses of ``host`` (an address literal is itself).
+
+        Raises :class:`PermanentDnsError` (5.4.4) when the host has none and
+        :class:`TemporaryDnsError` when that cannot be known now.
+        """
+        host = host.strip().strip("[]")
+        if host.lower().startswith("ipv6:"):
+            host = host[5:]
+        if _is_ip(host):
+            return [host]
+        results = await asyncio.gather(
+            self.resolve(host, "A"), self.resolve(host, "AAAA"), return_exceptions=True
+        )
+        out: list[str] = []
+        errors: list[BaseException] = []
+        for res in results:
+            if isinstance(res, BaseException):
+                errors.append(res)
+            else:
+                out.extend(r.to_text() for r in res)
+        if out:
+            return out
+        for err in errors:
+            if not isinstance(err, DnsError):
+                raise err
+            if isinstance(err, TemporaryDnsError):
+                raise err
+        raise PermanentDnsError(f"{host}: host has no address (A/AAAA)", enhanced="5.4.4")
+
+    async def mx(self, domain: str) -> list[MxHost]:
+        """Mail exchangers of ``domain``, best first (RFC 5321 section 5.1).
+
+        Raises :class:`NullMx` for RFC 7505 null MX, :class:`NoSuchDomain` for
+        NXDOMAIN, :class:`PermanentDnsError` (5.1.2) for a domain with neither MX
+        nor address, :class:`TemporaryDnsError` when the DNS does not answer.
+        """
+        domain = domain.lower().rstrip(".")
+        records = await self.resolve(domain, "MX")
+        hosts = [
+            MxHost(int(r.preference), r.exchange.to_text(omit_final_dot=True).lower())  # type: ignore[attr-defined]
+            for r in records
+        ]
+        if any(h.host == "." for h in hosts):
+            real = [h for h in hosts if h.host != "."]
+            if not real:
+                raise NullMx(f"{domain} does not accept mail (null MX)")
+            hosts = real  # a null MX mixed with real ones is a mistake; RFC 7505 3
+        if not hosts:
+            try:
+                await self.addresses(domain)
+            except PermanentDnsError:
+                raise PermanentDnsError(f"{domain}: no MX and no address records") from None
+            return [MxHost(0, domain)]
+        hosts.sort()
+        out: list[MxHost] = []
+        for _pref, group in groupby(hosts, key=lambda h: h.preference):
+            same = list(group)
+            random.shuffle(same)
+            out.extend(same)
+        return out

@@ -1,0 +1,174 @@
+"""One delivery attempt: job in, outcome out, job acked.
+
+For each job the handler fetches the stored message, picks the transport for
+the job's route (``mx``/``smtp`` SMTP, ``lmtp`` LMTP, ``local`` Maildir), delivers,
+logs one Postfix-style line, publishes the :class:`~elemta.common.envelope.Outcome`
+and, only once JetStream stored it, acks the job. A job whose message is gone
+is acked with no outcome; a job that cannot be reported goes back (nak) for
+another worker. The attempt runs in the ``delivery.attempt`` span, a child of
+the trace context that arrived in the job's headers, with the attributes
+``elemta.queue_id``, ``elemta.dest``, ``elemta.attempt``, ``elemta.host``,
+``elemta.result`` and ``smtp.reply_code`` (of the most telling recipient).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from elemta.common import logs
+from elemta.common.config import Config, Route
+from elemta.common.envelope import DeliveryJob
+from elemta.common.resolver import Resolver
+from elemta.common.telemetry import context_from_headers, tracer
+
+from .body import BodyStore, BodyUnavailable
+from .errors import Reply
+from .lmtp import LmtpTransport
+from .maildir import MaildirTransport
+from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
+from .outcome import Delivery, Reporter
+from .smtp import SmtpTransport
+
+__all__ = ["AttemptHandler", "Router"]
+
+log = logging.getLogger("elemta.delivery")
+_tracer = tracer("elemta.delivery")
+
+# Postfix's words for the outcome of a delivery.
+_POSTFIX_STATUS = {"delivered": "sent", "deferred": "deferred", "failed": "bounced"}
+
+
+class Router:
+    """Route kind -> transport."""
+
+    def __init__(self, cfg: Config, resolver: Resolver) -> None:
+        self.smtp = SmtpTransport(cfg, resolver)
+        self.lmtp = LmtpTransport(cfg, resolver)
+        self.maildir = MaildirTransport(cfg.maildir_root)
+
+    async def deliver(self, job: DeliveryJob, body: bytes) -> Delivery:
+        try:
+            route = Route(**job.route)
+        except Exception:
+            return Delivery.everyone(job, "", Reply(451, "4.3.5", f"unusable route {job.route!r}"))
+        if route.kind in ("mx", "smtp"):
+            return await self.smtp.deliver(job, body, route)
+        if route.kind == "lmtp":
+            return await self.lmtp.deliver(job, body, route)
+        if route.kind == "local":
+            return await self.maildir.deliver(job, body)
+        return Delivery.everyone(job, "", Reply(451, "4.3.5", f"unknown route kind {route.kind!r}"))
+
+    async def close(self) -> None:
+        await self.smtp.pool.close()
+        await self.lmtp.pool.close()
+
+
+class AttemptHandler:
+    """Called by the worker for every job message; always acks, naks or terms it."""
+
+    def __init__(
+        self, bodies: BodyStore, router: Router, reporter: Reporter, retry_delay: float = 2.0
+    ) -> None:
+        self.bodies = bodies
+        self.router = router
+        self.reporter = reporter
+        self.retry_delay = retry_delay
+
+    async def __call__(self, msg: Msg) -> None:
+        started = time.monotonic()
+        try:
+            job = DeliveryJob.decode(msg.data)
+        except Exception as exc:
+            log.error("undecodable delivery job dropped: %s", exc)
+            ATTEMPTS.labels("invalid").inc()
+            await msg.term()
+            return
+        token = logs.queue_id.set(job.id)
+        try:
+            result = await self._attempt(msg, job, started)
+        finally:
+            logs.queue_id.reset(token)
+        ATTEMPTS.labels(result).inc()
+        ATTEMPT_SECONDS.observe(time.monotonic() - started)
+
+    async def _attempt(self, msg: Msg, job: DeliveryJob, started: float) -> str:
+        attributes: dict[str, str | int] = {
+            "elemta.queue_id": job.id,
+            "elemta.dest": job.dest,
+            "elemta.attempt": job.attempt,
+        }
+        with _tracer.start_as_current_span(
+            "delivery.attempt",
+            context=context_from_headers(msg.headers),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        ) as span:
+            try:
+                body = await self.bodies.fetch(job)
+            except BodyUnavailable as exc:
+                log.warning("%s: %s; job returned to the queue", job.id, exc)
+                span.set_status(Status(StatusCode.ERROR, "body unavailable"))
+                await msg.nak(delay=self.retry_delay)
+                return "error"
+            if body is None:
+                log.info("%s: stored message is gone; job dropped without outcome", job.id)
+                await msg.ack()
+                return "missing"
+            try:
+                delivery = await self.router.deliver(job, body)
+            except Exception as exc:
+                log.exception("%s: delivery failed unexpectedly", job.id)
+                delivery = Delivery.everyone(
+                    job, "", Reply(451, "4.3.0", f"internal error in delivery: {exc!r}")
+                )
+            first = delivery.first
+            span.set_attribute("elemta.host", delivery.host)
+            span.set_attribute("elemta.result", delivery.summary)
+            if first is not None:
+                span.set_attribute("smtp.reply_code", first.code)
+            self._log(job, delivery, time.monotonic() - started)
+            try:
+                await self.reporter.publish(job, delivery, msg.metadata.sequence.stream)
+            except Exception as exc:
+                log.error("%s: outcome not recorded (%r); job returned to the queue", job.id, exc)
+                span.set_status(Status(StatusCode.ERROR, "outcome not recorded"))
+                await msg.nak(delay=1.0)
+                return "error"
+            await msg.ack()
+        for r in delivery.results:
+            RECIPIENTS.labels(r.status).inc()
+        return delivery.summary
+
+    @staticmethod
+    def _log(job: DeliveryJob, delivery: Delivery, elapsed: float) -> None:
+        first = delivery.first
+        summary = delivery.summary
+        status = _POSTFIX_STATUS.get(summary, summary)
+        code, enhanced, text = (first.code, first.enhanced, first.text) if first else (0, "", "")
+        detail = f"{code} {enhanced} {text}".strip()
+        if summary == "mixed":
+            counts = delivery.counts()
+            detail = ", ".join(f"{n} {_POSTFIX_STATUS[s]}" for s, n in sorted(counts.items()))
+            detail += f"; first problem: {code} {enhanced} {text}"
+        log.info(
+            "%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
+            job.id,
+            ">,<".join(job.recipients),
+            delivery.host or "none",
+            elapsed,
+            enhanced,
+            status,
+            detail,
+            extra={
+                "dest": job.dest,
+                "attempt": job.attempt,
+                "host": delivery.host,
+                "code": code,
+                "status": status,
+            },
+        )

@@ -1,0 +1,39 @@
+"""Prometheus metrics of the delivery worker; no label names a message or recipient."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ATTEMPTS",
+    "ATTEMPT_SECONDS",
+    "CONNECTIONS_OPENED",
+    "CONNECTIONS_REUSED",
+    "INFLIGHT",
+    "RECIPIENTS",
+]
+
+ATTEMPTS = Counter(
+    "elemta_delivery_attempts_total",
+    "Delivery attempts by result: delivered, deferred, failed, mixed (recipients differ), "
+    "missing (stored message gone), error (outcome not recorded, job returned), invalid",
+    ["result"],
+)
+RECIPIENTS = Counter(
+    "elemta_delivery_recipients_total",
+    "Recipient results by status: delivered, deferred, failed",
+    ["status"],
+)
+ATTEMPT_SECONDS = Histogram(
+    "elemta_delivery_attempt_seconds",
+    "Seconds from taking a job to acking it",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+INFLIGHT = Gauge("elemta_delivery_inflight", "Jobs being worked on by this process")
+CONNECTIONS_OPENED = Counter(
+    "elemta_delivery_connections_opened_total", "SMTP and LMTP sessions opened"
+)
+CONNECTIONS_REUSED = Counter(
+    "elemta_delivery_connections_reused_total",
+    "Messages sent over a session left open by an earlier message",
+)

@@ -1,0 +1,83 @@
+"""What an attempt produced, and reporting it to the queue as an :class:`Outcome`.
+
+The outcome is published to ``elemta.outcome.<queue id>`` and the publish waits
+for JetStream's acknowledgement: only a stored outcome lets the worker ack the
+job. Its ``Nats-Msg-Id`` names the job message (queue id and stream sequence),
+so when a job is redelivered after its outcome was stored but before the ack
+reached the server, the second outcome is dropped as a duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+
+from elemta.common.envelope import DeliveryJob, Outcome, RecipientResult
+from elemta.common.jetstream import OUTCOME_SUBJECT
+from elemta.common.telemetry import headers_with_context
+
+from .errors import Reply
+
+__all__ = ["Delivery", "Reporter", "worker_name"]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Delivery:
+    """The result of one attempt: who answered and what, per recipient."""
+
+    host: str
+    results: list[RecipientResult] = field(default_factory=list)
+
+    @classmethod
+    def everyone(cls, job: DeliveryJob, host: str, reply: Reply) -> Delivery:
+        return cls(host, [reply.result(r) for r in job.recipients])
+
+    @property
+    def summary(self) -> str:
+        """delivered, deferred or failed when all recipients agree, else mixed."""
+        statuses = {r.status for r in self.results}
+        return statuses.pop() if len(statuses) == 1 else "mixed" if statuses else "empty"
+
+    def counts(self) -> Counter[str]:
+        return Counter(r.status for r in self.results)
+
+    @property
+    def first(self) -> RecipientResult | None:
+        """The most telling result: the first one that did not succeed, else the first."""
+        for r in self.results:
+            if r.status != "delivered":
+                return r
+        return self.results[0] if self.results else None
+
+
+class Reporter:
+    def __init__(self, js: JetStreamContext, publish_timeout: float) -> None:
+        self.js = js
+        self.timeout = publish_timeout
+        self.worker = worker_name()
+
+    async def publish(self, job: DeliveryJob, delivery: Delivery, job_seq: int) -> None:
+        """Store the outcome in JetStream; raises when it was not acknowledged."""
+        outcome = Outcome(
+            id=job.id,
+            dest=job.dest,
+            domain=job.domain,
+            attempt=job.attempt,
+            host=delivery.host,
+            results=delivery.results,
+            worker=self.worker,
+            finished_at=time.time(),
+        )
+        headers = headers_with_context({"Nats-Msg-Id": f"outcome.{job.id}.{job_seq}"})
+        await self.js.publish(
+            f"{OUTCOME_SUBJECT}.{job.id}", outcome.encode(), timeout=self.timeout, headers=headers
+        )

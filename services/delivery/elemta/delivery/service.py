@@ -1,0 +1,76 @@
+"""Wiring of the delivery service: NATS, resolver, transports, worker; start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from elemta.common.config import Config
+from elemta.common.health import HealthServer
+from elemta.common.jetstream import connect
+from elemta.common.resolver import Resolver
+
+from .attempt import AttemptHandler, Router
+from .body import BodyStore
+from .outcome import Reporter
+from .worker import PullWorker
+
+__all__ = ["DeliveryService"]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryService:
+    """``start()`` returns once connected and pulling in the background; ``stop()`` drains."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        health: HealthServer | None = None,
+        stop_event: asyncio.Event | None = None,
+        drain_grace: float = 10.0,
+    ) -> None:
+        self.cfg = cfg
+        self.health = health
+        self.stop_event = stop_event or asyncio.Event()
+        self.drain_grace = drain_grace
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.router: Router | None = None
+        self.worker: PullWorker | None = None
+        if health is not None:
+            health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
+            health.add_check("consumer", lambda: self.worker is not None and self.worker.bound)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.nc = await connect(cfg, "elemta-delivery")
+        self.js = self.nc.jetstream(timeout=cfg.nats.publish_timeout)
+        self.router = Router(cfg, Resolver(cfg.dns))
+        handler = AttemptHandler(
+            BodyStore(self.js), self.router, Reporter(self.js, cfg.nats.publish_timeout)
+        )
+        self.worker = PullWorker(
+            self.nc, self.js, handler, cfg.delivery.concurrency, cfg.delivery.ack_wait
+        )
+        self.worker.start()
+        log.info(
+            "delivery started: concurrency %d, maildir %s",
+            cfg.delivery.concurrency,
+            cfg.maildir_root,
+        )
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop(self.drain_grace)
+        if self.router is not None:
+            await self.router.close()
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception as exc:
+                log.debug("drain: %r", exc)
+                await self.nc.close()

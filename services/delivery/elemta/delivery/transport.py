@@ -1,0 +1,92 @@
+"""Trying hosts in order over pooled sessions: shared by the SMTP and LMTP clients.
+
+Hosts (MX hosts best first, or the one relay or LMTP server) are tried in
+order, and each host's addresses in order (IPv4 then IPv6), until one takes the
+transaction. A host that cannot be reached, greets with an error, or drops the
+session before answering MAIL FROM is skipped; the first host that answers a
+transaction decides the result. When every host failed, the result is the last
+temporary failure if there was one (a later host may work tomorrow), else the
+last failure.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Generic, Protocol, TypeVar
+
+from elemta.common.envelope import DeliveryJob, RecipientResult
+from elemta.common.resolver import DnsError, Resolver
+
+from .errors import Reply, SessionFailure
+from .outcome import Delivery
+from .pool import Pool
+
+__all__ = ["SessionTransport", "TransactionSession"]
+
+
+class TransactionSession(Protocol):
+    @property
+    def usable(self) -> bool: ...
+    async def reset(self) -> bool: ...
+    async def quit(self) -> None: ...
+    def close(self) -> None: ...
+    async def send(self, job: DeliveryJob, body: bytes) -> list[RecipientResult]: ...
+
+
+S = TypeVar("S", bound=TransactionSession)
+
+
+def peer_name(name: str, addr: str, port: int) -> str:
+    """Postfix style: ``mx.example.org[192.0.2.1]:25``."""
+    return f"{name}[{addr}]:{port}"
+
+
+class SessionTransport(Generic[S]):
+    """Subclasses say how to open a session; this walks the hosts."""
+
+    def __init__(self, resolver: Resolver, pool: Pool[S]) -> None:
+        self.resolver = resolver
+        self.pool = pool
+
+    async def open(self, name: str, addr: str, port: int) -> S:
+        """A ready session (greeted, EHLO/LHLO done); raises :class:`SessionFailure`."""
+        raise NotImplementedError
+
+    async def send_to_hosts(
+        self, job: DeliveryJob, body: bytes, hosts: list[str], port: int
+    ) -> Delivery:
+        last: tuple[str, Reply] | None = None
+        temporary: tuple[str, Reply] | None = None
+        for name in hosts:
+            try:
+                addresses = await self.resolver.addresses(name)
+            except DnsError as exc:
+                last = (name, Reply.from_dns(exc))
+                if last[1].status == "deferred":
+                    temporary = last
+                continue
+            for addr in addresses:
+                peer = peer_name(name, addr, port)
+                try:
+                    return await self._send_via(job, body, name, addr, port)
+                except SessionFailure as exc:
+                    last = (peer, exc.reply)
+                    if exc.reply.status == "deferred":
+                        temporary = last
+        if last is None:
+            return Delivery.everyone(job, "", Reply(451, "4.3.5", "no host to deliver to"))
+        host, reply = temporary or last
+        return Delivery.everyone(job, host, reply)
+
+    async def _send_via(
+        self, job: DeliveryJob, body: bytes, name: str, addr: str, port: int
+    ) -> Delivery:
+        key = (addr, port)
+        session = await self.pool.acquire(key, functools.partial(self.open, name, addr, port))
+        reuse = False
+        try:
+            results = await session.send(job, body)
+            reuse = session.usable
+            return Delivery(peer_name(name, addr, port), results)
+        finally:
+            self.pool.release(key, session, reuse)

@@ -1,0 +1,235 @@
+"""The pull loop: jobs from the shared durable consumer, ``concurrency`` at a time.
+
+Every delivery process pulls from the one durable pull consumer ``delivery`` on
+``ELEMTA_DELIVERY`` (the queue service creates it); JetStream hands each job to
+one puller, so scaling out is starting another process. The worker speaks
+JetStream's pull protocol directly on its own inbox: it asks for as many jobs as
+it has free slots (``{"batch": n, "expires": ...}`` to
+``$JS.API.CONSUMER.MSG.NEXT.ELEMTA_DELIVERY.delivery``) and starts each job the
+moment it arrives, rather than waiting for a whole batch as ``fetch()`` does.
+A new request goes out when the previous one is filled or expires, and only
+once a few slots are free, so a busy worker asks once per batch, not per job.
+
+While a job runs, JetStream is told every ``ack_wait/3`` seconds that it is in
+progress, so a slow peer never makes a job look abandoned. On stop the worker
+stops asking, sends back (nak) whatever still arrives, gives running jobs a
+grace period and naks those still running after it, so another worker takes
+them at once instead of after ``ack_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from elemta.common.jetstream import DELIVERY_CONSUMER, DELIVERY_STREAM
+
+from .metrics import INFLIGHT
+
+__all__ = ["PullWorker"]
+
+log = logging.getLogger(__name__)
+
+NEXT_SUBJECT = f"$JS.API.CONSUMER.MSG.NEXT.{DELIVERY_STREAM}.{DELIVERY_CONSUMER}"
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+@dataclass
+class _Running:
+    msg: Msg
+    started: float
+
+
+class PullWorker:
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        handler: Handler,
+        concurrency: int,
+        ack_wait: float,
+        fetch_expires: float = 2.0,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.handler = handler
+        self.concurrency = concurrency
+        self.ack_wait = ack_wait
+        self.fetch_expires = fetch_expires
+        self.min_batch = max(1, min(16, concurrency // 8))
+        self.bound = False
+        self._running: dict[asyncio.Task[None], _Running] = {}
+        self._slot_freed = asyncio.Event()
+        self._request: asyncio.Future[str] | None = None
+        self._requested = 0
+        self._stopping = False
+        self._inbox = ""
+        self._sub: Subscription | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+
+    @property
+    def inflight(self) -> int:
+        return len(self._running)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="delivery-pull")
+        self._keepalive_task = asyncio.create_task(self._keepalive(), name="delivery-keepalive")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop pulling, let running jobs finish for ``grace`` seconds, nak the rest."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._sub is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._sub.drain()  # what still arrives is nakked by _on_msg
+        tasks = list(self._running)
+        if tasks:
+            log.info("waiting up to %.0fs for %d jobs in flight", grace, len(tasks))
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                log.info("returned %d unfinished jobs to the queue", len(pending))
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive_task
+
+    # -- binding ---------------------------------------------------------------
+
+    async def _bind(self) -> None:
+        """Wait until the queue service has created the consumer, then listen."""
+        waited = False
+        while not self._stopping:
+            try:
+                await self.js.consumer_info(DELIVERY_STREAM, DELIVERY_CONSUMER)
+                break
+            except Exception as exc:
+                if not waited:
+                    log.info(
+                        "waiting for consumer %s/%s (%s); the queue service creates it",
+                        DELIVERY_STREAM,
+                        DELIVERY_CONSUMER,
+                        type(exc).__name__,
+                    )
+                waited = True
+                await asyncio.sleep(0.5)
+        if self._stopping:
+            return
+        if self._sub is None:
+            self._inbox = self.nc.new_inbox()
+            self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
+        self.bound = True
+        log.info("bound to consumer %s/%s", DELIVERY_STREAM, DELIVERY_CONSUMER)
+
+    # -- pulling ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            if not self.bound:
+                await self._bind()
+                continue
+            await self._wait_for_slots()
+            free = self.concurrency - len(self._running)
+            request: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._request, self._requested = request, free
+            body = {"batch": free, "expires": int(self.fetch_expires * 1e9)}
+            try:
+                await self.nc.publish(NEXT_SUBJECT, json.dumps(body).encode(), reply=self._inbox)
+                status = await asyncio.wait_for(request, self.fetch_expires + 2.0)
+            except TimeoutError:
+                continue  # the request was lost (reconnect, server restart): ask again
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("pull request failed: %r", exc)
+                await asyncio.sleep(0.5)
+                continue
+            finally:
+                self._request = None
+            if status in ("full", "404", "408"):
+                continue
+            if status == "503":  # no responders: the consumer is gone
+                log.warning("consumer %s/%s disappeared", DELIVERY_STREAM, DELIVERY_CONSUMER)
+                self.bound = False
+            else:  # 409: max ack pending reached, leader change, consumer deleted ...
+                log.debug("pull request ended with status %s", status)
+            await asyncio.sleep(0.25)
+
+    async def _wait_for_slots(self) -> None:
+        """Until ``min_batch`` slots are free, or at least one and a moment has passed."""
+        waited = False
+        while True:
+            free = self.concurrency - len(self._running)
+            if free >= self.min_batch or (free > 0 and (waited or not self._running)):
+                return
+            self._slot_freed.clear()
+            if free > 0:
+                try:
+                    await asyncio.wait_for(self._slot_freed.wait(), 0.05)
+                except TimeoutError:
+                    waited = True
+            else:
+                await self._slot_freed.wait()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status:
+            if status != "100" and self._request is not None and not self._request.done():
+                self._request.set_result(status)
+            return
+        if self._stopping:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        task = asyncio.create_task(self._run_job(msg))
+        self._running[task] = _Running(msg, time.monotonic())
+        INFLIGHT.set(len(self._running))
+        task.add_done_callback(self._job_done)
+        self._requested -= 1
+        if self._requested <= 0 and self._request is not None and not self._request.done():
+            self._request.set_result("full")
+
+    async def _run_job(self, msg: Msg) -> None:
+        try:
+            await self.handler(msg)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()  # shutting down: let another worker have it now
+            raise
+        except Exception:
+            log.exception("job handler failed; job returned to the queue")
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5.0)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        INFLIGHT.set(len(self._running))
+        self._slot_freed.set()
+
+    # -- keeping long jobs alive -------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        interval = max(1.0, self.ack_wait / 3)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for running in list(self._running.values()):
+                if now - running.started >= interval / 2:
+                    with contextlib.suppress(Exception):
+                        await running.msg.in_progress()

@@ -1,0 +1,110 @@
+"""Bulk DATA: read up to the end mark in one buffer, then check the whole.
+
+aiosmtpd reads DATA line by line, which costs a Python round per line; here the
+StreamReader looks for ``<CRLF>.<CRLF>`` itself (in C) and the checks are a few
+passes over the buffer. Only ``<CRLF>.<CRLF>`` ends the data: ``<LF>.<LF>``,
+``<CR>.<CR>`` and mixtures are data, and since any bare CR or LF refuses the
+message, they can never smuggle a second message past this server or the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .replies import BARE_NEWLINE, LINE_TOO_LONG, TOO_BIG
+
+__all__ = ["MARK", "check_data", "longest_line", "read_data", "unstuff"]
+
+MARK = b"\r\n.\r\n"
+
+
+def unstuff(data: bytes) -> bytes:
+    """Undo dot-stuffing (RFC 5321 section 4.5.2): drop the first dot of every line."""
+    if data.startswith(b"."):
+        data = data[1:]
+    return data.replace(b"\r\n.", b"\r\n")
+
+
+def longest_line(data: bytes) -> int:
+    return max(map(len, data.split(b"\r\n")), default=0)
+
+
+def check_data(raw: bytes, max_size: int, max_line: int) -> tuple[bytes, str]:
+    """The message in ``raw`` DATA (ending with the end mark), or the refusal.
+
+    Returns ``(content, "")`` with the content dot-unstuffed, or ``(b"", reply)``.
+    Made to be cheap on large bodies: a few passes in C, no loop per line.
+    """
+    lines = raw.splitlines()  # breaks at CRLF, and at a bare CR or LF
+    # Every break is a CRLF exactly when CRs, LFs and breaks are as many (raw
+    # ends with a line break, so there are as many lines as breaks).
+    if not raw.count(b"\r") == raw.count(b"\n") == len(lines):
+        return b"", BARE_NEWLINE
+    content = raw[:-3]  # without the ".\r\n" of the end mark
+    if content.startswith(b".") or b"\r\n." in content:
+        content = unstuff(content)
+    if len(content) > max_size:
+        return b"", TOO_BIG
+    # A stuffed line is one octet longer on the wire; look closer only then.
+    if max(map(len, lines)) > max_line and longest_line(content) > max_line:
+        return b"", LINE_TOO_LONG
+    return content, ""
+
+
+def _advance(state: int, byte: int) -> int:
+    """One step of the matcher for MARK: the longest matched prefix after ``byte``."""
+    seq = MARK[:state] + bytes((byte,))
+    for k in range(min(len(seq), len(MARK)), 0, -1):
+        if seq.endswith(MARK[:k]):
+            return k
+    return 0
+
+
+async def read_data(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    """Read DATA up to and including ``<CRLF>.<CRLF>``; None when over ``limit`` octets.
+
+    Past the limit the data is read and dropped until the end mark, so that
+    the session can answer and go on.
+
+    The reader's line limit is raised for the duration so that ``readuntil``
+    finds the end mark in one buffer. The data stream is taken to begin with
+    an implicit CRLF (the one that ended the DATA command), so an empty
+    message is just ``.<CRLF>``.
+    """
+    saved = reader._limit  # type: ignore[attr-defined]
+    reader._limit = limit + len(MARK)  # type: ignore[attr-defined]
+    try:
+        parts: list[bytes] = []
+        size = 0
+        oversize = False
+        # Until no suffix of what was read can begin the end mark, read only
+        # as much as cannot run past it; then hand over to readuntil.
+        state = 2
+        while 0 < state < len(MARK):
+            got = await reader.readexactly(len(MARK) - state)
+            for byte in got:
+                state = _advance(state, byte)
+            size += len(got)
+            if oversize or size > limit:
+                oversize = True
+                parts.clear()
+            else:
+                parts.append(got)
+        while state != len(MARK):
+            try:
+                chunk = await reader.readuntil(MARK)
+                state = len(MARK)
+            except asyncio.LimitOverrunError as exc:
+                chunk = await reader.read(exc.consumed)
+                oversize = True
+                if chunk.endswith(MARK):
+                    state = len(MARK)
+            size += len(chunk)
+            if oversize or size > limit:
+                oversize = True
+                parts.clear()
+            else:
+                parts.append(chunk)
+        return None if oversize else b"".join(parts)
+    finally:
+        reader._limit = saved  # type: ignore[attr-defined]

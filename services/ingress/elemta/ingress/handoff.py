@@ -1,0 +1,182 @@
+"""The durable hand-off: a message is ours only once JetStream acknowledged it.
+
+One publish to ``elemta.msg.<id>`` in ``ELEMTA_MESSAGES``: the envelope in the
+``Elemta-Envelope`` header, ``Nats-Msg-Id: <id>``, the trace context, and the
+message as the payload. A body above ``nats.inline_body_limit`` (or too large for the
+server's ``max_payload``) goes to the Object Store ``ELEMTA_BODIES`` first and the envelope names it (``body_object``); when
+the envelope publish then fails, the object is deleted, so nothing is left
+half-stored.
+
+:meth:`Handoff.store` returns only after the PubAck and raises
+:class:`QueueUnavailable` otherwise: not connected, stream missing, refused, or no
+PubAck within ``nats.publish_timeout``. When the outcome is unknown (a timeout,
+the connection lost in flight) the subject is purged in the background, so that
+a store that lands late cannot turn the client's 451 into a second, delivered copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from nats.js.object_store import ObjectStore
+from opentelemetry.context import Context
+
+from elemta.common.config import Config
+from elemta.common.envelope import Envelope
+from elemta.common.jetstream import BODIES_BUCKET, ENVELOPE_HEADER, MESSAGES_STREAM, MSG_SUBJECT
+from elemta.common.telemetry import headers_with_context
+
+__all__ = ["Handoff", "QueueUnavailable"]
+
+log = logging.getLogger(__name__)
+
+CLEANUP_PERIOD = 120.0  # the streams' duplicate window: how long a late store may land
+HEADROOM = 64 * 1024  # room for the headers (envelope, trace) within max_payload
+
+
+class QueueUnavailable(Exception):
+    """The message could not be stored (or not confirmed to be) in time."""
+
+
+class Handoff:
+    def __init__(self, cfg: Config) -> None:
+        self.publish_timeout = cfg.nats.publish_timeout
+        self.inline_limit = cfg.nats.inline_body_limit
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.stream_ready = False
+        self._bodies: ObjectStore | None = None
+        self._cleanup: set[asyncio.Task[None]] = set()
+
+    def attach(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=self.publish_timeout)
+
+    def inline_budget(self) -> int:
+        """The largest body sent inline: the configured limit, within the server's max_payload."""
+        assert self.nc is not None
+        server_max = int(self.nc.max_payload or 0)
+        if server_max <= 0:
+            return self.inline_limit
+        return min(self.inline_limit, server_max - HEADROOM)
+
+    def unavailable(self) -> str:
+        """Why a message cannot be stored now, or "" when it can."""
+        if self.nc is None or self.js is None or not self.nc.is_connected:
+            return "NATS not connected"
+        if not self.stream_ready:
+            return f"stream {MESSAGES_STREAM} does not exist yet"
+        return ""
+
+    async def store(self, env: Envelope, message: bytes, ctx: Context | None = None) -> int:
+        """Store ``message`` under ``env``; return the stream sequence after the PubAck."""
+        why = self.unavailable()
+        if why:
+            raise QueueUnavailable(why)
+        assert self.js is not None
+        payload = message
+        if len(message) > self.inline_budget():
+            await self._put_body(env.id, message)
+            env.body_object = env.id
+            payload = b""
+        headers = headers_with_context(
+            {ENVELOPE_HEADER: env.to_header(), "Nats-Msg-Id": env.id}, ctx
+        )
+        subject = f"{MSG_SUBJECT}.{env.id}"
+        try:
+            ack = await asyncio.wait_for(
+                self.js.publish(
+                    subject,
+                    payload,
+                    timeout=self.publish_timeout + 1,
+                    stream=MESSAGES_STREAM,
+                    headers=headers,
+                ),
+                self.publish_timeout,
+            )
+        except (NoStreamResponseError, APIError) as exc:
+            # Refused for certain: nothing was stored.
+            self._drop_body(env)
+            raise QueueUnavailable(f"publish refused: {exc!r}") from None
+        except Exception as exc:
+            # A timeout or a lost connection: the store may still land later.
+            self._drop_body(env)
+            self._spawn(self._purge(subject))
+            raise QueueUnavailable(f"no PubAck: {exc!r}") from None
+        return int(ack.seq)
+
+    async def _put_body(self, name: str, body: bytes) -> None:
+        assert self.js is not None
+        try:
+            if self._bodies is None:
+                self._bodies = await self.js.object_store(BODIES_BUCKET)
+            # Each chunk's PubAck is waited for at most publish_timeout (the
+            # context's default timeout); the whole put gets a bound too.
+            chunks = len(body) // (128 * 1024) + 2
+            await asyncio.wait_for(self._bodies.put(name, body), self.publish_timeout * chunks)
+        except Exception as exc:
+            self._spawn(self._delete_body(name))
+            raise QueueUnavailable(f"object store put failed: {exc!r}") from None
+
+    def _drop_body(self, env: Envelope) -> None:
+        if env.body_object:
+            self._spawn(self._delete_body(env.body_object))
+            env.body_object = ""
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
+
+    async def _retry(self, what: str, op: Any) -> bool:
+        """Run ``op()`` until it succeeds or the clean-up period ends."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLEANUP_PERIOD
+        while loop.time() < deadline:
+            try:
+                await op()
+                return True
+            except NotFoundError:
+                return True
+            except Exception as exc:
+                log.debug("%s failed, will retry: %r", what, exc)
+            await asyncio.sleep(1.0)
+        log.warning("%s did not succeed within %.0fs", what, CLEANUP_PERIOD)
+        return False
+
+    async def _purge(self, subject: str) -> None:
+        js = self.js
+        assert js is not None
+
+        async def purge() -> None:
+            await js.purge_stream(MESSAGES_STREAM, subject=subject)
+
+        if await self._retry(f"purge of {subject}", purge):
+            # The stream may process a slow publish after the purge request; purge
+            # once more when any straggler must have landed.
+            await asyncio.sleep(2 * self.publish_timeout)
+            await self._retry(f"purge of {subject}", purge)
+        log.info("purged %s after an unconfirmed store", subject)
+
+    async def _delete_body(self, name: str) -> None:
+        js = self.js
+        assert js is not None
+
+        async def delete() -> None:
+            bodies = self._bodies or await js.object_store(BODIES_BUCKET)
+            await bodies.delete(name)
+
+        await self._retry(f"delete of body {name}", delete)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Give pending clean-ups ``grace`` seconds, then cancel them."""
+        if self._cleanup:
+            _, pending = await asyncio.wait(set(self._cleanup), timeout=grace)
+            for task in pending:
+                task.cancel()

@@ -1,0 +1,57 @@
+"""The ``Received:`` trace header (RFC 5321 section 4.4) ingress prepends."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+__all__ = ["clean_text", "protocol_name", "received_header"]
+
+
+def protocol_name(esmtp: bool, tls: bool, authenticated: bool = False) -> str:
+    """The ``with`` clause: SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA (RFC 3848)."""
+    if not esmtp:
+        return "SMTP"
+    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+
+
+def clean_text(text: str, limit: int = 255, special: str = "") -> str:
+    """Client-supplied text made safe for a header: printable, no CR/LF, bounded.
+
+    Undecodable octets (kept by aiosmtpd as surrogates) become ``?`` as well.
+    """
+    out = "".join(c if c.isprintable() and c not in special else "?" for c in text[:limit])
+    return out
+
+
+def _clean(text: str, limit: int = 255, special: str = "()[]") -> str:
+    return clean_text(text, limit, special) or "unknown"
+
+
+def received_header(
+    *,
+    helo: str,
+    client_ip: str,
+    hostname: str,
+    protocol: str,
+    queue_id: str,
+    recipients: list[str],
+    client_name: str = "unknown",
+    when: float | None = None,
+) -> bytes:
+    """Build the header, CRLF-terminated and folded the way Postfix folds it.
+
+    ``for <rcpt>`` is added only when there is exactly one recipient, so that a
+    message to many recipients does not disclose the others.
+    """
+    stamp = format_datetime(datetime.fromtimestamp(time.time() if when is None else when, UTC))
+    text = (
+        f"Received: from {_clean(helo)} ({_clean(client_name)} [{_clean(client_ip, 64, special='[]')}])\r\n"
+        f"\tby {hostname} (Elemta) with {protocol} id {queue_id}"
+    )
+    if len(recipients) == 1:
+        text += f"\r\n\tfor <{_clean(recipients[0], 512, special='<>')}>; {stamp}\r\n"
+    else:
+        text += f";\r\n\t{stamp}\r\n"
+    return text.encode("utf-8", "replace")

@@ -1,0 +1,74 @@
+"""Relay control at RCPT TO: who may send mail where.
+
+Mail for ``server.local_domains`` is welcome from anyone. Mail for any other
+destination is relayed only for clients inside ``server.trusted_networks``;
+everyone else reads ``554 5.7.1 <rcpt>: Relay access denied``, so Elemta is never
+an open relay. As Postfix does with ``allow_untrusted_routing = no``, a local
+address that hides another route in its local part (``user%other@local``,
+``host!user@local``, ``@other:user@local``) counts as relaying.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+__all__ = ["RelayControl", "split_address"]
+
+# Domain names (A-labels or, with SMTPUTF8, U-labels) and address literals.
+_LABEL = re.compile(r"^(?!-)[^\s@\[\]()<>,;:\\\"./]{1,63}(?<!-)$")
+_LITERAL = re.compile(r"^\[[^\[\]\s\\]+\]$")
+
+
+def split_address(address: str) -> tuple[str, str] | None:
+    """``(local part, lower-cased domain)``, or None when the address is malformed."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or len(address) > 512:
+        return None
+    domain = domain.lower().rstrip(".")
+    if _LITERAL.match(domain):
+        return local, domain
+    labels = domain.split(".")
+    if not all(_LABEL.match(label) for label in labels) or len(domain) > 253:
+        return None
+    return local, domain
+
+
+class RelayControl:
+    def __init__(self, local_domains: list[str], trusted_networks: list[str]) -> None:
+        self.local_domains = {d.lower().rstrip(".") for d in local_domains}
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+
+    def is_trusted(self, client_ip: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks)
+
+    def is_local(self, domain: str) -> bool:
+        return domain.lower().rstrip(".") in self.local_domains
+
+    def normalize(self, address: str) -> str | None:
+        """The recipient as it will be stored, or None when its syntax is bad.
+
+        ``postmaster`` without a domain (RFC 5321 section 4.5.1) is taken as the
+        postmaster of the first local domain.
+        """
+        if address.lower() == "postmaster" and self.local_domains:
+            return f"postmaster@{sorted(self.local_domains)[0]}"
+        return address if split_address(address) is not None else None
+
+    def check(self, client_ip: str, address: str) -> str | None:
+        """None when ``address`` may be accepted from ``client_ip``, else the reply."""
+        parts = split_address(address)
+        if parts is None:
+            return f"501 5.1.3 <{address}>: Bad recipient address syntax"
+        if self.is_trusted(client_ip):
+            return None
+        local, domain = parts
+        if self.is_local(domain) and not any(c in local for c in "%!@"):
+            return None
+        return f"554 5.7.1 <{address}>: Relay access denied"

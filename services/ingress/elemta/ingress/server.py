@@ -1,0 +1,145 @@
+"""The SMTP listener: the listening socket, the open sessions, and the drain.
+
+The socket is created with ``SO_REUSEPORT`` (``ingress.reuse_port``) so that
+several ingress processes can share the SMTP port and the kernel spreads
+connections across them. On stop the socket is closed first, so that no new
+connection is accepted; sessions without an open transaction are told
+``421 4.3.2 Service shutting down``; the others may finish their transaction
+within ``ingress.drain_timeout`` and are told the same right after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from elemta.common.config import Config, split_hostport
+
+from . import metrics
+from .protocol import IngressSMTP, Settings
+from .relay import RelayControl
+from .tls import server_context
+from .transaction import MessageProcessor
+
+__all__ = ["IngressServer"]
+
+log = logging.getLogger(__name__)
+
+
+class IngressServer:
+    def __init__(self, cfg: Config, processor: MessageProcessor) -> None:
+        self.cfg = cfg
+        self.processor = processor
+        self.sessions: set[IngressSMTP] = set()
+        self.tasks: set[asyncio.Task[str]] = set()
+        self.draining = False
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._settings: Settings | None = None
+        self._idle = asyncio.Event()
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    def _make_settings(self) -> Settings:
+        ing = self.cfg.ingress
+        return Settings(
+            hostname=self.cfg.server.hostname,
+            max_message_size=ing.max_message_size,
+            max_recipients=ing.max_recipients,
+            max_line_length=ing.max_line_length,
+            command_timeout=ing.command_timeout,
+            data_timeout=ing.data_timeout,
+            processing_timeout=ing.policy_timeout + self.cfg.nats.publish_timeout * 4 + 30,
+            tls_context=server_context(self.cfg),
+            relay=RelayControl(self.cfg.server.local_domains, self.cfg.server.trusted_networks),
+            processor=self.processor,
+        )
+
+    async def start(self) -> None:
+        self._settings = self._make_settings()
+        host, port = split_hostport(self.cfg.ingress.listen)
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+
+        def factory() -> IngressSMTP:
+            return IngressSMTP(settings, self, loop)
+
+        self._server = await loop.create_server(
+            factory,
+            host or None,
+            port,
+            reuse_port=self.cfg.ingress.reuse_port,
+            backlog=1024,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("SMTP listening on %s (port %d)", self.cfg.ingress.listen, self.port)
+
+    # -- the SessionHost side ------------------------------------------------------
+
+    def session_opened(self, session: IngressSMTP) -> None:
+        self.sessions.add(session)
+        self._idle.clear()
+        metrics.CONNECTIONS.inc()
+        metrics.SESSIONS.inc()
+        if self.draining:  # accepted just before the socket closed
+            session.goodbye()
+
+    def session_closed(self, session: IngressSMTP) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            metrics.SESSIONS.dec()
+        self._check_idle()
+
+    def track(self, task: asyncio.Task[str]) -> None:
+        self.tasks.add(task)
+        self._idle.clear()
+
+        def done(t: asyncio.Task[str]) -> None:
+            self.tasks.discard(t)
+            self._check_idle()
+
+        task.add_done_callback(done)
+
+    def _check_idle(self) -> None:
+        if not self.sessions and not self.tasks:
+            self._idle.set()
+
+    # -- stop ------------------------------------------------------------------------
+
+    async def _wait_idle(self, seconds: float) -> bool:
+        self._check_idle()
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(seconds, 0.0))
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop accepting at once; let open transactions finish; then close the rest."""
+        if self._server is not None:
+            self._server.close()
+        self.draining = True
+        for session in list(self.sessions):
+            if not session.in_transaction:
+                session.goodbye()
+        if self.sessions:
+            log.info("draining %d SMTP sessions for up to %.0fs", len(self.sessions), drain_timeout)
+        if not await self._wait_idle(drain_timeout):
+            # Time is up. A message being stored is let finish (policy and
+            # publish have their own timeouts); every other session is closed.
+            for session in list(self.sessions):
+                if not session.processing:
+                    session.goodbye()
+            assert self._settings is not None
+            if not await self._wait_idle(self._settings.processing_timeout):
+                for session in list(self.sessions):
+                    session.abort()
+                for task in list(self.tasks):
+                    task.cancel()
+                await self._wait_idle(1.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        log.info("SMTP listener stopped")

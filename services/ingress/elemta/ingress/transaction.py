@@ -1,0 +1,242 @@
+"""End of DATA: Received header, policy verdict, header edits, durable store, reply.
+
+:meth:`MessageProcessor.process` takes a finished SMTP transaction and the
+unstuffed message and returns the one reply the client reads. It never raises for
+a failure of policy or JetStream: those become ``451 4.3.0`` replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from elemta.common import logs
+from elemta.common.config import Config
+from elemta.common.envelope import Envelope, new_queue_id
+from elemta.common.telemetry import tracer
+
+from . import metrics
+from .handoff import Handoff, QueueUnavailable
+from .policy_client import (
+    DISCARD,
+    HOLD,
+    REJECT,
+    TEMPFAIL,
+    PolicyClient,
+    PolicyUnavailable,
+    SessionInfo,
+)
+from .received import protocol_name, received_header
+
+__all__ = [
+    "POLICY_FAILURE",
+    "QUEUE_FAILURE",
+    "MessageProcessor",
+    "Transaction",
+    "edit_headers",
+]
+
+log = logging.getLogger(__name__)
+
+QUEUE_FAILURE = "451 4.3.0 Queue temporarily unavailable, try again later"
+POLICY_FAILURE = "451 4.3.0 Temporary policy failure, try again later"
+
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+
+
+@dataclass
+class Transaction:
+    """One SMTP mail transaction as the end of DATA sees it."""
+
+    helo: str
+    client_ip: str
+    client_port: int
+    esmtp: bool
+    tls: bool
+    sender: str  # "" for the null sender
+    recipients: list[str]
+    smtputf8: bool = False
+    body_8bit: bool = False
+    data_ended: float = 0.0  # perf_counter at the end-of-data mark
+
+
+def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) -> bytes:
+    """Drop the header fields named in ``remove`` and prepend ``add`` (in order)."""
+    if remove:
+        names = {n.lower().encode("utf-8", "replace") for n in remove}
+        kept: list[bytes] = []
+        dropping = False
+        pos = 0
+        while True:
+            eol = message.find(b"\r\n", pos)
+            if eol <= pos:  # the empty line ending the header section, or no line end
+                break
+            line = message[pos:eol]
+            if line[:1] in (b" ", b"\t"):  # a folded continuation of the field before
+                if not dropping:
+                    kept.append(line)
+            else:
+                m = _FIELD_NAME.match(line)
+                if m is None:  # not a header field: the header section is over
+                    break
+                dropping = m.group(1).lower() in names
+                if not dropping:
+                    kept.append(line)
+            pos = eol + 2
+        message = b"".join(line + b"\r\n" for line in kept) + message[pos:]
+    if add:
+        prefix = "".join(f"{name}: {value}\r\n" for name, value in add)
+        message = prefix.encode("utf-8", "replace") + message
+    return message
+
+
+class MessageProcessor:
+    def __init__(self, cfg: Config, policy: PolicyClient, handoff: Handoff) -> None:
+        self.hostname = cfg.server.hostname
+        self.policy = policy
+        self.handoff = handoff
+        self._tracer = tracer("elemta.ingress")
+
+    def precheck(self) -> str:
+        """The reply refusing DATA right away when nothing could be stored, else ""."""
+        why = self.handoff.unavailable()
+        if why:
+            log.warning("refusing DATA: %s", why)
+            return QUEUE_FAILURE
+        return ""
+
+    async def process(self, tx: Transaction, content: bytes) -> str:
+        """The reply to the end of DATA; never raises (short of cancellation)."""
+        try:
+            return await self._traced(tx, content)
+        except Exception:
+            log.exception("failed to handle a message from %s", tx.client_ip)
+            metrics.MESSAGES.labels("tempfail").inc()
+            return "451 4.3.0 Error: internal error, try again later"
+
+    async def _traced(self, tx: Transaction, content: bytes) -> str:
+        started = tx.data_ended or time.perf_counter()
+        queue_id = new_queue_id()
+        token = logs.queue_id.set(queue_id)
+        try:
+            # The root span of the message's trace, whatever context is current.
+            with self._tracer.start_as_current_span(
+                "ingress.message",
+                context=Context(),
+                kind=trace.SpanKind.SERVER,
+                attributes={
+                    "elemta.queue_id": queue_id,
+                    "elemta.size": len(content),
+                    "elemta.recipients": len(tx.recipients),
+                    "net.peer.ip": tx.client_ip,
+                },
+            ) as span:
+                reply, result = await self._process(tx, content, queue_id, span)
+                span.set_attribute("elemta.result", result)
+                span.set_attribute("smtp.reply_code", int(reply[:3]))
+                if result != "accepted":
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, reply))
+        finally:
+            logs.queue_id.reset(token)
+        metrics.MESSAGES.labels(result).inc()
+        if result == "accepted":
+            metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+        return reply
+
+    async def _process(
+        self, tx: Transaction, content: bytes, queue_id: str, span: trace.Span
+    ) -> tuple[str, str]:
+        received = received_header(
+            helo=tx.helo,
+            client_ip=tx.client_ip,
+            hostname=self.hostname,
+            protocol=protocol_name(tx.esmtp, tx.tls),
+            queue_id=queue_id,
+            recipients=tx.recipients,
+        )
+        session = SessionInfo(
+            client_ip=tx.client_ip,
+            client_port=tx.client_port,
+            helo=tx.helo,
+            tls=tx.tls,
+            queue_id=queue_id,
+        )
+        try:
+            decision = await self.policy.check_data(
+                session, tx.sender, tx.recipients, received + content
+            )
+        except PolicyUnavailable as exc:
+            log.warning("policy check failed: %s", exc)
+            return self._refused(tx, POLICY_FAILURE, "tempfail")
+        if decision.action == REJECT:
+            return self._refused(tx, decision.reply, "rejected")
+        if decision.action == TEMPFAIL:
+            return self._refused(tx, decision.reply, "tempfail")
+        if decision.action == DISCARD:
+            log.info(
+                "discard: from=<%s> nrcpt=%d: discarded by policy", tx.sender, len(tx.recipients)
+            )
+            return "250 2.0.0 Ok: discarded", "discarded"
+
+        message = received + edit_headers(content, decision.add_headers, decision.remove_headers)
+        env = Envelope(
+            id=queue_id,
+            sender=tx.sender,
+            recipients=list(tx.recipients),
+            received_at=time.time(),
+            client_ip=tx.client_ip,
+            client_helo=tx.helo,
+            size=len(message),
+            hold=decision.action == HOLD,
+            smtputf8=tx.smtputf8,
+            body_8bit=tx.body_8bit,
+        )
+        with self._tracer.start_as_current_span(
+            "ingress.store",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={"elemta.queue_id": queue_id, "elemta.size": len(message)},
+        ) as store_span:
+            try:
+                seq = await self.handoff.store(env, message, ctx=trace.set_span_in_context(span))
+            except QueueUnavailable as exc:
+                store_span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                log.warning("store failed: %s", exc)
+                return self._refused(tx, QUEUE_FAILURE, "tempfail")
+            store_span.set_attribute("messaging.nats.sequence", seq)
+        metrics.MESSAGE_BYTES.observe(len(message))
+        log.info(
+            "from=<%s> size=%d nrcpt=%d client=%s[%s]%s queued as %s",
+            tx.sender,
+            len(message),
+            len(tx.recipients),
+            tx.helo,
+            tx.client_ip,
+            " (hold)" if env.hold else "",
+            queue_id,
+            extra={
+                "sender": tx.sender,
+                "size": len(message),
+                "nrcpt": len(tx.recipients),
+                "client_ip": tx.client_ip,
+                "hold": env.hold,
+                "body_object": env.body_object,
+            },
+        )
+        return f"250 2.0.0 Ok: queued as {queue_id}", "accepted"
+
+    def _refused(self, tx: Transaction, reply: str, result: str) -> tuple[str, str]:
+        log.info(
+            "reject: DATA from %s[%s]: %s; from=<%s> nrcpt=%d",
+            tx.helo,
+            tx.client_ip,
+            reply,
+            tx.sender,
+            len(tx.recipients),
+            extra={"reply": reply, "client_ip": tx.client_ip, "sender": tx.sender},
+        )
+        return reply, result

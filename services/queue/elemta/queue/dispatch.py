@@ -1,0 +1,194 @@
+"""The actions intake, outcomes, scheduler and control share.
+
+Publishing a job, parking it for a retry, giving up on recipients and finishing a
+message each happen from more than one place; they live here so that the message
+ids that make them idempotent are built in exactly one way:
+
+* delivery jobs: ``Nats-Msg-Id: <id>.<dest-hash>.<attempt>`` on
+  ``elemta.delivery.<id>`` — a redelivered intake or outcome, or a scheduler
+  restarted half-way, publishes the same id and JetStream drops the copy;
+* deferred jobs: the same id on ``elemta.deferred.<id>`` (another stream, so
+  another duplicate window), with ``Elemta-Due`` holding the epoch seconds;
+* bounces: ``bounce.<id>.<n>`` (see :mod:`.bounce`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+from nats.js.object_store import ObjectStore
+
+from elemta.common.config import Config
+from elemta.common.envelope import DeliveryJob
+from elemta.common.jetstream import (
+    DEFERRED_SUBJECT,
+    DELIVERY_SUBJECT,
+    DUE_HEADER,
+    MESSAGES_STREAM,
+)
+
+from .bounce import Bouncer, Failure
+from .events import EventPublisher
+from .routing import dest_hash
+from .state import DestState, MessageState, StateStore
+
+__all__ = ["Dispatcher", "delete_stream_msg", "job_msg_id"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "$JS.API"
+# JetStream error codes for "that message is not there (any more)".
+_GONE_CODES = {10037, 10043, 10057}
+
+
+def job_msg_id(queue_id: str, dest: str, attempt: int) -> str:
+    return f"{queue_id}.{dest_hash(dest)}.{attempt}"
+
+
+async def delete_stream_msg(nc: NATS, stream: str, seq: int, wait: float = 5.0) -> None:
+    """Delete one message by sequence without overwriting it on disk.
+
+    ``JetStreamManager.delete_msg`` asks for a secure erase (the server rewrites
+    the block with random bytes): about 500 deletes a second, which would cap the
+    whole system; ``no_erase`` only marks the message deleted (tens of thousands
+    a second). A message that is already gone counts as deleted.
+    """
+    resp = await nc.request(
+        f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
+        json.dumps({"seq": seq, "no_erase": True}).encode(),
+        timeout=wait,
+    )
+    err = json.loads(resp.data).get("error")
+    if err and err.get("err_code") not in _GONE_CODES:
+        APIError.from_error(err)  # raises the matching APIError subclass
+        raise APIError(**err)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        cfg: Config,
+        nc: NATS,
+        js: JetStreamContext,
+        store: StateStore,
+        events: EventPublisher,
+        bouncer: Bouncer,
+        objects: ObjectStore | None,
+    ) -> None:
+        self.cfg = cfg
+        self.nc = nc
+        self.js = js
+        self.store = store
+        self.events = events
+        self.bouncer = bouncer
+        self.objects = objects
+        # Set by the scheduler: told about every job parked in ELEMTA_DEFERRED.
+        self.on_deferred: Callable[[float, int, str], None] = lambda due, seq, qid: None
+
+    # -- timing ------------------------------------------------------------
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before the attempt after ``attempt``: the schedule, last entry repeating,
+        spread by ``retry_jitter`` so that a destination that comes back is not hit by
+        every waiting message in the same second."""
+        schedule = self.cfg.queue.retry_schedule
+        base = schedule[min(max(attempt, 1), len(schedule)) - 1]
+        jitter = self.cfg.queue.retry_jitter
+        return max(0.0, base * (1 + random.uniform(-jitter, jitter)))
+
+    def expires_at(self, st: MessageState) -> float:
+        lifetime = self.cfg.queue.bounce_lifetime if st.is_bounce else self.cfg.queue.lifetime
+        return st.received_at + lifetime
+
+    # -- jobs --------------------------------------------------------------
+
+    def job(self, st: MessageState, key: str, d: DestState) -> DeliveryJob:
+        return DeliveryJob(
+            id=st.id,
+            dest=key,
+            route=d.route,
+            domain=d.domain,
+            sender=st.sender,
+            recipients=list(d.recipients),
+            msg_seq=st.msg_seq,
+            body_object=st.body_object,
+            attempt=d.attempt,
+            smtputf8=st.smtputf8,
+            body_8bit=st.body_8bit,
+        )
+
+    async def send(self, st: MessageState, key: str, d: DestState, trace: dict[str, str]) -> None:
+        """Hand the destination's pending recipients to the delivery workers."""
+        headers = {**trace, "Nats-Msg-Id": job_msg_id(st.id, key, d.attempt)}
+        await self.js.publish(
+            f"{DELIVERY_SUBJECT}.{st.id}", self.job(st, key, d).encode(), headers=headers
+        )
+
+    async def defer(
+        self, st: MessageState, key: str, d: DestState, due: float, trace: dict[str, str]
+    ) -> int:
+        """Park the job for ``d.attempt`` in ELEMTA_DEFERRED until ``due``; returns its seq."""
+        headers = {
+            **trace,
+            "Nats-Msg-Id": job_msg_id(st.id, key, d.attempt),
+            DUE_HEADER: f"{due:.3f}",
+        }
+        ack = await self.js.publish(
+            f"{DEFERRED_SUBJECT}.{st.id}", self.job(st, key, d).encode(), headers=headers
+        )
+        self.on_deferred(due, ack.seq, st.id)
+        return int(ack.seq)
+
+    # -- giving up and finishing -------------------------------------------
+
+    async def give_up(self, st: MessageState, failures: list[Failure]) -> None:
+        """Mark recipients final, record why, and send one DSN for all of them."""
+        if not failures:
+            return
+        bounce_id = await self.bouncer.bounce(st, failures)
+        dropped = st.is_bounce or not st.sender  # the bouncer recorded "failed" events
+        for f in failures:
+            st.final[f.recipient] = "expired" if f.expired else "failed" if dropped else "bounced"
+            if dropped and not f.expired:
+                continue
+            await self.events.emit(
+                st.id,
+                "expired" if f.expired else "bounced",
+                recipient=f.recipient,
+                status=f.status,
+                code=f.code,
+                text=f.text,
+                host=f.host,
+                dsn=bounce_id,
+            )
+
+    async def commit(self, st: MessageState, revision: int) -> None:
+        """Save the state, or finish the message when every recipient is final."""
+        if st.is_final():
+            await self.finish(st)
+        else:
+            await self.store.save(st, revision)
+
+    async def finish(self, st: MessageState, event: str = "done") -> None:
+        """Remove every trace of the message from the queue: body, blob, state."""
+        await delete_stream_msg(self.nc, MESSAGES_STREAM, st.msg_seq, self.cfg.nats.publish_timeout)
+        if st.body_object and self.objects is not None:
+            try:
+                await self.objects.delete(st.body_object)
+            except Exception as exc:  # already gone, or never written
+                log.debug("body object %s not deleted: %s", st.body_object, exc)
+        await self.store.remove(st.id)
+        counts: dict[str, int] = {}
+        for status in st.final.values():
+            counts[status] = counts.get(status, 0) + 1
+        await self.events.emit(st.id, event, **counts)
+        log.info("removed", extra={"result": event, **counts})
+
+    async def delete_deferred(self, stream: str, seq: int) -> None:
+        await delete_stream_msg(self.nc, stream, seq, self.cfg.nats.publish_timeout)

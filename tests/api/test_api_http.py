@@ -1,0 +1,315 @@
+"""The REST API in-process against a real nats-server: queue counts, message state
+and history, errors as JSON, readiness, health and metrics on the API port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from nats.js import JetStreamContext
+
+from elemta.api.app import create_app
+from elemta.common.config import Config, load_config
+from elemta.common.envelope import new_queue_id
+from elemta.common.jetstream import (
+    DELIVERY_CONSUMER,
+    DELIVERY_STREAM,
+    STATE_BUCKET,
+    delivery_consumer_config,
+    ensure_streams,
+)
+
+from support.dnsserver import free_port
+from support.natsserver import NatsServer
+
+
+@pytest.fixture
+def cfg(nats_server: NatsServer) -> Config:
+    return load_config(
+        env={
+            "ELEMTA_NATS_URL": nats_server.url,
+            "ELEMTA_NATS_PUBLISH_TIMEOUT": "2",
+            "ELEMTA_NATS_CONNECT_TIMEOUT": "1",
+            "ELEMTA_API_LISTEN": f"127.0.0.1:{free_port()}",
+        }
+    )
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_server.url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def started(cfg: Config) -> TestClient[Any, Any]:
+    port = int(cfg.api.listen.rsplit(":", 1)[1])
+    c: TestClient[Any, Any] = TestClient(TestServer(create_app(cfg), host="127.0.0.1", port=port))
+    await c.start_server()
+    return c
+
+
+@pytest.fixture
+async def client(cfg: Config) -> AsyncIterator[TestClient[Any, Any]]:
+    """The API before the queue service has created the streams."""
+    c = await started(cfg)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def api(js: JetStreamContext, cfg: Config) -> AsyncIterator[TestClient[Any, Any]]:
+    """A ready API: the streams exist (as the queue service creates them)."""
+    await ensure_streams(js, cfg)
+    c = await started(cfg)
+    await wait_status(c, "/readyz", 200)
+    yield c
+    await c.close()
+
+
+async def wait_status(client: TestClient[Any, Any], path: str, status: int) -> None:
+    for _ in range(200):
+        resp = await client.get(path)
+        if resp.status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} never answered {status}; last {resp.status}")
+
+
+async def get_json(client: TestClient[Any, Any], path: str, status: int = 200) -> Any:
+    resp = await client.get(path)
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    return await resp.json()
+
+
+async def publish_events(js: JetStreamContext, qid: str, *types: str) -> list[dict[str, Any]]:
+    events = []
+    for n, kind in enumerate(types):
+        event = {"type": kind, "at": 1_700_000_000.0 + n, "n": n}
+        await js.publish(f"elemta.events.{qid}", json.dumps(event).encode())
+        events.append(event)
+    return events
+
+
+async def test_readyz_answers_503_until_the_events_stream_exists_then_200(
+    client: TestClient[Any, Any], js: JetStreamContext, cfg: Config
+) -> None:
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert "streams" in await resp.text()
+    body = await get_json(client, "/api/v1/queue", 503)
+    assert body["error"] == "unavailable"
+    await ensure_streams(js, cfg)
+    await wait_status(client, "/readyz", 200)
+
+
+async def test_healthz_and_metrics_are_served_on_the_api_port(api: TestClient[Any, Any]) -> None:
+    resp = await api.get("/healthz")
+    assert resp.status == 200
+    await get_json(api, "/api/v1/queue")
+    metrics = await (await api.get("/metrics")).text()
+    assert 'elemta_api_requests_total{code="200",route="/api/v1/queue"}' in metrics
+
+
+async def test_queue_counts_report_messages_delivery_jobs_deferred_jobs_and_consumers(
+    api: TestClient[Any, Any], js: JetStreamContext, cfg: Config
+) -> None:
+    empty = await get_json(api, "/api/v1/queue")
+    assert (empty["messages"], empty["delivery_waiting"], empty["deferred"]) == (0, 0, 0)
+
+    ids = [new_queue_id() for _ in range(3)]
+    for qid in ids[:2]:
+        await js.publish(f"elemta.msg.{qid}", b"Subject: hi\r\n\r\nbody\r\n")
+    for qid in ids:
+        await js.publish(f"elemta.delivery.{qid}", b"{}")
+    await js.publish(f"elemta.deferred.{ids[2]}", b"{}")
+    await js.add_consumer(DELIVERY_STREAM, config=delivery_consumer_config(cfg))
+    worker = await js.pull_subscribe_bind(durable=DELIVERY_CONSUMER, stream=DELIVERY_STREAM)
+    taken = await worker.fetch(1, timeout=5)  # in flight: fetched, not acknowledged
+    assert len(taken) == 1
+
+    body = await get_json(api, "/api/v1/queue")
+    assert body["messages"] == 2
+    assert body["message_bytes"] > 0
+    assert body["delivery_waiting"] == 2
+    assert body["delivery_in_flight"] == 1
+    assert body["deferred"] == 1
+    assert body["outcomes_pending"] == 0
+    consumer = body["streams"]["ELEMTA_DELIVERY"]["consumers"][DELIVERY_CONSUMER]
+    assert consumer["pending"] == 2
+    assert consumer["ack_pending"] == 1
+    assert set(body["streams"]) == {
+        "ELEMTA_MESSAGES",
+        "ELEMTA_DELIVERY",
+        "ELEMTA_DEFERRED",
+        "ELEMTA_OUTCOMES",
+        "ELEMTA_EVENTS",
+    }
+
+
+async def test_a_message_shows_its_state_and_its_events_oldest_first(
+    api: TestClient[Any, Any], js: JetStreamContext
+) -> None:
+    qid, other = new_queue_id(), new_queue_id()
+    state = {"id": qid, "sender": "a@example.org", "recipients_left": ["b@example.net"]}
+    kv = await js.key_value(STATE_BUCKET)
+    await kv.put(qid, json.dumps(state).encode())
+    await publish_events(js, other, "accepted")
+    events = await publish_events(js, qid, "accepted", "attempt", "deferred")
+    await publish_events(js, other, "delivered")
+
+    body = await get_json(api, f"/api/v1/messages/{qid}")
+    assert body == {"id": qid, "state": state, "events": events}
+
+
+async def test_a_finished_message_without_state_still_shows_its_history(
+    api: TestClient[Any, Any], js: JetStreamContext
+) -> None:
+    qid = new_queue_id()
+    events = await publish_events(js, qid, "accepted", "delivered")
+    kv = await js.key_value(STATE_BUCKET)
+    await kv.put(qid, b'{"left": 0}')
+    await kv.delete(qid)  # the queue removes the state when the message is finished
+
+    body = await get_json(api, f"/api/v1/messages/{qid}")
+    assert body["state"] is None
+    assert [e["type"] for e in body["events"]] == ["accepted", "delivered"]
+    assert body["events"] == events
+
+
+async def test_a_message_with_state_but_no_events_yet_is_found(
+    api: TestClient[Any, Any], js: JetStreamContext
+) -> None:
+    qid = new_queue_id()
+    kv = await js.key_value(STATE_BUCKET)
+    await kv.put(qid, b'{"attempts": 0}')
+
+    assert await get_json(api, f"/api/v1/messages/{qid}") == {
+        "id": qid,
+        "state": {"attempts": 0},
+        "events": [],
+    }
+    assert await get_json(api, f"/api/v1/messages/{qid}/events") == {"id": qid, "events": []}
+
+
+async def test_the_events_endpoint_returns_only_that_messages_events(
+    api: TestClient[Any, Any], js: JetStreamContext
+) -> None:
+    qid, other = new_queue_id(), new_queue_id()
+    await publish_events(js, other, "accepted", "bounced")
+    events = await publish_events(js, qid, "accepted", "attempt", "delivered")
+
+    body = await get_json(api, f"/api/v1/messages/{qid}/events")
+    assert body == {"id": qid, "events": events}
+
+
+async def test_an_event_that_is_not_json_is_shown_raw(
+    api: TestClient[Any, Any], js: JetStreamContext
+) -> None:
+    qid = new_queue_id()
+    await js.publish(f"elemta.events.{qid}", b"not json")
+
+    body = await get_json(api, f"/api/v1/messages/{qid}/events")
+    assert body["events"] == [{"raw": "not json"}]
+
+
+async def test_a_lower_case_queue_id_names_the_same_message(
+    api: TestClient[Any, Any], js: JetStreamContext
+) -> None:
+    qid = new_queue_id()
+    await publish_events(js, qid, "accepted")
+
+    body = await get_json(api, f"/api/v1/messages/{qid.lower()}")
+    assert body["id"] == qid
+    assert len(body["events"]) == 1
+
+
+@pytest.mark.parametrize("path", ["", "/events"])
+async def test_an_unknown_queue_id_is_404_with_a_json_error(
+    api: TestClient[Any, Any], path: str
+) -> None:
+    qid = new_queue_id()
+    body = await get_json(api, f"/api/v1/messages/{qid}{path}", 404)
+    assert body["error"] == "not_found"
+    assert qid in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "SHORT",
+        "0123456789ABCDEFGHJK0",  # 21 characters
+        "0123456789ABCDEFGHIL",  # I and L are not Crockford base32
+        "0123456789ABCDEFGHJU",  # nor is U
+        "0123456789ABCDEF.HJK",
+        "0123456789ABCDEFG%20JK",  # a space
+    ],
+)
+@pytest.mark.parametrize("path", ["", "/events"])
+async def test_a_malformed_queue_id_is_400_with_a_json_error(
+    api: TestClient[Any, Any], bad: str, path: str
+) -> None:
+    body = await get_json(api, f"/api/v1/messages/{bad}{path}", 400)
+    assert body["error"] == "bad_request"
+    assert "queue id" in body["detail"]
+
+
+async def test_unknown_api_paths_and_methods_answer_json_errors(
+    api: TestClient[Any, Any],
+) -> None:
+    body = await get_json(api, "/api/v1/nothing-here", 404)
+    assert body["error"] == "not_found"
+    resp = await api.post("/api/v1/queue")
+    assert resp.status == 405
+    assert (await resp.json())["error"] == "method_not_allowed"
+
+
+async def test_the_dashboard_page_is_html_that_fetches_the_queue_counts(
+    api: TestClient[Any, Any],
+) -> None:
+    resp = await api.get("/")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    page = await resp.text()
+    assert "api/v1/queue" in page
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_while_nats_is_down_the_api_is_not_ready_and_answers_503_in_json(
+    api: TestClient[Any, Any], nats_server: NatsServer
+) -> None:
+    nats_server.stop()
+    await wait_status(api, "/readyz", 503)
+    assert "nats" in await (await api.get("/readyz")).text()
+    body = await get_json(api, "/api/v1/queue", 503)
+    assert body["error"] == "unavailable"
+    body = await get_json(api, f"/api/v1/messages/{new_queue_id()}", 503)
+    assert body["error"] == "unavailable"
+
+    nats_server.start()
+    await wait_status(api, "/readyz", 200)
+    await get_json(api, "/api/v1/queue")
+
+
+async def test_healthz_answers_while_nats_has_never_been_reachable() -> None:
+    cfg = load_config(
+        env={
+            "ELEMTA_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+            "ELEMTA_API_LISTEN": f"127.0.0.1:{free_port()}",
+        }
+    )
+    c = await started(cfg)
+    try:
+        assert (await c.get("/healthz")).status == 200
+        resp = await c.get("/readyz")
+        assert resp.status == 503
+        assert "nats" in await resp.text()
+        assert (await get_json(c, "/api/v1/queue", 503))["error"] == "unavailable"
+    finally:
+        await c.close()

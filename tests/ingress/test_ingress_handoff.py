@@ -1,0 +1,113 @@
+"""The durability contract: 250 only after the PubAck; 451 and nothing stored otherwise."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ingress_harness import (
+    MESSAGE,
+    RawSMTP,
+    body_object,
+    create_streams,
+    message_count,
+    queue_id_of,
+    send,
+    stored,
+    wait_until,
+)
+
+QUEUE_DOWN = b"4.3.0 Queue temporarily unavailable, try again later"
+
+
+def test_with_nats_stopped_data_gets_451_quickly_and_after_restart_nothing_is_lost(
+    nats_server, ingress_factory
+):
+    runner = ingress_factory(
+        {"nats": {"publish_timeout": 1.0}}, nats_url=nats_server.url, wait_stream=False
+    )
+    create_streams(nats_server.url, runner.cfg)
+    wait_until(lambda: runner.svc.handoff.stream_ready, what="stream")
+    code, first = send(runner.port)
+    assert code == 250
+
+    nats_server.stop()
+    wait_until(lambda: "nats" in runner.failing(), what="NATS disconnect noticed")
+    started = time.monotonic()
+    code, text = send(runner.port)
+    assert (code, text) == (451, QUEUE_DOWN)
+    assert time.monotonic() - started < 1.0 + 2.0
+
+    nats_server.start()
+    wait_until(lambda: not runner.failing(), timeout=15, what="NATS reconnect")
+    code, third = send(runner.port)
+    assert code == 250
+    assert stored(nats_server.url, queue_id_of(first)) is not None
+    assert stored(nats_server.url, queue_id_of(third)) is not None
+    assert message_count(nats_server.url) == 2
+
+
+def test_a_pubAck_that_does_not_come_in_time_gets_451_and_a_late_store_is_purged(
+    nats_server, ingress_factory
+):
+    runner = ingress_factory(
+        {"nats": {"publish_timeout": 1.0}}, nats_url=nats_server.url, wait_stream=False
+    )
+    create_streams(nats_server.url, runner.cfg)
+    wait_until(lambda: runner.svc.handoff.stream_ready, what="stream")
+    assert nats_server.proc is not None
+    pid = nats_server.proc.pid
+    os.kill(pid, signal.SIGSTOP)  # JetStream hangs: the publish is sent, no PubAck comes
+    try:
+        started = time.monotonic()
+        code, text = send(runner.port)
+        assert (code, text) == (451, QUEUE_DOWN)
+        assert time.monotonic() - started < 1.0 + 2.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # The server now stores the late publish; ingress purges it again.
+    time.sleep(0.5)
+    wait_until(lambda: message_count(nats_server.url) == 0, timeout=10, what="purge")
+    time.sleep(2.5)  # the second purge, after any straggler, is done too
+    assert message_count(nats_server.url) == 0
+    assert send(runner.port)[0] == 250
+
+
+def test_until_the_stream_exists_ingress_is_not_ready_and_data_gets_451(
+    nats_server, ingress_factory
+):
+    runner = ingress_factory(nats_url=nats_server.url, wait_stream=False)
+    assert "stream" in runner.failing()
+    with RawSMTP(runner.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test")
+        c.cmd(b"MAIL FROM:<a@client.test>")
+        c.cmd(b"RCPT TO:<b@local.test>")
+        assert c.cmd(b"DATA") == b"451 " + QUEUE_DOWN + b"\r\n"
+    create_streams(nats_server.url, runner.cfg)
+    wait_until(lambda: not runner.failing(), what="readiness")
+    assert send(runner.port)[0] == 250
+
+
+def test_a_body_over_the_inline_limit_goes_to_the_object_store(ingress_factory, shared_nats):
+    runner = ingress_factory({"nats": {"inline_body_limit": 2048}})
+    body = MESSAGE + ("z" * 76 + "\r\n") * 200
+    code, text = send(runner.port, body)
+    assert code == 250
+    qid = queue_id_of(text)
+    msg = stored(shared_nats.url, qid)
+    assert msg is not None and msg.data == b""
+    env = msg.envelope
+    assert env.body_object == qid
+    obj = body_object(shared_nats.url, qid)
+    assert obj is not None and len(obj) == env.size
+    assert obj.startswith(b"Received: from client.test") and obj.endswith(body.encode())
+
+
+def test_a_body_under_the_inline_limit_stays_inline(ingress_factory, shared_nats):
+    runner = ingress_factory({"nats": {"inline_body_limit": 2048}})
+    code, text = send(runner.port)
+    assert code == 250
+    msg = stored(shared_nats.url, queue_id_of(text))
+    assert msg is not None and msg.envelope.body_object == "" and msg.data.endswith(b"Hello.\r\n")

@@ -1,0 +1,284 @@
+"""Test support: the queue service in-process, and stand-ins for its peers.
+
+:class:`QueueHarness` plays ingress (stores messages the way ingress does) and a
+delivery worker (takes jobs from the ``delivery`` consumer and reports outcomes),
+and reads the streams to check what the queue did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError
+
+from elemta.common.config import Config
+from elemta.common.envelope import (
+    DeliveryJob,
+    Envelope,
+    Outcome,
+    RecipientResult,
+    new_queue_id,
+)
+from elemta.common.jetstream import (
+    BODIES_BUCKET,
+    DEFERRED_STREAM,
+    DELIVERY_CONSUMER,
+    DELIVERY_STREAM,
+    ENVELOPE_HEADER,
+    EVENTS_STREAM,
+    MESSAGES_STREAM,
+    STATE_BUCKET,
+)
+from elemta.queue.service import QueueService
+
+from support.natsserver import NatsServer
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def make_config(nats_url: str, **queue: Any) -> Config:
+    return Config.model_validate(
+        {
+            "server": {"hostname": "mx.queue.test", "local_domains": ["local.test"]},
+            "nats": {"url": nats_url, "publish_timeout": 3.0},
+            "queue": {
+                "http_listen": "127.0.0.1:0",
+                "retry_schedule": [0.3, 0.3],
+                "retry_jitter": 0.0,
+                "lifetime": 300.0,
+                "scheduler_interval": 0.05,
+                **queue,
+            },
+            "transport": {"routes": {"relayed.test": "smtp:[relay.test]:2525"}},
+        }
+    )
+
+
+def message(subject: str = "Hello", sender: str = "alice@sender.test") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: bob@a.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{time.time()}@sender.test>\r\n\r\nHi Bob,\r\nlunch?\r\n"
+    ).encode()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within: float = 5.0, interval: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(interval)
+
+
+class QueueHarness:
+    def __init__(self, server: NatsServer) -> None:
+        self.server = server
+        self.services: list[QueueService] = []
+        self.nc: NATS | None = None
+        self._jobs: JetStreamContext.PullSubscription | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        assert self.nc is not None
+        return self.nc.jetstream(timeout=5)
+
+    async def start_queue(self, **queue: Any) -> QueueService:
+        svc = QueueService(make_config(self.server.url, **queue))
+        await svc.start()
+        self.services.append(svc)
+        if self.nc is None:
+            self.nc = await nats.connect(self.server.url)
+        return svc
+
+    async def stop_queue(self, svc: QueueService) -> None:
+        await svc.stop()
+        self.services.remove(svc)
+
+    async def close(self) -> None:
+        for svc in list(self.services):
+            await svc.stop()
+        if self.nc is not None:
+            await self.nc.close()
+
+    # -- playing ingress ---------------------------------------------------
+
+    async def store(
+        self,
+        recipients: list[str],
+        sender: str = "alice@sender.test",
+        body: bytes | None = None,
+        *,
+        hold: bool = False,
+        is_bounce: bool = False,
+        body_object: bool = False,
+    ) -> tuple[Envelope, int]:
+        """Store a message exactly as ingress does; returns the envelope and its seq."""
+        qid = new_queue_id()
+        data = message(sender=sender or "MAILER-DAEMON@x.test") if body is None else body
+        env = Envelope(
+            id=qid,
+            sender=sender,
+            recipients=recipients,
+            received_at=time.time(),
+            client_ip="192.0.2.1",
+            client_helo="client.test",
+            size=len(data),
+            hold=hold,
+            is_bounce=is_bounce,
+        )
+        if body_object:
+            objects = await self.js.object_store(BODIES_BUCKET)
+            await objects.put(qid, data)
+            env.body_object = qid
+            data = b""
+        headers = {
+            ENVELOPE_HEADER: env.to_header(),
+            "traceparent": TRACEPARENT,
+            "Nats-Msg-Id": qid,
+        }
+        ack = await self.js.publish(f"elemta.msg.{qid}", data, headers=headers)
+        return env, ack.seq
+
+    # -- playing a delivery worker -----------------------------------------
+
+    async def take_jobs(
+        self, count: int, within: float = 5.0
+    ) -> list[tuple[DeliveryJob, dict[str, str]]]:
+        """Take ``count`` jobs from the ``delivery`` consumer (acked); fail if fewer come."""
+        if self._jobs is None:
+            self._jobs = await self.js.pull_subscribe_bind(
+                DELIVERY_CONSUMER, stream=DELIVERY_STREAM
+            )
+        out: list[tuple[DeliveryJob, dict[str, str]]] = []
+        deadline = time.monotonic() + within
+        while len(out) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"expected {count} job(s), got {len(out)}")
+            try:
+                msgs = await self._jobs.fetch(count - len(out), timeout=min(left, 1.0))
+            except TimeoutError:
+                continue
+            for m in msgs:
+                await m.ack()
+                out.append((DeliveryJob.decode(m.data), dict(m.headers or {})))
+        return out
+
+    async def no_more_jobs(self, wait: float = 0.5) -> bool:
+        if self._jobs is None:
+            self._jobs = await self.js.pull_subscribe_bind(
+                DELIVERY_CONSUMER, stream=DELIVERY_STREAM
+            )
+        try:
+            msgs = await self._jobs.fetch(1, timeout=wait)
+        except TimeoutError:
+            return True
+        raise AssertionError(f"unexpected job: {msgs[0].data!r}")
+
+    async def report(
+        self,
+        job: DeliveryJob,
+        status: str,
+        code: int = 250,
+        text: str = "2.0.0 Ok",
+        enhanced: str = "",
+        only: list[str] | None = None,
+        host: str = "mx1.a.test",
+    ) -> Outcome:
+        """Report an attempt of ``job``: ``status`` for ``only`` (default: all), others delivered."""
+        results = [
+            RecipientResult(r, status, code, enhanced, text)
+            if only is None or r in only
+            else RecipientResult(r, "delivered", 250, "2.0.0", "Ok")
+            for r in job.recipients
+        ]
+        outcome = Outcome(
+            id=job.id,
+            dest=job.dest,
+            domain=job.domain,
+            attempt=job.attempt,
+            host=host,
+            results=results,
+            worker="test",
+            finished_at=time.time(),
+        )
+        await self.js.publish(f"elemta.outcome.{job.id}", outcome.encode())
+        return outcome
+
+    # -- looking ---------------------------------------------------------------
+
+    async def count(self, stream: str) -> int:
+        info = await self.js.stream_info(stream)
+        return int(info.state.messages)
+
+    async def state(self, qid: str) -> dict[str, Any] | None:
+        kv = await self.js.key_value(STATE_BUCKET)
+        try:
+            entry = await kv.get(qid)
+        except KeyNotFoundError:
+            return None
+        return json.loads(entry.value) if entry.value else None
+
+    async def events(self, qid: str) -> list[dict[str, Any]]:
+        info = await self.js.stream_info(EVENTS_STREAM)
+        if not info.state.messages:
+            return []
+        sub = await self.js.pull_subscribe(
+            f"elemta.events.{qid}",
+            stream=EVENTS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.NONE,
+                deliver_policy=DeliverPolicy.ALL,
+                inactive_threshold=5.0,
+            ),
+        )
+        out: list[dict[str, Any]] = []
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(256, timeout=0.3)
+                except TimeoutError:
+                    break
+                out.extend(json.loads(m.data) for m in msgs)
+                if msgs[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    async def event_types(self, qid: str) -> list[str]:
+        return [e["type"] for e in await self.events(qid)]
+
+    async def stored(self, exclude: set[int] | None = None) -> list[tuple[int, Envelope, bytes]]:
+        """Every message in ELEMTA_MESSAGES: (seq, envelope, payload)."""
+        info = await self.js.stream_info(MESSAGES_STREAM)
+        out = []
+        seq = info.state.first_seq
+        while info.state.messages and seq <= info.state.last_seq:
+            try:
+                raw = await self.js.get_msg(MESSAGES_STREAM, seq, direct=True)
+            except nats.js.errors.NotFoundError:
+                seq += 1
+                continue
+            if not exclude or seq not in exclude:
+                headers = raw.headers or {}
+                out.append((seq, Envelope.from_header(headers[ENVELOPE_HEADER]), raw.data or b""))
+            seq += 1
+        return out
+
+    async def deferred_count(self) -> int:
+        return await self.count(DEFERRED_STREAM)
