@@ -220,12 +220,14 @@ def on_terminate() -> None:
     """SIGTERM and SIGHUP clean up like Ctrl-C (SIGINT) does."""
 
     def handler(signum: int, frame: object) -> None:
+        # One is enough: a second Ctrl-C must not cut the clean-up short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)
-    # Even when started with SIGINT ignored (a background job of a script).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGINT too: even when started with it ignored (a background job of a script).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------- /proc
@@ -1024,8 +1026,8 @@ class Postfix(System):
         check = self._postfix("check")
         if check.returncode != 0:
             raise BenchError(f"postfix check failed:\n{check.stdout}{check.stderr}")
+        self.started = True  # from here on, stop() must run even if start is cut short
         started = self._postfix("start")
-        self.started = True
         if started.returncode != 0:
             raise BenchError(
                 f"postfix start failed:\n{started.stdout}{started.stderr}{tail(self.maillog)}"

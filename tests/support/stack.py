@@ -147,7 +147,7 @@ class Stack:
                 "trusted_networks": ["127.0.0.0/8"],
                 "state_dir": str(workdir / "var"),
             },
-            "nats": {"url": nats_url, "publish_timeout": 2.0},
+            "nats": {"url": nats_url, "publish_timeout": 5.0},
             "ingress": {
                 "listen": f"127.0.0.1:{self.smtp_port}",
                 "http_listen": f"127.0.0.1:{free_port()}",
