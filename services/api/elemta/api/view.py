@@ -228,7 +228,9 @@ class QueueView:
                     )
                 except NotFoundError:
                     break
-                events.append(_decode(msg.data))
+                record = _decode(msg.data)
+                # one stored record may carry several events of one step
+                events.extend(record if isinstance(record, list) else [record])
                 seq = (msg.seq or seq) + 1
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None

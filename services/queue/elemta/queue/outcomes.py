@@ -86,8 +86,9 @@ class Outcomes:
                 span.set_attribute("elemta.queue_id", st.id)
                 span.set_attribute("elemta.dest", outcome.dest)
                 span.set_attribute("elemta.attempt", outcome.attempt)
-                await self.apply(st, outcome.dest, d, outcome)
-                await self.dispatcher.commit(st, revision)
+                async with self.events.batch():
+                    await self.apply(st, outcome.dest, d, outcome)
+                    await self.dispatcher.commit(st, revision)
         await msg.ack()
         OUTCOMES.inc()
 
