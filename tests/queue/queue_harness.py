@@ -253,7 +253,9 @@ class QueueHarness:
                     msgs = await sub.fetch(256, timeout=0.3)
                 except TimeoutError:
                     break
-                out.extend(json.loads(m.data) for m in msgs)
+                for m in msgs:  # one record may carry the events of one step
+                    record = json.loads(m.data)
+                    out.extend(record if isinstance(record, list) else [record])
                 if msgs[-1].metadata.num_pending == 0:
                     break
         finally:

@@ -31,10 +31,13 @@ from elemta.common.config import Config, Route
 from elemta.common.envelope import DeliveryJob, RecipientResult
 from elemta.common.resolver import DnsError, Resolver
 
+from . import dataphase
 from .errors import Reply, SessionFailure, connect_failure, lost_connection
 from .outcome import Delivery
 from .pool import Pool
 from .transport import SessionTransport, peer_name
+
+dataphase.install()
 
 __all__ = ["SmtpSession", "SmtpTransport", "opportunistic_tls_context"]
 

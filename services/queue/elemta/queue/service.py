@@ -52,6 +52,9 @@ def intake_consumer_config() -> ConsumerConfig:
         ack_wait=ACK_WAIT,
         max_deliver=-1,
         max_ack_pending=20000,
+        # Intake needs the envelope header and the sequence, never the body:
+        # do not ship every message through the queue process.
+        headers_only=True,
     )
 
 
