@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -100,7 +101,10 @@ class MessageState:
         return self.status != "hold" and all(d.status == "done" for d in self.dests.values())
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # vars() rather than asdict(): no deep copy on the per-message path.
+        record = dict(vars(self))
+        record["dests"] = {k: vars(d) for k, d in self.dests.items()}
+        return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> MessageState:
@@ -129,10 +133,27 @@ class _KeyedLocks:
 
 
 class StateStore:
-    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+    """Records in KV, with a write-through cache of the ones this process wrote.
+
+    The queue is the only writer (one queue process), so a record it created or
+    saved is still current when the outcome arrives; reading it back from KV
+    would cost a round trip and a server read per outcome. The cache holds the
+    encoded bytes and the revision, bounded to ``cache_size`` records; a miss or
+    a conflicting save falls back to KV.
+    """
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, cache_size: int = 20000) -> None:
         self.js = js
         self.kv = kv
         self._locks = _KeyedLocks()
+        self._cache: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _remember(self, queue_id: str, data: bytes, revision: int) -> None:
+        self._cache[queue_id] = (data, revision)
+        self._cache.move_to_end(queue_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> StateStore:
@@ -144,13 +165,19 @@ class StateStore:
 
     async def create(self, st: MessageState) -> int | None:
         """Store a new record; None when one exists already (a redelivered intake)."""
+        data = st.encode()
         try:
-            return await self.kv.create(st.id, st.encode())
+            revision = await self.kv.create(st.id, data)
         except KeyWrongLastSequenceError:
             return None
+        self._remember(st.id, data, revision)
+        return revision
 
     async def load(self, queue_id: str) -> tuple[MessageState, int] | None:
         """The record and its revision, or None when there is none (finished or deleted)."""
+        cached = self._cache.get(queue_id)
+        if cached is not None:
+            return MessageState.decode(cached[0]), cached[1]
         try:
             entry = await self.kv.get(queue_id)
         except KeyNotFoundError:
@@ -160,10 +187,14 @@ class StateStore:
         return MessageState.decode(entry.value), int(entry.revision or 0)
 
     async def save(self, st: MessageState, revision: int) -> int:
+        data = st.encode()
         try:
-            return await self.kv.update(st.id, st.encode(), last=revision)
+            new_revision = await self.kv.update(st.id, data, last=revision)
         except KeyWrongLastSequenceError:
+            self._cache.pop(st.id, None)
             raise StateConflict(st.id) from None
+        self._remember(st.id, data, new_revision)
+        return new_revision
 
     async def remove(self, queue_id: str) -> None:
         """Forget a message entirely.
@@ -171,4 +202,5 @@ class StateStore:
         The stream behind the bucket is purged for this one key instead of writing
         a delete marker, so finished messages leave nothing behind in the bucket.
         """
+        self._cache.pop(queue_id, None)
         await self.js.purge_stream(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{queue_id}")
