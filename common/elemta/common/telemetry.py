@@ -17,7 +17,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
 from .config import TelemetrySettings
 
@@ -41,13 +41,15 @@ def setup_tracing(
     """Install a tracer provider; spans are exported only when there is somewhere to send them."""
     global _provider
     resource = Resource.create({"service.name": f"elemta-{service}", "service.namespace": "elemta"})
-    provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    )
     if exporter is None and settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+    # With nowhere to send spans, record none: spans still get trace and span ids,
+    # so context still travels and logs still carry trace_id, but no attributes
+    # or events are kept for each message.
+    sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio)) if exporter else ALWAYS_OFF
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if exporter is not None:
         provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
