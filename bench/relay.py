@@ -1444,8 +1444,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="messages per case (default 2000 at 1 KB, 1000 at 100 KB, else 1000)",
     )
     p.add_argument("--quick", action="store_true", help="smoke run: few messages per case")
-    p.add_argument("--ingress", type=int, default=2, help="ingress processes (default 2)")
-    p.add_argument("--delivery", type=int, default=2, help="delivery processes (default 2)")
+    p.add_argument("--ingress", type=int, default=1, help="ingress processes (default 1)")
+    p.add_argument("--delivery", type=int, default=1, help="delivery processes (default 1)")
     p.add_argument("--concurrency", type=int, default=100, help="delivery.concurrency")
     p.add_argument(
         "--dest-concurrency",
