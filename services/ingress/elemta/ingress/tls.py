@@ -9,6 +9,7 @@ shares the state directory, reuse it until it nears its end of validity.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import logging
 import os
 import ssl
@@ -67,12 +68,25 @@ def _still_good(path: Path, hostname: str) -> bool:
 
 
 def self_signed_pem(state_dir: str, hostname: str) -> Path:
-    """Path of the self-signed key+certificate PEM, created (atomically) when needed."""
+    """Path of the self-signed key+certificate PEM, created (atomically) when needed.
+
+    Several ingress processes may start at once: an exclusive lock makes one of
+    them create the file and the others find it good, so that no process loads
+    a certificate from one file and the key from its replacement.
+    """
     directory = Path(state_dir) / "tls"
     path = directory / "ingress-selfsigned.pem"
     if _still_good(path, hostname):
         return path
     directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".selfsigned.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _still_good(path, hostname):
+            _write(directory, path, hostname)
+    return path
+
+
+def _write(directory: Path, path: Path, hostname: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".selfsigned-")
     try:
         os.fchmod(fd, 0o600)
@@ -83,7 +97,6 @@ def self_signed_pem(state_dir: str, hostname: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     log.warning("no ingress.tls_cert configured; using a self-signed certificate %s", path)
-    return path
 
 
 def server_context(cfg: Config) -> ssl.SSLContext:
