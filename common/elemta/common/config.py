@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "ApiSettings",
+    "DkimKey",
     "Config",
     "ConfigError",
     "DeliverySettings",
@@ -132,12 +133,44 @@ class IngressSettings(_Section):
     _v_listen = field_validator("listen", "http_listen")(_listen)
 
 
+class DkimKey(_Section):
+    """One DKIM signing key; the file can be a mounted Kubernetes Secret."""
+
+    domain: str
+    selector: str
+    algorithm: str = Field("rsa-sha256", pattern="^(rsa-sha256|ed25519-sha256)$")
+    key_file: str
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        return v.strip().lower().rstrip(".")
+
+
 class PolicySettings(_Section):
-    """The policy gRPC service and how clients reach it."""
+    """The policy gRPC service, how clients reach it, and which checks it runs.
+
+    Mail from ``server.trusted_networks`` is our own outbound mail: it is signed
+    (``dkim_keys``) rather than checked. Everything else is checked.
+    """
 
     listen: str = Field("127.0.0.1:7071", description="gRPC address the service binds")
     address: str = Field("127.0.0.1:7071", description="gRPC address clients call")
     http_listen: str = Field("127.0.0.1:9102", description="health and metrics address")
+    authserv_id: str = Field(
+        "", description="authserv-id of Authentication-Results; empty: server.hostname"
+    )
+    spf: bool = Field(True, description="Check SPF of inbound mail")
+    dkim_verify: bool = Field(True, description="Verify DKIM signatures of inbound mail")
+    arc_verify: bool = Field(True, description="Verify the ARC chain of inbound mail")
+    dmarc: str = Field(
+        "enforce",
+        pattern="^(enforce|monitor|off)$",
+        description="enforce: p=reject -> 550 5.7.1, p=quarantine -> hold; monitor: header only",
+    )
+    dkim_keys: list[DkimKey] = Field(
+        default_factory=list, description="Signing keys for outbound mail, per domain"
+    )
 
     _v_listen = field_validator("listen", "address", "http_listen")(_listen)
 
