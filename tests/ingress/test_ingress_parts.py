@@ -135,3 +135,19 @@ def test_a_configured_certificate_is_used(tmp_path: Path):
     )
     with pytest.raises(ValueError):
         server_context(bad)
+
+
+def test_a_name_with_a_prefix_removes_only_the_fields_whose_value_starts_with_it():
+    from elemta.ingress.transaction import edit_headers
+
+    message = (
+        b"Authentication-Results: mx.elemta.test; spf=pass\r\n"
+        b"Authentication-Results: other.example;\r\n dkim=pass\r\n"
+        b"authentication-results: MX.ELEMTA.TEST;\r\n\tdmarc=pass\r\n"
+        b"Subject: hi\r\n\r\nAuthentication-Results: mx.elemta.test; in the body\r\n"
+    )
+    edited = edit_headers(message, [], ["Authentication-Results:mx.elemta.test"])
+    assert edited == (
+        b"Authentication-Results: other.example;\r\n dkim=pass\r\n"
+        b"Subject: hi\r\n\r\nAuthentication-Results: mx.elemta.test; in the body\r\n"
+    )

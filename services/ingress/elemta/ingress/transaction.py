@@ -66,9 +66,18 @@ class Transaction:
 
 
 def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) -> bytes:
-    """Drop the header fields named in ``remove`` and prepend ``add`` (in order)."""
+    """Drop the header fields named in ``remove`` and prepend ``add`` (in order).
+
+    An entry ``Name:prefix`` drops only the ``Name`` fields whose value starts with
+    ``prefix`` (case-insensitive) — how forged ``Authentication-Results`` that claim
+    our own authserv-id are removed while other servers' results stay.
+    """
     if remove:
-        names = {n.lower().encode("utf-8", "replace") for n in remove}
+        rules: dict[bytes, list[bytes]] = {}
+        for entry in remove:
+            name, sep, prefix = entry.partition(":")
+            key = name.strip().lower().encode("utf-8", "replace")
+            rules.setdefault(key, []).append(prefix.strip().lower().encode() if sep else b"")
         kept: list[bytes] = []
         dropping = False
         pos = 0
@@ -84,7 +93,9 @@ def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) 
                 m = _FIELD_NAME.match(line)
                 if m is None:  # not a header field: the header section is over
                     break
-                dropping = m.group(1).lower() in names
+                prefixes = rules.get(m.group(1).lower())
+                value = line[m.end() :].lstrip(b": \t").lower()
+                dropping = prefixes is not None and any(value.startswith(p) for p in prefixes)
                 if not dropping:
                     kept.append(line)
             pos = eol + 2
