@@ -90,6 +90,17 @@ def _one_line(text: str) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:400]
 
 
+def _header_value(text: str) -> str:
+    """A header value from policy, its folding kept (DKIM-Signature and
+    Authentication-Results are long) and anything unprintable blanked out."""
+    segments = [_clean(seg) for seg in text.replace("\r\n", "\n").split("\n")]
+    return "\r\n\t".join(seg for seg in segments if seg)[:16384]
+
+
+def _clean(segment: str) -> str:
+    return " ".join("".join(c if c.isprintable() else " " for c in segment).split())
+
+
 def _reply(v: pb.Verdict, klass: str, code: int, enhanced: str, reason: str) -> str:
     """Reply text for a refusal, forcing the code into the class of the action."""
     low = int(klass) * 100
@@ -102,7 +113,9 @@ def _reply(v: pb.Verdict, klass: str, code: int, enhanced: str, reason: str) -> 
 
 def decision_from_verdict(v: pb.Verdict) -> Decision:
     action = _ACTIONS.get(v.action)
-    adds = [(h.name, _one_line(h.value)) for h in v.add_headers if _HEADER_NAME.match(h.name or "")]
+    adds = [
+        (h.name, _header_value(h.value)) for h in v.add_headers if _HEADER_NAME.match(h.name or "")
+    ]
     removes = [n.strip().lower() for n in v.remove_headers if n.strip()]
     if action == REJECT:
         return Decision(REJECT, _reply(v, "5", 550, "5.7.1", "Message rejected"), adds, removes)
