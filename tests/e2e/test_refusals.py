@@ -89,3 +89,21 @@ def test_unknown_local_senders_still_get_an_answer_on_quit(stack_factory):
             "starttls",
         ):
             assert s.has_extn(ext), ext
+
+
+def test_a_relay_domain_takes_mail_from_anyone_and_forwards_it(stack_factory, make_sink):
+    sink: SmtpSink = make_sink()
+    stack = stack_factory(
+        {
+            "server": {"trusted_networks": ["10.0.0.0/8"], "relay_domains": ["gateway.test"]},
+            "transport": {"routes": {"gateway.test": f"smtp:[127.0.0.1]:{sink.port}"}},
+        }
+    )
+    with stack.smtp() as s:
+        s.ehlo()
+        assert s.mail("someone@client.test")[0] == 250
+        assert s.rcpt("inbox@gateway.test")[0] == 250
+        assert s.rcpt("elsewhere@relay.test")[0] == 554
+        assert s.data(MESSAGE)[0] == 250
+    (got,) = sink.wait_for(1)
+    assert got.rcpt_tos == ["inbox@gateway.test"]

@@ -81,13 +81,18 @@ class ServerSettings(_Section):
         default_factory=lambda: ["localhost"],
         description="Domains whose mail is delivered to local mailboxes (Maildir)",
     )
+    relay_domains: list[str] = Field(
+        default_factory=list,
+        description="Domains accepted from anyone and forwarded by the transport table or MX"
+        " (an inbound gateway or backup MX, like Postfix relay_domains)",
+    )
     trusted_networks: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="Client networks allowed to relay to any destination",
     )
     state_dir: str = Field("var", description="Where local state (TLS cert, Maildirs) lives")
 
-    @field_validator("local_domains")
+    @field_validator("local_domains", "relay_domains")
     @classmethod
     def _lower(cls, v: list[str]) -> list[str]:
         return [d.strip().lower().rstrip(".") for d in v if d.strip()]
@@ -318,7 +323,13 @@ def parse_route(text: str) -> Route:
     return Route(kind=kind, host=m.group("host").lower(), port=port, mx_lookup=mx_lookup)
 
 
-_LIST_FIELDS = {"local_domains", "trusted_networks", "retry_schedule", "nameservers"}
+_LIST_FIELDS = {
+    "local_domains",
+    "relay_domains",
+    "trusted_networks",
+    "retry_schedule",
+    "nameservers",
+}
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:

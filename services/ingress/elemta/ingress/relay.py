@@ -1,7 +1,9 @@
 """Relay control at RCPT TO: who may send mail where.
 
-Mail for ``server.local_domains`` is welcome from anyone. Mail for any other
-destination is relayed only for clients inside ``server.trusted_networks``;
+Mail for ``server.local_domains`` and ``server.relay_domains`` (domains this
+server is an inbound gateway or backup MX for, Postfix's ``relay_domains``) is
+welcome from anyone. Mail for any other destination is relayed only for clients
+inside ``server.trusted_networks``;
 everyone else reads ``554 5.7.1 <rcpt>: Relay access denied``, so Elemta is never
 an open relay. As Postfix does with ``allow_untrusted_routing = no``, a local
 address that hides another route in its local part (``user%other@local``,
@@ -35,8 +37,14 @@ def split_address(address: str) -> tuple[str, str] | None:
 
 
 class RelayControl:
-    def __init__(self, local_domains: list[str], trusted_networks: list[str]) -> None:
+    def __init__(
+        self,
+        local_domains: list[str],
+        trusted_networks: list[str],
+        relay_domains: list[str] | None = None,
+    ) -> None:
         self.local_domains = {d.lower().rstrip(".") for d in local_domains}
+        self.relay_domains = {d.lower().rstrip(".") for d in relay_domains or []}
         self.networks = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
 
     def is_trusted(self, client_ip: str) -> bool:
@@ -69,6 +77,7 @@ class RelayControl:
         if self.is_trusted(client_ip):
             return None
         local, domain = parts
-        if self.is_local(domain) and not any(c in local for c in "%!@"):
+        ours = self.is_local(domain) or domain.lower().rstrip(".") in self.relay_domains
+        if ours and not any(c in local for c in "%!@"):
             return None
         return f"554 5.7.1 <{address}>: Relay access denied"

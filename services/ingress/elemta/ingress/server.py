@@ -53,7 +53,11 @@ class IngressServer:
             data_timeout=ing.data_timeout,
             processing_timeout=ing.policy_timeout + self.cfg.nats.publish_timeout * 4 + 30,
             tls_context=server_context(self.cfg),
-            relay=RelayControl(self.cfg.server.local_domains, self.cfg.server.trusted_networks),
+            relay=RelayControl(
+                self.cfg.server.local_domains,
+                self.cfg.server.trusted_networks,
+                self.cfg.server.relay_domains,
+            ),
             processor=self.processor,
         )
 
