@@ -124,7 +124,9 @@ class DnsServer:
         udp.daemon_threads = tcp.daemon_threads = True
         self._udp, self._tcp, self.port = udp, tcp, port
         for srv in (udp, tcp):
-            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            threading.Thread(
+                target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            ).start()
         return port
 
     def stop(self) -> None:
