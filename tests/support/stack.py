@@ -42,12 +42,16 @@ def _toml_value(v: Any) -> str:
     raise TypeError(type(v))
 
 
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def toml_dumps(data: dict[str, dict[str, Any]]) -> str:
     out = []
     for section, values in data.items():
         out.append(f"[{section}]")
         for key, value in values.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) or _is_table_list(value):
                 continue
             out.append(f"{key} = {_toml_value(value)}")
         for key, value in values.items():
@@ -55,6 +59,10 @@ def toml_dumps(data: dict[str, dict[str, Any]]) -> str:
                 out.append(f"[{section}.{key}]")
                 for k, v in value.items():
                     out.append(f"{json.dumps(k)} = {_toml_value(v)}")
+            elif _is_table_list(value):
+                for table in value:
+                    out.append(f"[[{section}.{key}]]")
+                    out.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
         out.append("")
     return "\n".join(out)
 

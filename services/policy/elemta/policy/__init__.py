@@ -7,12 +7,17 @@ DESCRIPTION
     temporary failure, hold, discard) with the SMTP reply text and the headers to
     add. It keeps no mail; it only judges.
 
-    The checks themselves (SPF, DKIM, DMARC, ARC, DNSBL, greylisting, rate limits,
-    content scanners) plug into :class:`elemta.policy.checks.Pipeline`; with no
-    check configured every stage answers accept.
+    The checks plug into :class:`elemta.policy.checks.Pipeline`. At end of DATA,
+    :mod:`elemta.policy.authcheck` checks inbound mail (SPF, every DKIM signature,
+    the ARC chain, DMARC over the aligned results), writes one
+    ``Authentication-Results`` and a ``Received-SPF`` field, drops forged results
+    that claim our authserv-id, and rejects or holds on DMARC policy; mail from
+    trusted networks is DKIM-signed instead. Other stages answer accept.
 
 STANDARDS
-    RFC 5321 (reply codes), RFC 3463 (enhanced status codes).
+    RFC 5321 (reply codes), RFC 3463 (enhanced status codes), RFC 7208 (SPF),
+    RFC 6376, 8301, 8463 (DKIM), RFC 7489, 9091 (DMARC), RFC 8617 (ARC),
+    RFC 8601 (Authentication-Results).
 
 SECURITY
     Binds to localhost by default; in Kubernetes only the ingress pods reach it
@@ -26,4 +31,9 @@ CONFIGURATION PARAMETERS
     policy.listen (127.0.0.1:7071): the gRPC address to bind.
     policy.http_listen (127.0.0.1:9102): health and metrics.
     nats.url (nats://127.0.0.1:4222): shared state (greylisting, rate limits).
+    policy.authserv_id (server.hostname): the name in Authentication-Results.
+    policy.spf, policy.dkim_verify, policy.arc_verify (true): inbound checks.
+    policy.dmarc (enforce): enforce, monitor or off.
+    policy.dkim_keys ([]): signing keys (domain, selector, algorithm, key_file).
+    dns.* : the resolver every check uses.
 """

@@ -13,6 +13,7 @@ from elemta.common.health import HealthServer
 from elemta.common.jetstream import connect
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 
+from .authcheck import Authentication
 from .checks import Pipeline
 from .grpc_api import PolicyServicer
 
@@ -27,7 +28,7 @@ class PolicyService:
     def __init__(self, cfg: Config, health: HealthServer, stop: asyncio.Event) -> None:
         self.cfg = cfg
         self.stop_event = stop
-        self.pipeline = Pipeline()
+        self.pipeline = Pipeline([Authentication(cfg)])
         self.server: grpc.aio.Server | None = None
         self.nc: NATS | None = None
         self.port = 0
