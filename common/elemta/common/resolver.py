@@ -30,9 +30,10 @@ import functools
 import ipaddress
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
+from typing import Any, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -44,6 +45,7 @@ import dns.resolver
 from .config import DnsSettings
 
 __all__ = [
+    "configured",
     "DnsError",
     "MxHost",
     "NoSuchDomain",
@@ -113,24 +115,34 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+_R = TypeVar("_R", bound=dns.resolver.BaseResolver)
+
+
+def configured(settings: DnsSettings, factory: Callable[..., _R]) -> _R:
+    """A dnspython resolver (``dns.resolver.Resolver`` for code that runs in a
+    thread, such as pyspf and dkimpy callbacks, or the asyncio one) set from
+    ``[dns]``: nameservers and port, whole-lookup timeout, TTL-honouring cache."""
+    try:
+        res = factory(configure=not settings.nameservers)
+    except dns.resolver.NoResolverConfiguration:
+        log.warning("no resolver configuration (resolv.conf); every lookup will fail")
+        res = factory(configure=False)
+        res.nameservers = []
+    if settings.nameservers:
+        res.port = settings.port  # before the nameservers, which take it as their port
+        res.nameservers = list(settings.nameservers)
+    res.lifetime = settings.timeout
+    res.timeout = min(2.0, settings.timeout)  # per server try, within the lifetime
+    res.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
+    return res
+
+
 class Resolver:
     """Cached asynchronous lookups with errors split into permanent and temporary."""
 
     def __init__(self, settings: DnsSettings) -> None:
         self.settings = settings
-        try:
-            res = dns.asyncresolver.Resolver(configure=not settings.nameservers)
-        except dns.resolver.NoResolverConfiguration:
-            log.warning("no resolver configuration (resolv.conf); every lookup will fail")
-            res = dns.asyncresolver.Resolver(configure=False)
-            res.nameservers = []
-        if settings.nameservers:
-            res.port = settings.port  # before the nameservers, which take it as their port
-            res.nameservers = list(settings.nameservers)
-        res.lifetime = settings.timeout
-        res.timeout = min(2.0, settings.timeout)  # per server try, within the lifetime
-        res.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
-        self._res = res
+        self._res = configured(settings, dns.asyncresolver.Resolver)
         self._pending: dict[tuple[str, str], asyncio.Future[list[Any]]] = {}
 
     # -- generic ---------------------------------------------------------------

@@ -30,6 +30,7 @@ import dns.rdatatype
 import dns.resolver
 
 from elemta.common.config import DnsSettings
+from elemta.common.resolver import configured
 
 __all__ = ["TxtLookup", "TxtTemporaryError"]
 
@@ -49,19 +50,7 @@ class TxtLookup:
 
     def __init__(self, settings: DnsSettings) -> None:
         self.settings = settings
-        try:
-            res = dns.resolver.Resolver(configure=not settings.nameservers)
-        except dns.resolver.NoResolverConfiguration:
-            log.warning("no resolver configuration (resolv.conf); every TXT lookup will fail")
-            res = dns.resolver.Resolver(configure=False)
-            res.nameservers = []
-        if settings.nameservers:
-            res.port = settings.port  # before the nameservers, which take it as their port
-            res.nameservers = list(settings.nameservers)
-        res.lifetime = settings.timeout
-        res.timeout = min(2.0, settings.timeout)  # per server try, within the lifetime
-        res.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
-        self._res = res
+        self._res = configured(settings, dns.resolver.Resolver)
 
     def __call__(self, name: bytes | str, timeout: float = 5.0) -> bytes | None:
         try:

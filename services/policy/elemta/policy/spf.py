@@ -44,6 +44,7 @@ import dns.resolver
 import spf
 
 from elemta.common.config import DnsSettings
+from elemta.common.resolver import configured
 
 __all__ = ["RESULTS", "SpfChecker", "SpfResult"]
 
@@ -60,19 +61,7 @@ _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?
 
 def _build_resolver(settings: DnsSettings) -> dns.resolver.Resolver:
     """A synchronous resolver configured like :class:`elemta.common.resolver.Resolver`."""
-    try:
-        res = dns.resolver.Resolver(configure=not settings.nameservers)
-    except dns.resolver.NoResolverConfiguration:
-        log.warning("no resolver configuration (resolv.conf); every SPF lookup will fail")
-        res = dns.resolver.Resolver(configure=False)
-        res.nameservers = []
-    if settings.nameservers:
-        res.port = settings.port  # before the nameservers, which take it as their port
-        res.nameservers = list(settings.nameservers)
-    res.lifetime = settings.timeout
-    res.timeout = min(2.0, settings.timeout)
-    res.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
-    return res
+    return configured(settings, dns.resolver.Resolver)
 
 
 def _lookup(
