@@ -176,6 +176,29 @@ class PolicySettings(_Section):
     dkim_keys: list[DkimKey] = Field(
         default_factory=list, description="Signing keys for outbound mail, per domain"
     )
+    dnsbl_ip_zones: list[str] = Field(
+        default_factory=list, description="DNSBL zones for client IPs (e.g. zen.spamhaus.org)"
+    )
+    dnsbl_domain_zones: list[str] = Field(
+        default_factory=list, description="DNSBL zones for sender domains (e.g. dbl.spamhaus.org)"
+    )
+    greylist: bool = Field(False, description="Greylist unknown (client /24, sender, rcpt)")
+    greylist_delay: float = Field(300.0, gt=0, description="Seconds before a retry is accepted")
+    greylist_retry_window: float = Field(
+        4 * 3600.0, gt=0, description="Seconds a first attempt waits for its retry"
+    )
+    greylist_pass_ttl: float = Field(
+        36 * 86400.0, gt=0, description="Seconds a passed triplet is remembered"
+    )
+    rate_limit_per_ip: int = Field(
+        0, ge=0, description="MAIL FROMs per client IP and window; 0 off"
+    )
+    rate_limit_per_ip_window: float = Field(60.0, gt=0, description="Window of the IP limit, s")
+    rate_limit_per_sender: int = Field(
+        0, ge=0, description="MAIL FROMs per sender and window; 0 off"
+    )
+    rate_limit_per_sender_window: float = Field(3600.0, gt=0, description="Sender window, s")
+    kv_timeout: float = Field(2.0, gt=0, description="Seconds per shared-state check; then accept")
 
     _v_listen = field_validator("listen", "address", "http_listen")(_listen)
 

@@ -34,6 +34,7 @@ from .data import check_data, read_data
 from .received import clean_text
 from .relay import RelayControl, split_address
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
+from .stages import Client, StageChecks
 from .transaction import MessageProcessor, Transaction
 
 __all__ = ["IngressSMTP", "SessionHost", "Settings"]
@@ -62,6 +63,7 @@ class Settings:
     tls_context: ssl.SSLContext | None
     relay: RelayControl
     processor: MessageProcessor
+    stages: StageChecks
 
 
 class SessionHost(Protocol):
@@ -85,7 +87,14 @@ class _Hooks:
         address: str,
         options: list[str],
     ) -> str:
-        return server.on_mail(envelope, address, options)
+        reply = server.on_mail(envelope, address, options)
+        if reply.startswith("250"):
+            refusal = await server.check_mail(address)
+            if refusal:
+                envelope.mail_from = None
+                envelope.mail_options.clear()
+                return refusal
+        return reply
 
     async def handle_RCPT(  # noqa: N802
         self,
@@ -95,7 +104,15 @@ class _Hooks:
         address: str,
         options: list[str],
     ) -> str:
-        return server.on_rcpt(envelope, address, options)
+        known = len(envelope.rcpt_tos)
+        reply = server.on_rcpt(envelope, address, options)
+        if reply.startswith("250") and len(envelope.rcpt_tos) > known:
+            refusal = await server.check_rcpt(envelope.mail_from or "", envelope.rcpt_tos[-1])
+            if refusal:
+                envelope.rcpt_tos.pop()
+                del envelope.rcpt_options[len(envelope.rcpt_options) - len(options) :]
+                return refusal
+        return reply
 
 
 _HOOKS = _Hooks()
@@ -110,6 +127,7 @@ class IngressSMTP(SMTP):
         self._greeted = False
         self._processing = False
         self._registered = False
+        self._connect_checked = False
         super().__init__(
             _HOOKS,
             data_size_limit=settings.max_message_size,
@@ -302,6 +320,29 @@ class IngressSMTP(SMTP):
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
+
+    def _client(self) -> Client:
+        helo = clean_text(self.session.host_name or "") if self.session is not None else ""
+        ip, port = self.peer
+        tls = self._tls_protocol is not None
+        return Client(ip, port, helo, tls, connect_checked=self._connect_checked)
+
+    async def check_mail(self, address: str) -> str | None:
+        """Policy on the sender (and, once per session, on the client)."""
+        client = self._client()
+        refusal = await self.settings.stages.mail(client, "" if address == "<>" else address)
+        self._connect_checked = client.connect_checked
+        if refusal:
+            self._log_reject("MAIL", refusal, None)
+        return refusal
+
+    async def check_rcpt(self, sender: str, rcpt: str) -> str | None:
+        refusal = await self.settings.stages.rcpt(
+            self._client(), "" if sender == "<>" else sender, rcpt
+        )
+        if refusal:
+            self._log_reject("RCPT", refusal, None, to=rcpt)
+        return refusal
 
     def on_rcpt(self, envelope: Envelope, address: str, options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:

@@ -18,6 +18,7 @@ from elemta.common.config import Config, split_hostport
 from . import metrics
 from .protocol import IngressSMTP, Settings
 from .relay import RelayControl
+from .stages import StageChecks
 from .tls import server_context
 from .transaction import MessageProcessor
 
@@ -44,6 +45,11 @@ class IngressServer:
 
     def _make_settings(self) -> Settings:
         ing = self.cfg.ingress
+        relay = RelayControl(
+            self.cfg.server.local_domains,
+            self.cfg.server.trusted_networks,
+            self.cfg.server.relay_domains,
+        )
         return Settings(
             hostname=self.cfg.server.hostname,
             max_message_size=ing.max_message_size,
@@ -53,12 +59,9 @@ class IngressServer:
             data_timeout=ing.data_timeout,
             processing_timeout=ing.policy_timeout + self.cfg.nats.publish_timeout * 4 + 30,
             tls_context=server_context(self.cfg),
-            relay=RelayControl(
-                self.cfg.server.local_domains,
-                self.cfg.server.trusted_networks,
-                self.cfg.server.relay_domains,
-            ),
+            relay=relay,
             processor=self.processor,
+            stages=StageChecks(self.processor.policy, relay),
         )
 
     async def start(self) -> None:

@@ -7,15 +7,20 @@ import logging
 
 import grpc
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
 from elemta.common.jetstream import connect
+from elemta.common.resolver import Resolver
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 
 from .authcheck import Authentication
 from .checks import Pipeline
+from .dnsbl import Dnsbl
+from .greylist import Greylist, open_greylist_bucket
 from .grpc_api import PolicyServicer
+from .ratelimit import RateLimiter, open_ratelimit_bucket
 
 __all__ = ["PolicyService"]
 
@@ -28,7 +33,13 @@ class PolicyService:
     def __init__(self, cfg: Config, health: HealthServer, stop: asyncio.Event) -> None:
         self.cfg = cfg
         self.stop_event = stop
-        self.pipeline = Pipeline([Authentication(cfg)])
+        trusted = cfg.server.trusted_networks
+        self.pipeline = Pipeline()
+        p = cfg.policy
+        if p.dnsbl_ip_zones or p.dnsbl_domain_zones:
+            dnsbl = Dnsbl(Resolver(cfg.dns), p.dnsbl_ip_zones, p.dnsbl_domain_zones, trusted)
+            self.pipeline.checks.append(dnsbl)
+        self.authentication = Authentication(cfg)
         self.server: grpc.aio.Server | None = None
         self.nc: NATS | None = None
         self.port = 0
@@ -37,6 +48,8 @@ class PolicyService:
 
     async def start(self) -> None:
         self.nc = await connect(self.cfg, "elemta-policy", stop=self.stop_event)
+        await self._shared_state_checks(self.nc.jetstream())
+        self.pipeline.checks.append(self.authentication)
         opts = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -49,6 +62,36 @@ class PolicyService:
         await server.start()
         self.server = server
         log.info("policy listening on %s", self.cfg.policy.listen)
+
+    async def _shared_state_checks(self, js: JetStreamContext) -> None:
+        """Rate limits, then greylisting: state in JetStream KV, shared by replicas."""
+        p, trusted = self.cfg.policy, self.cfg.server.trusted_networks
+        per_ip = (p.rate_limit_per_ip, p.rate_limit_per_ip_window) if p.rate_limit_per_ip else None
+        per_sender = (
+            (p.rate_limit_per_sender, p.rate_limit_per_sender_window)
+            if p.rate_limit_per_sender
+            else None
+        )
+        if per_ip or per_sender:
+            ttl = max(p.rate_limit_per_ip_window, p.rate_limit_per_sender_window)
+            kv = await open_ratelimit_bucket(js, ttl=ttl)
+            self.pipeline.checks.append(
+                RateLimiter(kv, per_ip, per_sender, trusted, timeout=p.kv_timeout)
+            )
+        if p.greylist:
+            kv = await open_greylist_bucket(
+                js, ttl=max(p.greylist_retry_window, p.greylist_pass_ttl)
+            )
+            self.pipeline.checks.append(
+                Greylist(
+                    kv,
+                    p.greylist_delay,
+                    p.greylist_retry_window,
+                    p.greylist_pass_ttl,
+                    trusted,
+                    timeout=p.kv_timeout,
+                )
+            )
 
     async def stop(self) -> None:
         if self.server is not None:

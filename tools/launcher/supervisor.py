@@ -1,0 +1,272 @@
+"""The supervisor: starts nats-server and the services in order, waits until they
+are ready, prints where everything is, watches them and stops them in order."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .addresses import (
+    concrete_addresses,
+    configured_ports,
+    join_hostport,
+    next_free_port,
+    probe_host,
+    split_hostport,
+)
+from .failure import Failure
+from .natsserver import check_external, create_streams, start_embedded
+from .paths import import_paths
+from .processes import Child
+
+if TYPE_CHECKING:
+    from elemta.common.config import Config
+
+SERVICES = ("policy", "queue", "delivery", "ingress", "api")  # start order
+STOP_ORDER = ("ingress", "api", "delivery", "queue", "policy")
+
+
+class Launcher:
+    def __init__(self, args: argparse.Namespace, cfg: Config) -> None:
+        self.args = args
+        self.cfg = cfg
+        self.state_dir = Path(cfg.server.state_dir)
+        self.log_dir = self.state_dir / "log"
+        self.children: list[Child] = []
+        self.nats: Child | None = None
+        self.nats_url = ""
+        # A plain flag, not a threading.Event: setting an Event from a signal
+        # handler can deadlock on the lock its wait() holds.
+        self.signals = 0
+        self.only: list[str] = args.only or list(SERVICES)
+        self.env_overrides: dict[str, str] = {}
+        self._hurried = False
+
+    # signals ---------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self.signals > 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only count: printing here could re-enter a print of the main code.
+        self.signals += 1
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    # start -----------------------------------------------------------------------
+
+    def check_modules(self) -> None:
+        missing = []
+        for svc in self.only:
+            try:
+                spec = importlib.util.find_spec(f"elemta.{svc}.__main__")
+            except (ImportError, ValueError):
+                spec = None
+            if spec is None:
+                missing.append(f"elemta.{svc}")
+        if missing:
+            raise Failure(
+                "cannot run " + ", ".join(missing) + " (no __main__ module); "
+                "start a subset with --only, e.g. --only api"
+            )
+
+    def start_nats(self) -> None:
+        url = self.args.nats_url or os.environ.get("ELEMTA_NATS_URL", "")
+        if url:
+            self.nats_url = url
+            check_external(url)
+            return
+        self.nats_url = start_embedded(
+            self.state_dir,
+            self.log_dir,
+            self.args.nats_port,
+            self._nats_started,
+            lambda: self.stopping,
+        )
+
+    def _nats_started(self, child: Child) -> None:
+        self.nats = child
+
+    def ensure_streams(self) -> None:
+        """Create the streams when the queue service, their owner, is not started."""
+        if "queue" in self.only or self.args.nats_url or os.environ.get("ELEMTA_NATS_URL"):
+            return
+        create_streams(self.nats_url, self.cfg)
+
+    def plan(self) -> None:
+        """Decide every child's command, environment, log file and health address."""
+        cfg = self.cfg
+        taken = configured_ports(cfg)
+        if self.nats_url.startswith("nats://127.0.0.1:"):
+            taken.add(int(self.nats_url.rsplit(":", 1)[1]))
+        self.env_overrides = concrete_addresses(cfg, taken)
+        base_env = dict(os.environ)
+        base_env["PYTHONPATH"] = import_paths()
+        base_env["ELEMTA_NATS_URL"] = self.nats_url
+        base_env.update(self.env_overrides)
+        cmd_tail = ["--config", str(Path(self.args.config).resolve())] if self.args.config else []
+
+        def address(env: str, value: str) -> str:
+            return self.env_overrides.get(env, value)
+
+        health = {
+            "policy": address("ELEMTA_POLICY_HTTP_LISTEN", cfg.policy.http_listen),
+            "queue": address("ELEMTA_QUEUE_HTTP_LISTEN", cfg.queue.http_listen),
+            "delivery": address("ELEMTA_DELIVERY_HTTP_LISTEN", cfg.delivery.http_listen),
+            "ingress": address("ELEMTA_INGRESS_HTTP_LISTEN", cfg.ingress.http_listen),
+            "api": address("ELEMTA_API_LISTEN", cfg.api.listen),
+        }
+        counts = {"delivery": self.args.delivery, "ingress": self.args.ingress}
+        for svc in SERVICES:
+            if svc not in self.only:
+                continue
+            n = counts.get(svc, 1)
+            host, base = split_hostport(health[svc])
+            for i in range(n):
+                env = dict(base_env)
+                listen = health[svc]
+                if i > 0:
+                    port = next_free_port(base + i, taken, probe_host(host))
+                    taken.add(port)
+                    listen = join_hostport(host, port)
+                    env[f"ELEMTA_{svc.upper()}_HTTP_LISTEN"] = listen
+                name = f"{svc}-{i}" if n > 1 else svc
+                self.children.append(
+                    Child(
+                        name,
+                        svc,
+                        [sys.executable, "-m", f"elemta.{svc}", *cmd_tail],
+                        self.log_dir / f"{name}.log",
+                        env,
+                        listen,
+                    )
+                )
+
+    def start_services(self) -> None:
+        for child in self.children:
+            child.start()
+
+    def watch(self) -> None:
+        """Raise :class:`Failure` when a child exited; print followed logs."""
+        everyone = ([self.nats] if self.nats else []) + self.children
+        if self.args.foreground_logs:
+            width = max(len(c.name) for c in everyone)
+            for child in everyone:
+                for line in child.follow():
+                    print(f"{child.name:<{width}} | {line}", flush=True)
+        for child in everyone:
+            if child.proc is not None and child.proc.poll() is not None:
+                raise Failure(
+                    f"{child.name} exited with status {child.proc.returncode}; "
+                    f"the end of {child.log_path}:\n{child.log_tail()}"
+                )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.args.ready_timeout
+        while True:
+            self.watch()
+            if all([c.check_ready() for c in self.children]):
+                return
+            if time.monotonic() > deadline:
+                late = [c for c in self.children if not c.ready]
+                raise Failure(
+                    f"not ready after {self.args.ready_timeout:g} s: "
+                    + ", ".join(c.name for c in late)
+                    + "".join(f"\n--- the end of {c.log_path} ---\n{c.log_tail(20)}" for c in late)
+                )
+            if self.stopping:
+                return
+            time.sleep(0.2)
+
+    def banner(self) -> str:
+        cfg = self.cfg
+        lines = ["Elemta is running:"]
+        if "ingress" in self.only:
+            smtp = self.env_overrides.get("ELEMTA_INGRESS_LISTEN", cfg.ingress.listen)
+            n = self.args.ingress
+            lines.append(f"  SMTP     {smtp} ({n} ingress process{'es' if n > 1 else ''})")
+        if "api" in self.only:
+            api = self.env_overrides.get("ELEMTA_API_LISTEN", cfg.api.listen)
+            host, port = split_hostport(api)
+            lines.append(f"  API/UI   http://{join_hostport(probe_host(host), port)}/")
+        where = f"embedded, store {self.state_dir / 'nats'}" if self.nats else "external"
+        lines.append(f"  NATS     {self.nats_url} ({where})")
+        lines.append(f"  Maildir  {cfg.maildir_root}")
+        lines.append("  Health   " + ", ".join(f"{c.name} {c.health}" for c in self.children))
+        lines.append(f"  Logs     {self.log_dir}/")
+        lines.append("Press Ctrl-C to stop.")
+        return "\n".join(lines)
+
+    def run(self) -> int:
+        self.install_signals()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.check_modules()
+            self.start_nats()
+            if self.stopping:
+                return 0
+            self.ensure_streams()
+            self.plan()
+            self.start_services()
+            self.wait_ready()
+            if not self.stopping:
+                print(self.banner(), flush=True)
+            while not self.stopping:
+                self.watch()
+                time.sleep(0.2)
+            print("elemta: stopping", flush=True)
+            return 0
+        except Failure as exc:
+            print(f"elemta: {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            self.shutdown()
+
+    # stop ------------------------------------------------------------------------
+
+    def _stop_group(self, name: str, children: list[Child]) -> None:
+        running = [c for c in children if c.running]
+        if not running:
+            return
+        for child in running:
+            child.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + self.args.stop_timeout
+        while any(c.running for c in running):
+            if self.signals >= 2 or time.monotonic() > deadline:
+                if self.signals >= 2 and not self._hurried:
+                    self._hurried = True
+                    print(
+                        "elemta: second signal: killing what is left", file=sys.stderr, flush=True
+                    )
+                for child in running:
+                    if child.running:
+                        print(f"elemta: killing {child.name}", file=sys.stderr, flush=True)
+                        child.proc.kill()  # type: ignore[union-attr]
+                break
+            if self.args.foreground_logs:
+                for child in running:
+                    for line in child.follow():
+                        print(f"{child.name} | {line}", flush=True)
+            time.sleep(0.05)
+        for child in running:
+            code = child.proc.wait()  # type: ignore[union-attr]
+            if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+                print(
+                    f"elemta: {child.name} stopped with status {code}", file=sys.stderr, flush=True
+                )
+
+    def shutdown(self) -> None:
+        for group in STOP_ORDER:
+            self._stop_group(group, [c for c in self.children if c.service == group])
+        if self.nats is not None:
+            self._stop_group("nats", [self.nats])
