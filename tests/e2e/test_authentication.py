@@ -163,3 +163,36 @@ def test_outbound_mail_is_signed_twice_and_verifies_with_an_independent_verifier
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == b"[True, True]"
+
+
+def test_mail_forwarded_for_a_relay_domain_carries_an_arc_set_that_validates(
+    stack_factory, dns_server, make_sink, tmp_path
+):
+    import asyncio
+
+    from elemta.common.config import DnsSettings
+    from elemta.policy.arc import ArcVerifier
+
+    sink: SmtpSink = make_sink()
+    rsa_path, rsa_record, _, _ = _keys(tmp_path)
+    dns_server.add("arc._domainkey.elemta.test", "TXT", _txt(rsa_record))
+    dns_server.add("good.test", "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
+    stack = stack_factory(
+        {
+            "server": UNTRUSTED,
+            "policy": {
+                "arc_seal_domain": "elemta.test",
+                "arc_seal_selector": "arc",
+                "arc_seal_key_file": str(rsa_path),
+            },
+            "transport": {"routes": {"gateway.test": f"smtp:[127.0.0.1]:{sink.port}"}},
+        }
+    )
+    body = _message("Ann <ann@good.test>", "inbox@gateway.test")
+    assert stack.send("ann@good.test", ["inbox@gateway.test"], body)[0] == 250
+    (got,) = sink.wait_for(1)
+    assert b"ARC-Seal: i=1;" in got.content
+    assert b"ARC-Authentication-Results: i=1; mx.elemta.test;" in got.content
+    settings = DnsSettings(nameservers=["127.0.0.1"], port=dns_server.port, timeout=3.0)
+    result = asyncio.run(ArcVerifier(settings).verify(got.content))
+    assert result.cv == "pass", result

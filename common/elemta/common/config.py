@@ -176,6 +176,11 @@ class PolicySettings(_Section):
     dkim_keys: list[DkimKey] = Field(
         default_factory=list, description="Signing keys for outbound mail, per domain"
     )
+    arc_seal_domain: str = Field(
+        "", description="d= of the ARC sets added to mail forwarded for relay_domains; empty: off"
+    )
+    arc_seal_selector: str = Field("", description="s= of the ARC sets")
+    arc_seal_key_file: str = Field("", description="RSA key (PEM) of the ARC sets")
     dnsbl_ip_zones: list[str] = Field(
         default_factory=list, description="DNSBL zones for client IPs (e.g. zen.spamhaus.org)"
     )

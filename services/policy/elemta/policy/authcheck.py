@@ -24,7 +24,7 @@ from typing import Any
 
 from elemta.common.config import Config
 
-from .arc import ArcResult, ArcVerifier
+from .arc import ArcResult, ArcSealer, ArcSealError, ArcVerifier
 from .checks import ACCEPT, Verdict
 from .dkimcheck import DkimResult, DkimSigner, DkimVerifier, SigningKey
 from .dmarc import DmarcEvaluator, DmarcResult, auth_results_fragment, enforcement_verdict
@@ -50,6 +50,17 @@ class Authentication:
         self.arc = ArcVerifier(cfg.dns) if settings.arc_verify else None
         self.dmarc = DmarcEvaluator(cfg.dns) if settings.dmarc != "off" else None
         self.dmarc_mode = settings.dmarc
+        self.relay_domains = set(cfg.server.relay_domains)
+        self.sealer = (
+            ArcSealer.from_file(
+                self.authserv_id,
+                settings.arc_seal_domain,
+                settings.arc_seal_selector,
+                settings.arc_seal_key_file,
+            )
+            if settings.arc_seal_domain
+            else None
+        )
         self.signer = (
             DkimSigner(
                 [
@@ -73,7 +84,7 @@ class Authentication:
     ) -> Verdict | None:
         if self.is_trusted(str(session.get("client_ip", ""))):
             return self._sign(message, sender)
-        return await self._check(session, sender, message)
+        return await self._check(session, sender, recipients, message)
 
     # -- outbound -----------------------------------------------------------------
 
@@ -97,7 +108,9 @@ class Authentication:
 
     # -- inbound ------------------------------------------------------------------
 
-    async def _check(self, session: dict[str, Any], sender: str, message: bytes) -> Verdict:
+    async def _check(
+        self, session: dict[str, Any], sender: str, recipients: list[str], message: bytes
+    ) -> Verdict:
         ip = str(session.get("client_ip", ""))
         helo = str(session.get("helo", ""))
         spf_task = self.spf.check(ip, sender, helo) if self.spf else _none(None)
@@ -113,13 +126,31 @@ class Authentication:
                 [(r.result, r.domain) for r in dkim_results],
             )
         verdict = enforcement_verdict(dmarc, self.dmarc_mode) if dmarc else Verdict()
-        verdict.add_headers = [
-            ("Authentication-Results", self._results(spf, dkim_results, arc, dmarc, sender, helo))
-        ]
+        results = self._results(spf, dkim_results, arc, dmarc, sender, helo)
+        verdict.add_headers = [("Authentication-Results", results)]
         if spf is not None:
             verdict.add_headers.append(spf.received_spf_header(self.authserv_id))
         verdict.remove_headers = [f"Authentication-Results:{self.authserv_id}"]
+        if verdict.action == ACCEPT and self._forwarded(recipients):
+            verdict.add_headers.extend(self._seal(message, results))
         return verdict
+
+    def _forwarded(self, recipients: list[str]) -> bool:
+        return self.sealer is not None and any(_domain(r) in self.relay_domains for r in recipients)
+
+    def _seal(self, message: bytes, results: str) -> list[tuple[str, str]]:
+        """The next ARC set over the message as it leaves, with our results."""
+        assert self.sealer is not None
+        try:
+            lines = self.sealer.seal(message, " ".join(results.split()))
+        except ArcSealError as exc:
+            log.warning("ARC sealing failed: %s", exc)
+            return []
+        out = []
+        for line in lines:
+            name, _, value = line.decode("ascii", "replace").partition(":")
+            out.append((name, value.strip()))
+        return out
 
     def _results(
         self,
