@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/common:$(CURDIR)/services/ingress:$(CURDIR)/services/policy:$(CURDIR)/services/queue:$(CURDIR)/services/delivery:$(CURDIR)/services/api:$(CURDIR)/operator
 
-.PHONY: run test lint typecheck proto bench bench-policy clean install
+.PHONY: run test scanners lint typecheck proto bench bench-policy clean install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ install: $(VENV)/.installed
 run: install
 	$(PY) tools/run.py $(ARGS)
 
-test: install
+# The content scanners the tests run for real (Debian packages; root, as in CI).
+scanners:
+	command -v clamd >/dev/null 2>&1 && command -v spamd >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clamav-daemon spamd; }
+
+test: install scanners
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "ApiSettings",
     "DkimKey",
+    "PluginSettings",
     "Config",
     "ConfigError",
     "DeliverySettings",
@@ -152,6 +153,22 @@ class DkimKey(_Section):
         return v.strip().lower().rstrip(".")
 
 
+class PluginSettings(_Section):
+    """One content scanner run at end of DATA."""
+
+    name: str = Field(description="clamav, spamd, or an elemta.policy.plugins entry point")
+    order: int = Field(100, description="Lower runs first")
+    timeout: float = Field(30.0, gt=0, description="Seconds before the plugin counts as failed")
+    fail: str = Field(
+        "",
+        pattern="^(open|closed|)$",
+        description="open: accept on error; closed: 451 4.7.1; empty: the plugin's default",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Plugin options, e.g. address = '127.0.0.1:3310'"
+    )
+
+
 class PolicySettings(_Section):
     """The policy gRPC service, how clients reach it, and which checks it runs.
 
@@ -204,6 +221,9 @@ class PolicySettings(_Section):
     )
     rate_limit_per_sender_window: float = Field(3600.0, gt=0, description="Sender window, s")
     kv_timeout: float = Field(2.0, gt=0, description="Seconds per shared-state check; then accept")
+    plugins: list[PluginSettings] = Field(
+        default_factory=list, description="Content scanners at end of DATA, in order"
+    )
 
     _v_listen = field_validator("listen", "address", "http_listen")(_listen)
 

@@ -30,6 +30,7 @@ Object Store ``ELEMTA_BODIES``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -65,6 +66,7 @@ __all__ = [
     "STATE_BUCKET",
     "connect",
     "delivery_consumer_config",
+    "disconnect",
     "ensure_streams",
     "stream_configs",
     "wait_for_streams",
@@ -201,6 +203,24 @@ async def connect(
     )
     await _notify(True)
     return nc
+
+
+async def disconnect(nc: NATS, wait: float = 5.0) -> None:
+    """Drain a live connection (pending publishes reach the server), else close it.
+
+    Draining a connection whose server is gone waits for a reconnect that may
+    never come; a service stopping then would hang until killed.
+    """
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(nc.drain(), wait)
+            return
+        except Exception as exc:
+            log.debug("drain: %r", exc)
+    with contextlib.suppress(Exception):
+        await nc.close()
 
 
 async def _any_reachable(servers: list[str], wait: float) -> bool:

@@ -7,7 +7,6 @@ stream state, KV entries and event messages into plain JSON-ready values.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ from elemta.common.jetstream import (
     OUTCOMES_STREAM,
     STATE_BUCKET,
     connect,
+    disconnect,
     wait_for_streams,
 )
 
@@ -139,11 +139,8 @@ class QueueView:
         self._stop.set()
         if self._waiter is not None:
             await _cancel(self._waiter)
-        if self.nc is not None and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        if self.nc is not None:
+            await disconnect(self.nc)
 
     # -- readiness --------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
-from elemta.common.jetstream import connect
+from elemta.common.jetstream import connect, disconnect
 from elemta.common.resolver import Resolver
 
 from .attempt import AttemptHandler, Router
@@ -68,9 +68,5 @@ class DeliveryService:
             await self.worker.stop(self.drain_grace)
         if self.router is not None:
             await self.router.close()
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception as exc:
-                log.debug("drain: %r", exc)
-                await self.nc.close()
+        if self.nc is not None:
+            await disconnect(self.nc)

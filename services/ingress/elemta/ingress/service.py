@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
-from elemta.common.jetstream import MESSAGES_STREAM, connect, wait_for_streams
+from elemta.common.jetstream import MESSAGES_STREAM, connect, disconnect, wait_for_streams
 
 from .handoff import Handoff
 from .policy_client import PolicyClient
@@ -67,9 +67,5 @@ class IngressService:
             self._stream_task.cancel()
         await self.policy.close()
         await self.handoff.close()
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception as exc:  # a NATS outage must not fail the shutdown
-                log.warning("NATS drain failed: %r", exc)
-                await self.nc.close()
+        if self.nc is not None:
+            await disconnect(self.nc)

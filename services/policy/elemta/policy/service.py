@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
-from elemta.common.jetstream import connect
+from elemta.common.jetstream import connect, disconnect
 from elemta.common.resolver import Resolver
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 
@@ -20,6 +20,7 @@ from .checks import Pipeline
 from .dnsbl import Dnsbl
 from .greylist import Greylist, open_greylist_bucket
 from .grpc_api import PolicyServicer
+from .plugins import PluginHost, load_plugin
 from .ratelimit import RateLimiter, open_ratelimit_bucket
 
 __all__ = ["PolicyService"]
@@ -50,6 +51,15 @@ class PolicyService:
         self.nc = await connect(self.cfg, "elemta-policy", stop=self.stop_event)
         await self._shared_state_checks(self.nc.jetstream())
         self.pipeline.checks.append(self.authentication)
+        if self.cfg.policy.plugins:
+            # content scanners last: the cheaper checks may refuse first
+            plugins = [
+                load_plugin(
+                    p.name, p.options, order=p.order, timeout=p.timeout, fail=p.fail or None
+                )
+                for p in self.cfg.policy.plugins
+            ]
+            self.pipeline.checks.append(PluginHost(plugins))
         opts = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -97,4 +107,4 @@ class PolicyService:
         if self.server is not None:
             await self.server.stop(grace=5)
         if self.nc is not None:
-            await self.nc.drain()
+            await disconnect(self.nc)

@@ -22,6 +22,7 @@ from elemta.common.jetstream import (
     OUTCOMES_STREAM,
     connect,
     delivery_consumer_config,
+    disconnect,
     ensure_streams,
 )
 
@@ -133,9 +134,6 @@ class QueueService:
         await asyncio.gather(*(loop.stop() for loop in self._loops))
         if self.scheduler is not None:
             await self.scheduler.stop()
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception as exc:
-                log.warning("drain failed: %s", exc)
+        if self.nc is not None:
+            await disconnect(self.nc)
         self.streams_ready = False
