@@ -12,7 +12,12 @@ DESCRIPTION
     the ARC chain, DMARC over the aligned results), writes one
     ``Authentication-Results`` and a ``Received-SPF`` field, drops forged results
     that claim our authserv-id, and rejects or holds on DMARC policy; mail from
-    trusted networks is DKIM-signed instead. Other stages answer accept.
+    trusted networks is DKIM-signed instead (and ARC-sealed when forwarded for a
+    relay domain). For clients outside the trusted networks, DNSBL (client at the
+    first MAIL FROM, sender domain at MAIL FROM), rate limits (MAIL FROM) and
+    greylisting (RCPT TO) keep shared state in JetStream KV. Content scanners
+    (:mod:`elemta.policy.plugins`: ClamAV, SpamAssassin, entry-point plugins) run
+    last at end of DATA, each with a timeout and a fail-open/closed setting.
 
 STANDARDS
     RFC 5321 (reply codes), RFC 3463 (enhanced status codes), RFC 7208 (SPF),
@@ -35,5 +40,10 @@ CONFIGURATION PARAMETERS
     policy.spf, policy.dkim_verify, policy.arc_verify (true): inbound checks.
     policy.dmarc (enforce): enforce, monitor or off.
     policy.dkim_keys ([]): signing keys (domain, selector, algorithm, key_file).
+    policy.arc_seal_domain, arc_seal_selector, arc_seal_key_file (""): ARC sealing.
+    policy.dnsbl_ip_zones, dnsbl_domain_zones ([]): DNS blocklists.
+    policy.greylist (false), greylist_delay (300): greylisting.
+    policy.rate_limit_per_ip, rate_limit_per_sender (0 = off): rate limits.
+    policy.plugins ([]): content scanners (name, order, timeout, fail, options).
     dns.* : the resolver every check uses.
 """
