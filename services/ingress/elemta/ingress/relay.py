@@ -12,8 +12,9 @@ address that hides another route in its local part (``user%other@local``,
 
 from __future__ import annotations
 
-import ipaddress
 import re
+
+from elemta.common.networks import Networks
 
 __all__ = ["RelayControl", "split_address"]
 
@@ -45,16 +46,10 @@ class RelayControl:
     ) -> None:
         self.local_domains = {d.lower().rstrip(".") for d in local_domains}
         self.relay_domains = {d.lower().rstrip(".") for d in relay_domains or []}
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self.networks = Networks(trusted_networks)
 
     def is_trusted(self, client_ip: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks)
+        return client_ip in self.networks
 
     def is_local(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self.local_domains

@@ -16,13 +16,13 @@ The three checks run concurrently; each never raises (a lookup that fails is a
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
 from elemta.common.config import Config
+from elemta.common.networks import Networks
 
 from .arc import ArcResult, ArcSealer, ArcSealError, ArcVerifier
 from .checks import ACCEPT, Verdict
@@ -44,7 +44,7 @@ class Authentication:
     def __init__(self, cfg: Config) -> None:
         settings = cfg.policy
         self.authserv_id = settings.authserv_id or cfg.server.hostname
-        self.trusted = [ipaddress.ip_network(n, strict=False) for n in cfg.server.trusted_networks]
+        self.trusted = Networks(cfg.server.trusted_networks)
         self.spf = SpfChecker(cfg.dns) if settings.spf else None
         self.dkim = DkimVerifier(cfg.dns) if settings.dkim_verify else None
         self.arc = ArcVerifier(cfg.dns) if settings.arc_verify else None
@@ -73,11 +73,7 @@ class Authentication:
         )
 
     def is_trusted(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted)
+        return ip in self.trusted
 
     async def data(
         self, session: dict[str, Any], sender: str, recipients: list[str], message: bytes

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Pipeline", "Verdict"]
+__all__ = ["Gathered", "Pipeline", "Verdict"]
 
 ACCEPT, REJECT, TEMPFAIL, HOLD, DISCARD = "accept", "reject", "tempfail", "hold", "discard"
 
@@ -26,12 +26,30 @@ class Verdict:
     remove_headers: list[str] = field(default_factory=list)
 
 
+class Gathered:
+    """The verdict of a sequence of checks: accept verdicts contribute their
+    header edits, the first other verdict ends the sequence carrying them all."""
+
+    def __init__(self) -> None:
+        self.result = Verdict()
+
+    def add(self, verdict: Verdict) -> Verdict | None:
+        """Take one check's verdict; return the final verdict when it ends the run."""
+        self.result.add_headers.extend(verdict.add_headers)
+        self.result.remove_headers.extend(verdict.remove_headers)
+        if verdict.action == ACCEPT:
+            return None
+        verdict.add_headers = self.result.add_headers
+        verdict.remove_headers = self.result.remove_headers
+        return verdict
+
+
 class Pipeline:
     def __init__(self, checks: list[Any] | None = None) -> None:
         self.checks = list(checks or [])
 
     async def run(self, stage: str, **kwargs: Any) -> Verdict:
-        result = Verdict()
+        gathered = Gathered()
         for check in self.checks:
             fn = getattr(check, stage, None)
             if fn is None:
@@ -39,10 +57,7 @@ class Pipeline:
             verdict = await fn(**kwargs)
             if verdict is None:
                 continue
-            result.add_headers.extend(verdict.add_headers)
-            result.remove_headers.extend(verdict.remove_headers)
-            if verdict.action != ACCEPT:
-                verdict.add_headers = result.add_headers
-                verdict.remove_headers = result.remove_headers
-                return verdict
-        return result
+            final = gathered.add(verdict)
+            if final is not None:
+                return final
+        return gathered.result

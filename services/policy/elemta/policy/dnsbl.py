@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from elemta.common.networks import Networks
 from elemta.common.resolver import DnsError, NoSuchDomain, Resolver
 
 from .checks import REJECT, Verdict
@@ -59,14 +60,10 @@ class Dnsbl:
         self.resolver = resolver
         self.ip_zones = [z.strip().lower().rstrip(".") for z in ip_zones if z.strip()]
         self.domain_zones = [z.strip().lower().rstrip(".") for z in domain_zones if z.strip()]
-        self.trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self.trusted = Networks(trusted_networks)
 
     def _is_trusted(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted)
+        return ip in self.trusted
 
     async def connect(self, session: dict[str, Any]) -> Verdict | None:
         ip = str(session.get("client_ip", ""))

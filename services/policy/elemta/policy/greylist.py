@@ -37,11 +37,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from elemta.common.networks import Networks
+
 from .checks import TEMPFAIL, Verdict
+from .kvstate import open_bucket
 
 __all__ = ["GREYLIST_BUCKET", "Greylist", "open_greylist_bucket", "triplet_key"]
 
@@ -54,11 +56,7 @@ async def open_greylist_bucket(
     js: JetStreamContext, ttl: float = 36 * 86400.0, bucket: str = GREYLIST_BUCKET
 ) -> KeyValue:
     """The greylist bucket, created with ``ttl`` (the longest a record must live)."""
-    try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl, history=1))
-    except BadRequestError as exc:  # it exists with another configuration: use it as it is
-        log.warning("bucket %s exists with another configuration, using it: %s", bucket, exc)
-        return await js.key_value(bucket)
+    return await open_bucket(js, bucket, ttl)
 
 
 def client_network(ip: str) -> str:
@@ -79,18 +77,6 @@ def triplet_key(ip: str, sender: str, recipient: str) -> str:
     return "t." + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
-def _networks(nets: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(n, strict=False) for n in nets]
-
-
-def _trusted(ip: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr in net for net in nets)
-
-
 class Greylist:
     def __init__(
         self,
@@ -106,7 +92,7 @@ class Greylist:
         self.delay = delay
         self.retry_window = retry_window
         self.pass_ttl = pass_ttl
-        self.trusted = _networks(trusted_networks)
+        self.trusted = Networks(trusted_networks)
         self.timeout = timeout
         self.clock = clock
         # A passed record is rewritten (to extend its life) at most this often.
@@ -114,7 +100,7 @@ class Greylist:
 
     async def rcpt(self, session: dict[str, Any], sender: str, recipient: str) -> Verdict | None:
         ip = str(session.get("client_ip", ""))
-        if _trusted(ip, self.trusted):
+        if ip in self.trusted:
             return None
         key = triplet_key(ip, sender, recipient)
         try:

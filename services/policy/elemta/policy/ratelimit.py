@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from elemta.common.networks import Networks
+
 from .checks import TEMPFAIL, Verdict
+from .kvstate import open_bucket
 
 __all__ = ["RATELIMIT_BUCKET", "RateLimiter", "open_ratelimit_bucket"]
 
@@ -48,19 +49,7 @@ async def open_ratelimit_bucket(
     js: JetStreamContext, ttl: float = 3600.0, bucket: str = RATELIMIT_BUCKET
 ) -> KeyValue:
     """The counter bucket; ``ttl`` must be at least the longest window."""
-    try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl, history=1))
-    except BadRequestError as exc:  # it exists with another configuration: use it as it is
-        log.warning("bucket %s exists with another configuration, using it: %s", bucket, exc)
-        return await js.key_value(bucket)
-
-
-def _trusted(ip: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr in net for net in nets)
+    return await open_bucket(js, bucket, ttl)
 
 
 class RateLimiter:
@@ -76,13 +65,13 @@ class RateLimiter:
         self.kv = kv
         self.per_ip = per_ip
         self.per_sender = per_sender
-        self.trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self.trusted = Networks(trusted_networks)
         self.timeout = timeout
         self.clock = clock
 
     async def mail(self, session: dict[str, Any], sender: str) -> Verdict | None:
         ip = str(session.get("client_ip", ""))
-        if _trusted(ip, self.trusted):
+        if ip in self.trusted:
             return None
         checks: list[tuple[str, str, Limit]] = []
         if self.per_ip is not None and ip:

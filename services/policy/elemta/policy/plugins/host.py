@@ -25,7 +25,7 @@ from typing import Any
 
 import pluggy
 
-from ..checks import ACCEPT, TEMPFAIL, Verdict
+from ..checks import TEMPFAIL, Gathered, Verdict
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -142,7 +142,7 @@ class PluginHost:
     async def data(
         self, session: dict[str, Any], sender: str, recipients: list[str], message: bytes
     ) -> Verdict | None:
-        result = Verdict()
+        gathered = Gathered()
         for entry in self.entries:
             spec = entry.spec
             try:
@@ -163,10 +163,7 @@ class PluginHost:
                     continue
             if verdict is None:
                 continue
-            result.add_headers.extend(verdict.add_headers)
-            result.remove_headers.extend(verdict.remove_headers)
-            if verdict.action != ACCEPT:
-                verdict.add_headers = result.add_headers
-                verdict.remove_headers = result.remove_headers
-                return verdict
-        return result
+            final = gathered.add(verdict)
+            if final is not None:
+                return final
+        return gathered.result
