@@ -19,10 +19,16 @@ install: $(VENV)/.installed
 run: install
 	$(PY) tools/run.py $(ARGS)
 
-# The content scanners the tests run for real (Debian packages; root, as in CI).
+# The content scanners and milters the tests run for real (Debian packages; root,
+# as in CI).
+SCANNERS := clamd:clamav-daemon spamd:spamd opendkim:opendkim clamav-milter:clamav-milter
 scanners:
-	command -v clamd >/dev/null 2>&1 && command -v spamd >/dev/null 2>&1 || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clamav-daemon spamd; }
+	@missing=""; for pair in $(SCANNERS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || test -x /usr/sbin/$${pair%%:*} || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
 
 test: install scanners
 	$(VENV)/bin/ruff check .

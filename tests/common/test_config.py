@@ -95,3 +95,34 @@ def test_a_broken_file_stops_a_service_with_a_message_naming_the_key(tmp_path):
 def test_transport_routes_read_like_postfix_transport_maps(text, kind, host, port, mx):
     route = parse_route(text)
     assert (route.kind, route.host, route.port, route.mx_lookup) == (kind, host, port, mx)
+
+
+def test_milters_are_addresses_or_tables_with_their_own_settings(tmp_path):
+    path = tmp_path / "elemta.toml"
+    path.write_text(
+        '[policy]\nmilters = ["inet:127.0.0.1:8891", '
+        '{ address = "unix:/run/clamav/milter.sock", default_action = "accept" }]\n'
+    )
+    cfg = load_config(path, env={})
+    assert [m.address for m in cfg.policy.milters] == [
+        "inet:127.0.0.1:8891",
+        "unix:/run/clamav/milter.sock",
+    ]
+    assert cfg.policy.milters[0].default_action is None  # policy.milter_default_action
+    assert cfg.policy.milters[1].default_action == "accept"
+    env = load_config(env={"ELEMTA_POLICY_MILTERS": "inet:a:1,unix:/b"})
+    assert [m.address for m in env.policy.milters] == ["inet:a:1", "unix:/b"]
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ELEMTA_POLICY_MILTERS": "tcp:host:25"}, "policy.milters.0.address"),
+        ({"ELEMTA_POLICY_MILTER_DEFAULT_ACTION": "shrug"}, "policy.milter_default_action"),
+        ({"ELEMTA_POLICY_MILTER_PROTOCOL": "5"}, "policy.milter_protocol"),
+    ],
+)
+def test_a_bad_milter_setting_is_refused_naming_the_key(env, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(env=env)
+    assert named in str(err.value)

@@ -31,6 +31,7 @@ __all__ = [
     "DeliverySettings",
     "DnsSettings",
     "IngressSettings",
+    "MilterSettings",
     "NatsSettings",
     "PolicySettings",
     "QueueSettings",
@@ -156,7 +157,7 @@ class DkimKey(_Section):
 class PluginSettings(_Section):
     """One content scanner run at end of DATA."""
 
-    name: str = Field(description="clamav, spamd, or an elemta.policy.plugins entry point")
+    name: str = Field(description="clamav, spamd, rspamd, or an elemta.policy.plugins entry point")
     order: int = Field(100, description="Lower runs first")
     timeout: float = Field(30.0, gt=0, description="Seconds before the plugin counts as failed")
     fail: str = Field(
@@ -167,6 +168,40 @@ class PluginSettings(_Section):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Plugin options, e.g. address = '127.0.0.1:3310'"
     )
+
+
+_MILTER_ACTION = "^(accept|reject|tempfail|quarantine)$"
+
+
+class MilterSettings(_Section):
+    """One milter (Postfix ``smtpd_milters`` entry); unset keys take ``policy.milter_*``."""
+
+    address: str = Field(description="inet:host:port or unix:/path")
+    name: str = Field("", description="Name in logs and metrics; empty: the address")
+    default_action: str | None = Field(
+        None, pattern=_MILTER_ACTION, description="When the milter fails"
+    )
+    protocol: int | None = Field(None, description="Milter protocol version")
+    connect_timeout: float | None = Field(None, gt=0)
+    command_timeout: float | None = Field(None, gt=0)
+    content_timeout: float | None = Field(None, gt=0)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        kind, sep, rest = v.strip().partition(":")
+        if not sep or not rest or kind not in ("inet", "inet6", "unix", "local"):
+            raise ValueError(f"expected inet:host:port or unix:/path, got {v!r}")
+        if kind.startswith("inet"):
+            split_hostport(rest)
+        return v.strip()
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v: int | None) -> int | None:
+        if v is not None and v not in (2, 3, 4, 6):
+            raise ValueError("milter protocol must be 2, 3, 4 or 6")
+        return v
 
 
 class PolicySettings(_Section):
@@ -224,8 +259,41 @@ class PolicySettings(_Section):
     plugins: list[PluginSettings] = Field(
         default_factory=list, description="Content scanners at end of DATA, in order"
     )
+    milters: list[MilterSettings] = Field(
+        default_factory=list,
+        description="Milters asked at end of DATA after the plugins, in order"
+        " (inet:host:port or unix:/path, or tables with per-milter settings)",
+    )
+    milter_default_action: str = Field(
+        "tempfail",
+        pattern=_MILTER_ACTION,
+        description="When a milter is down, slow or broken (Postfix milter_default_action)",
+    )
+    milter_protocol: int = Field(6, description="Milter protocol version: 2, 3, 4 or 6")
+    milter_connect_timeout: float = Field(5.0, gt=0, description="Seconds to reach a milter")
+    milter_command_timeout: float = Field(
+        5.0, gt=0, description="Seconds per milter step up to DATA"
+    )
+    milter_content_timeout: float = Field(
+        8.0, gt=0, description="Seconds per header, body chunk and end of message"
+    )
 
     _v_listen = field_validator("listen", "address", "http_listen")(_listen)
+
+    @field_validator("milters", mode="before")
+    @classmethod
+    def _milter_addresses(cls, v: Any) -> Any:
+        """A plain address stands for a milter with the policy-wide settings."""
+        if isinstance(v, list):
+            return [{"address": m} if isinstance(m, str) else m for m in v]
+        return v
+
+    @field_validator("milter_protocol")
+    @classmethod
+    def _protocol(cls, v: int) -> int:
+        if v not in (2, 3, 4, 6):
+            raise ValueError("milter protocol must be 2, 3, 4 or 6")
+        return v
 
 
 class QueueSettings(_Section):
@@ -372,6 +440,7 @@ def parse_route(text: str) -> Route:
 
 
 _LIST_FIELDS = {
+    "milters",
     "local_domains",
     "relay_domains",
     "trusted_networks",

@@ -11,7 +11,8 @@ CheckRcpt are wired so that the SMTP stages can ask them later.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -24,6 +25,7 @@ __all__ = [
     "ACCEPT",
     "DISCARD",
     "Decision",
+    "EnvelopeChanges",
     "HOLD",
     "PolicyClient",
     "PolicyUnavailable",
@@ -77,6 +79,39 @@ class SessionInfo:
 
 
 @dataclass(frozen=True)
+class EnvelopeChanges:
+    """What policy changed (milters): the sender, recipients, header section, body."""
+
+    sender: str | None = None
+    add_recipients: list[str] = field(default_factory=list)
+    delete_recipients: list[str] = field(default_factory=list)
+    header: bytes | None = None
+    body: bytes | None = None
+
+
+_ADDRESS = re.compile(r"^[^\s<>\x00-\x1f\x7f]*$")
+
+
+def _address(text: str) -> str | None:
+    """An address from policy without angle brackets; None if it cannot be one."""
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    return text if len(text) <= 320 and _ADDRESS.match(text) else None
+
+
+def changes_from_pb(c: pb.MessageChanges) -> EnvelopeChanges | None:
+    sender = _address(c.sender) if c.HasField("sender") else None
+    added = [a for a in map(_address, c.add_recipients) if a]
+    deleted = [a for a in map(_address, c.delete_recipients) if a]
+    header = c.header if c.HasField("header") else None
+    body = c.body if c.HasField("body") else None
+    if sender is None and not added and not deleted and header is None and body is None:
+        return None
+    return EnvelopeChanges(sender, added, deleted, header, body)
+
+
+@dataclass(frozen=True)
 class Decision:
     """A verdict made ready for SMTP: the action and, for refusals, the reply."""
 
@@ -84,6 +119,7 @@ class Decision:
     reply: str = ""
     add_headers: list[tuple[str, str]] = field(default_factory=list)
     remove_headers: list[str] = field(default_factory=list)
+    changes: EnvelopeChanges | None = None
 
 
 def _one_line(text: str) -> str:
@@ -143,7 +179,8 @@ class PolicyClient:
             self.address,
             options=[
                 ("grpc.max_send_message_length", self.max_message),
-                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                # a policy answer may carry a replaced body (a milter's)
+                ("grpc.max_receive_message_length", self.max_message),
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.min_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),
@@ -159,6 +196,10 @@ class PolicyClient:
             self._stub = None
 
     async def _call(self, method: str, request: object) -> Decision:
+        response = await self._ask(method, request)
+        return decision_from_verdict(response.verdict)
+
+    async def _ask(self, method: str, request: object) -> Any:
         if self._stub is None:
             raise PolicyUnavailable("policy channel is not open")
         try:
@@ -169,7 +210,7 @@ class PolicyClient:
             raise PolicyUnavailable(f"{exc.code().name}: {exc.details()}") from None
         except grpc.RpcError as exc:  # pragma: no cover - aio raises AioRpcError
             raise PolicyUnavailable(str(exc)) from None
-        return decision_from_verdict(response.verdict)
+        return response
 
     async def check_connect(self, session: SessionInfo) -> Decision:
         return await self._call("CheckConnect", pb.CheckConnectRequest(session=session.to_pb()))
@@ -215,9 +256,14 @@ class PolicyClient:
                 session=session.to_pb(), sender=sender, recipients=recipients, message=message
             )
             try:
-                decision = await self._call("CheckData", request)
+                response = await self._ask("CheckData", request)
             except PolicyUnavailable as exc:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
                 raise
+            decision = decision_from_verdict(response.verdict)
+            if decision.action in (ACCEPT, HOLD) and response.HasField("changes"):
+                changes = changes_from_pb(response.changes)
+                if changes is not None:
+                    decision = replace(decision, changes=changes)
             span.set_attribute("elemta.policy.action", decision.action)
             return decision

@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 from elemta.common import logs
 from elemta.common.config import Config
 from elemta.common.envelope import Envelope, new_queue_id
+from elemta.common.message import join_message, split_message
 from elemta.common.telemetry import tracer
 
 from . import metrics
@@ -27,6 +28,7 @@ from .policy_client import (
     HOLD,
     REJECT,
     TEMPFAIL,
+    Decision,
     PolicyClient,
     PolicyUnavailable,
     SessionInfo,
@@ -104,6 +106,37 @@ def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) 
         prefix = "".join(f"{name}: {value}\r\n" for name, value in add)
         message = prefix.encode("utf-8", "replace") + message
     return message
+
+
+def apply_changes(
+    decision: Decision, sender: str, recipients: list[str], received: bytes, content: bytes
+) -> tuple[str, list[str], bytes]:
+    """The envelope and message after policy's changes and header edits.
+
+    Policy judged ``received + content``; a changed header section or body it
+    returns replaces that part. Our ``Received:`` stays on top when policy kept
+    it there, with the verdict's headers below it, as without changes.
+    """
+    message = received + content
+    c = decision.changes
+    if c is not None:
+        if c.sender is not None:
+            sender = c.sender
+        if c.delete_recipients:
+            gone = {r.lower() for r in c.delete_recipients}
+            recipients = [r for r in recipients if r.lower() not in gone]
+        for rcpt in c.add_recipients:
+            if rcpt.lower() not in (r.lower() for r in recipients):
+                recipients = [*recipients, rcpt]
+        if c.header is not None or c.body is not None:
+            header, body = split_message(message)
+            message = join_message(
+                header if c.header is None else c.header, body if c.body is None else c.body
+            )
+    if message.startswith(received):
+        rest = edit_headers(message[len(received) :], decision.add_headers, decision.remove_headers)
+        return sender, recipients, received + rest
+    return sender, recipients, edit_headers(message, decision.add_headers, decision.remove_headers)
 
 
 class MessageProcessor:
@@ -194,11 +227,24 @@ class MessageProcessor:
             )
             return "250 2.0.0 Ok: discarded", "discarded"
 
-        message = received + edit_headers(content, decision.add_headers, decision.remove_headers)
+        sender, recipients, message = apply_changes(
+            decision, tx.sender, list(tx.recipients), received, content
+        )
+        if decision.changes is not None:
+            log.info(
+                "policy changed the message: from=<%s> nrcpt=%d%s%s",
+                sender,
+                len(recipients),
+                " header" if decision.changes.header is not None else "",
+                " body" if decision.changes.body is not None else "",
+            )
+        if not recipients:
+            log.info("discard: from=<%s>: policy removed every recipient", sender)
+            return "250 2.0.0 Ok: discarded", "discarded"
         env = Envelope(
             id=queue_id,
-            sender=tx.sender,
-            recipients=list(tx.recipients),
+            sender=sender,
+            recipients=recipients,
             received_at=time.time(),
             client_ip=tx.client_ip,
             client_helo=tx.helo,
@@ -222,17 +268,17 @@ class MessageProcessor:
         metrics.MESSAGE_BYTES.observe(len(message))
         log.info(
             "from=<%s> size=%d nrcpt=%d client=%s[%s]%s queued as %s",
-            tx.sender,
+            sender,
             len(message),
-            len(tx.recipients),
+            len(recipients),
             tx.helo,
             tx.client_ip,
             " (hold)" if env.hold else "",
             queue_id,
             extra={
-                "sender": tx.sender,
+                "sender": sender,
                 "size": len(message),
-                "nrcpt": len(tx.recipients),
+                "nrcpt": len(recipients),
                 "client_ip": tx.client_ip,
                 "hold": env.hold,
                 "body_object": env.body_object,

@@ -17,12 +17,16 @@ DESCRIPTION
     first MAIL FROM, sender domain at MAIL FROM), rate limits (MAIL FROM) and
     greylisting (RCPT TO) keep shared state in JetStream KV. Content scanners
     (:mod:`elemta.policy.plugins`: ClamAV, SpamAssassin, entry-point plugins) run
-    last at end of DATA, each with a timeout and a fail-open/closed setting.
+    last at end of DATA, each with a timeout and a fail-open/closed setting, and
+    then the milters (:mod:`elemta.policy.milter`: OpenDKIM, clamav-milter, any
+    Sendmail/Postfix milter), whose edits of the envelope and message go back
+    to ingress with the verdict.
 
 STANDARDS
     RFC 5321 (reply codes), RFC 3463 (enhanced status codes), RFC 7208 (SPF),
     RFC 6376, 8301, 8463 (DKIM), RFC 7489, 9091 (DMARC), RFC 8617 (ARC),
-    RFC 8601 (Authentication-Results).
+    RFC 8601 (Authentication-Results); the Sendmail milter protocol version 6
+    (libmilter's mfdef.h, as Postfix's milter8.c speaks it).
 
 SECURITY
     Binds to localhost by default; in Kubernetes only the ingress pods reach it
@@ -45,5 +49,8 @@ CONFIGURATION PARAMETERS
     policy.greylist (false), greylist_delay (300): greylisting.
     policy.rate_limit_per_ip, rate_limit_per_sender (0 = off): rate limits.
     policy.plugins ([]): content scanners (name, order, timeout, fail, options).
+    policy.milters ([]): milters, inet:host:port or unix:/path, in order.
+    policy.milter_default_action (tempfail): when a milter fails.
+    policy.milter_protocol (6); milter_connect/command/content_timeout (5, 5, 8).
     dns.* : the resolver every check uses.
 """

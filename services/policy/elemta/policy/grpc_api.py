@@ -6,6 +6,7 @@ Generated types stop here; the pipeline sees plain strings and dataclasses.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 from opentelemetry import trace
@@ -15,7 +16,7 @@ from elemta.common import telemetry
 from elemta.rpc.policy.v1 import policy_pb2 as pb
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 
-from .checks import Pipeline, Verdict
+from .checks import ACCEPT, HOLD, Changes, Pipeline, Verdict
 
 __all__ = ["PolicyServicer"]
 
@@ -49,9 +50,29 @@ def _to_pb(v: Verdict) -> pb.Verdict:
     )
 
 
+def _changes_to_pb(c: Changes | None) -> pb.MessageChanges | None:
+    if c is None:
+        return None
+    out = pb.MessageChanges(
+        add_recipients=list(c.add_recipients), delete_recipients=list(c.delete_recipients)
+    )
+    if c.sender is not None:
+        out.sender = c.sender
+    if c.header is not None:
+        out.header = c.header
+    if c.body is not None:
+        out.body = c.body
+    return out
+
+
+# What a CheckData verdict leaves in the message's history: (queue id, verdict).
+Recorder = Callable[[str, Verdict], Awaitable[None]]
+
+
 def _session(s: pb.Session) -> dict[str, object]:
     return {
         "client_ip": s.client_ip,
+        "client_port": s.client_port,
         "client_hostname": s.client_hostname,
         "helo": s.helo,
         "tls": s.tls,
@@ -61,12 +82,18 @@ def _session(s: pb.Session) -> dict[str, object]:
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, record: Recorder | None = None) -> None:
         self.pipeline = pipeline
+        self.record = record
 
     async def _judge(
         self, stage: str, context: grpc.aio.ServicerContext, **kwargs: object
     ) -> pb.Verdict:
+        return _to_pb(await self._verdict(stage, context, **kwargs))
+
+    async def _verdict(
+        self, stage: str, context: grpc.aio.ServicerContext, **kwargs: object
+    ) -> Verdict:
         ctx = telemetry.context_from_metadata(context.invocation_metadata())
         started = time.perf_counter()
         with _tracer.start_as_current_span(f"policy.{stage}", context=ctx) as span:
@@ -74,7 +101,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             span.set_attribute("elemta.policy.action", verdict.action)
         CHECKS.labels(stage, verdict.action).inc()
         LATENCY.labels(stage).observe(time.perf_counter() - started)
-        return _to_pb(verdict)
+        return verdict
 
     async def CheckConnect(
         self, request: pb.CheckConnectRequest, context: grpc.aio.ServicerContext
@@ -105,7 +132,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
     async def CheckData(
         self, request: pb.CheckDataRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckDataResponse:  # noqa: N802
-        v = await self._judge(
+        verdict = await self._verdict(
             "data",
             context,
             session=_session(request.session),
@@ -113,4 +140,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             recipients=list(request.recipients),
             message=request.message,
         )
-        return pb.CheckDataResponse(verdict=v)
+        if verdict.notes and self.record is not None and request.session.queue_id:
+            await self.record(request.session.queue_id, verdict)
+        changes = verdict.changes if verdict.action in (ACCEPT, HOLD) else None
+        return pb.CheckDataResponse(verdict=_to_pb(verdict), changes=_changes_to_pb(changes))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 
 import grpc
 from nats.aio.client import Client as NATS
@@ -11,16 +13,16 @@ from nats.js import JetStreamContext
 
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
-from elemta.common.jetstream import connect, disconnect
+from elemta.common.jetstream import EVENTS_SUBJECT, connect, disconnect
 from elemta.common.resolver import Resolver
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 
 from .authcheck import Authentication
-from .checks import Pipeline
+from .checks import Pipeline, Verdict
+from .content import ContentStage, build_content
 from .dnsbl import Dnsbl
 from .greylist import Greylist, open_greylist_bucket
 from .grpc_api import PolicyServicer
-from .plugins import PluginHost, load_plugin
 from .ratelimit import RateLimiter, open_ratelimit_bucket
 
 __all__ = ["PolicyService"]
@@ -41,6 +43,7 @@ class PolicyService:
             dnsbl = Dnsbl(Resolver(cfg.dns), p.dnsbl_ip_zones, p.dnsbl_domain_zones, trusted)
             self.pipeline.checks.append(dnsbl)
         self.authentication = Authentication(cfg)
+        self.content = ContentStage()
         self.server: grpc.aio.Server | None = None
         self.nc: NATS | None = None
         self.port = 0
@@ -51,21 +54,16 @@ class PolicyService:
         self.nc = await connect(self.cfg, "elemta-policy", stop=self.stop_event)
         await self._shared_state_checks(self.nc.jetstream())
         self.pipeline.checks.append(self.authentication)
-        if self.cfg.policy.plugins:
-            # content scanners last: the cheaper checks may refuse first
-            plugins = [
-                load_plugin(
-                    p.name, p.options, order=p.order, timeout=p.timeout, fail=p.fail or None
-                )
-                for p in self.cfg.policy.plugins
-            ]
-            self.pipeline.checks.append(PluginHost(plugins))
+        # content scanners and milters last: the cheaper checks may refuse first
+        self.content.swap(await build_content(self.cfg))
+        self.pipeline.checks.append(self.content)
         opts = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
         ]
         server = grpc.aio.server(options=opts)
-        pb_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(self.pipeline), server)
+        servicer = PolicyServicer(self.pipeline, record=self._record)
+        pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)
         self.port = server.add_insecure_port(self.cfg.policy.listen)
         if not self.port:
             raise OSError(f"cannot bind policy.listen {self.cfg.policy.listen}")
@@ -103,8 +101,32 @@ class PolicyService:
                 )
             )
 
+    async def _record(self, queue_id: str, verdict: Verdict) -> None:
+        """The message's policy record: an event in its history (``ELEMTA_EVENTS``)
+        with what the checks found (rspamd symbols, milter replies and edits)."""
+        if self.nc is None:
+            return
+        event = {
+            "type": "policy",
+            "at": round(time.time(), 6),
+            "id": queue_id,
+            "action": verdict.action,
+            **(
+                {"reply": f"{verdict.code} {verdict.enhanced} {verdict.reason}"}
+                if verdict.code
+                else {}
+            ),
+            "checks": verdict.notes,
+        }
+        try:
+            payload = json.dumps(event, separators=(",", ":"), default=str).encode()
+            await self.nc.publish(f"{EVENTS_SUBJECT}.{queue_id}", payload)
+        except Exception as exc:  # a lost record is not worth failing the message for
+            log.warning("cannot record the policy verdict: %s", exc)
+
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(grace=5)
+        await self.content.close()
         if self.nc is not None:
             await disconnect(self.nc)

@@ -122,8 +122,24 @@ class CheckDataRequest(_message.Message):
     message: bytes
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., sender: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., message: _Optional[bytes] = ...) -> None: ...
 
+class MessageChanges(_message.Message):
+    __slots__ = ("sender", "add_recipients", "delete_recipients", "header", "body")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    ADD_RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    DELETE_RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    add_recipients: _containers.RepeatedScalarFieldContainer[str]
+    delete_recipients: _containers.RepeatedScalarFieldContainer[str]
+    header: bytes
+    body: bytes
+    def __init__(self, sender: _Optional[str] = ..., add_recipients: _Optional[_Iterable[str]] = ..., delete_recipients: _Optional[_Iterable[str]] = ..., header: _Optional[bytes] = ..., body: _Optional[bytes] = ...) -> None: ...
+
 class CheckDataResponse(_message.Message):
-    __slots__ = ("verdict",)
+    __slots__ = ("verdict", "changes")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
-    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
+    changes: MessageChanges
+    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ..., changes: _Optional[_Union[MessageChanges, _Mapping]] = ...) -> None: ...

@@ -139,6 +139,24 @@ class PluginHost:
     def names(self) -> list[str]:
         return [e.spec.name for e in self.entries]
 
+    async def start(self) -> None:
+        """Start what the plugins need before their first call (their ``start()``)."""
+        for entry in self.entries:
+            start = getattr(entry.spec.plugin, "start", None)
+            if start is not None:
+                await start()
+
+    async def close(self) -> None:
+        """Release what the plugins hold (their ``close()``); errors are only logged."""
+        for entry in self.entries:
+            close = getattr(entry.spec.plugin, "close", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception as exc:  # noqa: BLE001 - closing must go on for the others
+                log.warning("plugin %s failed to close: %r", entry.spec.name, exc)
+
     async def data(
         self, session: dict[str, Any], sender: str, recipients: list[str], message: bytes
     ) -> Verdict | None:
