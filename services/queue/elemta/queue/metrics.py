@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["BOUNCES", "DEFERRED", "EVENTS", "INTAKE", "INTAKE_SECONDS", "OUTCOMES"]
+__all__ = [
+    "BOUNCES",
+    "DEFERRED",
+    "EVENTS",
+    "INTAKE",
+    "INTAKE_SECONDS",
+    "OLDEST_AGE",
+    "OUTCOMES",
+    "QUEUED",
+]
 
 INTAKE = Counter("elemta_queue_intake_total", "Messages taken in from ELEMTA_MESSAGES")
 INTAKE_SECONDS = Histogram(
@@ -16,3 +25,9 @@ OUTCOMES = Counter("elemta_queue_outcomes_total", "Delivery outcomes handled")
 EVENTS = Counter("elemta_queue_events_total", "Message events published", ["type"])
 DEFERRED = Gauge("elemta_queue_deferred_messages", "Jobs waiting in the retry scheduler")
 BOUNCES = Counter("elemta_queue_bounces_total", "Delivery status notifications sent")
+QUEUED = Gauge(
+    "elemta_queue_messages", "Messages accepted and not yet finished (in ELEMTA_MESSAGES)"
+)
+OLDEST_AGE = Gauge(
+    "elemta_queue_oldest_message_age_seconds", "Age of the oldest message in the queue"
+)

@@ -29,6 +29,7 @@ from elemta.common.jetstream import (
 from .bounce import Bouncer
 from .consumer import PullLoop
 from .control import Control
+from .depth import DepthSampler
 from .dispatch import Dispatcher
 from .events import EventPublisher
 from .intake import Intake
@@ -88,6 +89,7 @@ class QueueService:
         self.outcomes: Outcomes | None = None
         self._loops: list[PullLoop] = []
         self._control: Control | None = None
+        self._depth: DepthSampler | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
             health.add_check("streams", lambda: self.streams_ready)
@@ -125,10 +127,14 @@ class QueueService:
         scheduler.start()
         self._control = Control(nc, router, store, dispatcher, scheduler, events)
         await self._control.start()
+        self._depth = DepthSampler(js)
+        self._depth.start()
         log.info("queue started; %d deferred job(s) scheduled", len(scheduler))
 
     async def stop(self) -> None:
         """Stop fetching, finish what is in hand, then drain the connection."""
+        if self._depth is not None:
+            await self._depth.stop()
         if self._control is not None:
             await self._control.stop()
         await asyncio.gather(*(loop.stop() for loop in self._loops))
