@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support.dnsserver import DnsServer  # noqa: E402
 from support.natsserver import NatsServer  # noqa: E402
+from support.rspamd import RspamdServer  # noqa: E402
 from support.smtpsink import SmtpSink  # noqa: E402
 from support.stack import Stack  # noqa: E402
 
@@ -28,6 +29,14 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 def dns_server() -> Iterator[DnsServer]:
     server = DnsServer()
     server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rspamd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RspamdServer]:
+    """One rspamd for the whole run: it takes seconds to load its rules."""
+    server = RspamdServer(tmp_path_factory.mktemp("rspamd")).start()
     yield server
     server.stop()
 

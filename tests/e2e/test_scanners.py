@@ -66,3 +66,16 @@ def test_a_gtube_message_is_refused_by_the_real_spamd(stack_factory):
         assert _send(stack, "Lunch on Thursday?")[0] == 250
     finally:
         spamd.stop()
+
+
+def test_rspamd_refuses_gtube_and_marks_clean_mail_with_its_result(
+    stack_factory, rspamd_server, wait_for_maildir
+):
+    plugins = [{"name": "rspamd", "options": {"url": rspamd_server.url}}]
+    stack = stack_factory({"policy": {"plugins": plugins}})
+    code, text = _send(stack, GTUBE)
+    assert (code, text) == (554, b"5.7.1 Gtube pattern"), (code, text)
+    assert _send(stack, "Lunch on Thursday?")[0] == 250
+    (clean,) = wait_for_maildir(stack.workdir / "var" / "mail", "bob@local.test")
+    assert clean["X-Rspamd-Result"].startswith("no action; score=")
+    assert clean["X-Spamd-Bar"] is not None

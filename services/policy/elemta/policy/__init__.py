@@ -16,7 +16,7 @@ DESCRIPTION
     relay domain). For clients outside the trusted networks, DNSBL (client at the
     first MAIL FROM, sender domain at MAIL FROM), rate limits (MAIL FROM) and
     greylisting (RCPT TO) keep shared state in JetStream KV. Content scanners
-    (:mod:`elemta.policy.plugins`: ClamAV, SpamAssassin, entry-point plugins) run
+    (:mod:`elemta.policy.plugins`: ClamAV, SpamAssassin, rspamd, entry-point plugins) run
     last at end of DATA, each with a timeout and a fail-open/closed setting, and
     then the milters (:mod:`elemta.policy.milter`: OpenDKIM, clamav-milter, any
     Sendmail/Postfix milter), whose edits of the envelope and message go back

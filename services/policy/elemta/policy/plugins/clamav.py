@@ -11,10 +11,12 @@ import asyncio
 import struct
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..checks import REJECT, Verdict
 from .host import hookimpl
 
-__all__ = ["ClamAV", "ClamdError", "factory"]
+__all__ = ["ClamAV", "ClamdError", "Options", "factory"]
 
 CHUNK = 64 * 1024
 
@@ -87,8 +89,14 @@ class ClamAV:
         return Verdict(add_headers=[("X-Virus-Scanned", "ClamAV")])
 
 
-def factory(options: dict[str, Any]) -> ClamAV:
-    return ClamAV(
-        address=str(options.get("address", "127.0.0.1:3310")),
-        timeout=float(options.get("timeout", 30.0)),
-    )
+class Options(BaseModel):
+    """The ``clamav`` plugin's options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field("127.0.0.1:3310", description="clamd: host:port or unix:/path")
+    timeout: float = Field(30.0, gt=0, description="Seconds to connect and to get the answer")
+
+
+def factory(options: Options) -> ClamAV:
+    return ClamAV(address=options.address, timeout=options.timeout)

@@ -7,9 +7,12 @@ host calls each hook implementation itself: pluggy's hook call is synchronous
 and would only hand back un-awaited coroutines, while each plugin needs its own
 ``asyncio.wait_for`` timeout and fail-open/closed handling, in our ``order``.
 
-Discovery: the built-in plugins by name (``clamav``, ``spamd``) and third-party
-ones from the entry-point group ``elemta.policy.plugins``, each entry point a
-factory ``(options: dict) -> plugin``.
+Discovery: the built-in plugins by name (``clamav``, ``spamd``, ``rspamd``) and
+third-party ones from the entry-point group ``elemta.policy.plugins``, each entry
+point a factory ``(options) -> plugin``. A factory whose ``options`` parameter is
+annotated with a pydantic model gets its options checked against it at load
+(an unknown key or a bad value stops the load with a message naming the plugin
+and the key) and receives the model; an unannotated one receives the dict.
 """
 
 from __future__ import annotations
@@ -18,18 +21,21 @@ import asyncio
 import importlib
 import inspect
 import logging
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel, ValidationError
 
 from ..checks import TEMPFAIL, Gathered, Verdict
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "UNAVAILABLE",
+    "PluginOptionError",
     "PluginHost",
     "PluginSpec",
     "hookimpl",
@@ -48,6 +54,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 BUILTIN = {
     "clamav": "elemta.policy.plugins.clamav:factory",
     "spamd": "elemta.policy.plugins.spamd:factory",
+    "rspamd": "elemta.policy.plugins.rspamd:factory",
 }
 # A built-in's default ``fail`` mode; "open" for everything else.
 DEFAULT_FAIL = {"clamav": "closed"}
@@ -93,6 +100,37 @@ def _factory(name: str) -> Callable[[dict[str, Any]], Any]:
     raise LookupError(f"unknown policy plugin {name!r}")
 
 
+class PluginOptionError(ValueError):
+    """A plugin's options do not fit what it declares; the message names plugin and key."""
+
+
+def options_model(factory: Callable[..., Any]) -> type[BaseModel] | None:
+    """The pydantic model a factory's first parameter is annotated with, if any."""
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
+    try:
+        params = list(inspect.signature(factory).parameters)
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError):
+        return None
+    model = hints.get(params[0]) if params else None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def checked_options(name: str, factory: Callable[..., Any], options: dict[str, Any]) -> Any:
+    """``options`` as the factory takes them: validated into its model, if it has one."""
+    model = options_model(factory)
+    if model is None:
+        return dict(options)
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        problems = [
+            f"option {'.'.join(str(p) for p in err['loc']) or '?'!r}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise PluginOptionError(f"plugin {name}: " + "; ".join(problems)) from None
+
+
 def load_plugin(
     name: str,
     options: dict[str, Any] | None = None,
@@ -102,7 +140,8 @@ def load_plugin(
     fail: str | None = None,
 ) -> PluginSpec:
     """A plugin by name: built-in first, then the entry-point group."""
-    plugin = _factory(name)(dict(options or {}))
+    factory = _factory(name)
+    plugin = factory(checked_options(name, factory, dict(options or {})))
     fail = fail or DEFAULT_FAIL.get(name, "open")
     return PluginSpec(name=name, plugin=plugin, order=order, timeout=timeout, fail=fail)
 

@@ -21,10 +21,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from ..checks import ACCEPT, HOLD, REJECT, Verdict
 from .host import hookimpl
 
-__all__ = ["Spamd", "SpamdError", "SpamdResult", "factory", "parse_response"]
+__all__ = ["Options", "Spamd", "SpamdError", "SpamdResult", "factory", "parse_response"]
 
 log = logging.getLogger(__name__)
 
@@ -219,16 +221,35 @@ class Spamd:
         return self.verdict(result)
 
 
-def factory(options: dict[str, Any]) -> Spamd:
+class Options(BaseModel):
+    """The ``spamd`` plugin's options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field("127.0.0.1:783", description="spamd: host:port or a socket path")
+    timeout: float = Field(30.0, gt=0, description="Seconds for one scan")
+    reject_score: float | None = Field(None, description="Spam at or above: 550 5.7.1")
+    hold: bool = Field(True, description="Hold other spam (else accept with its headers)")
+    user: str = Field("elemta", description="The User spamd scans as")
+    command: str = Field("SYMBOLS", description="CHECK, SYMBOLS or REPORT")
+    max_size: int | None = Field(500 * 1024, ge=1, description="Larger is not scanned")
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str) -> str:
+        if v.upper() not in COMMANDS:
+            raise ValueError(f"must be one of {sorted(COMMANDS)}")
+        return v.upper()
+
+
+def factory(options: Options) -> Spamd:
     """The built-in ``spamd`` plugin from its config options."""
-    reject = options.get("reject_score")
-    max_size = options.get("max_size", 500 * 1024)
     return Spamd(
-        address=str(options.get("address", "127.0.0.1:783")),
-        timeout=float(options.get("timeout", 30.0)),
-        reject_score=None if reject is None else float(reject),
-        hold=bool(options.get("hold", True)),
-        user=str(options.get("user", "elemta")),
-        command=str(options.get("command", "SYMBOLS")),
-        max_size=None if max_size is None else int(max_size),
+        address=options.address,
+        timeout=options.timeout,
+        reject_score=options.reject_score,
+        hold=options.hold,
+        user=options.user,
+        command=options.command,
+        max_size=options.max_size,
     )
