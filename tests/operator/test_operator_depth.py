@@ -8,7 +8,7 @@ from pathlib import Path
 import kopf
 import nats
 import pytest
-from conftest import Harness
+from operator_harness import Harness
 
 from elemta.common.config import Config
 from elemta.common.jetstream import ensure_streams

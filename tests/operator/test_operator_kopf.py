@@ -11,7 +11,7 @@ import contextlib
 from typing import Any
 
 import kopf
-from conftest import NAMESPACE, Harness
+from operator_harness import NAMESPACE, Harness
 
 from elemta.operator import handlers
 from elemta.operator.schema import GROUP, PLURAL, VERSION

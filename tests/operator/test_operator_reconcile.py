@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from conftest import IMAGE, Clock, Harness
 from cryptography import x509
+from operator_harness import IMAGE, Clock, Harness
 
 SPEC: dict[str, Any] = {
     "hostname": "mx.example.org",
