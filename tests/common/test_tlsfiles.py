@@ -116,8 +116,7 @@ async def test_grpc_server_presents_a_renewed_certificate_without_restarting(
 
         # The files are replaced in place, as a renewed Secret is.
         renewed = new_ca.issue_cert("policy.test")
-        Path(server["cert"]).write_bytes(b"".join(b.bytes() for b in renewed.cert_chain_pems))
-        Path(server["key"]).write_bytes(renewed.private_key_pem.bytes())
+        write(Path(server["cert"]).parent, "server", renewed)
         assert await call(port, creds) == b"ping"
     finally:
         await srv.stop(None)
