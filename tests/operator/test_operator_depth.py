@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,18 +18,47 @@ from elemta.common.jetstream import ensure_streams
 from elemta.operator.depth import jsz_depth
 
 from support.dnsserver import free_port
-from support.natsserver import NatsServer
+from support.natsserver import nats_server_binary
+
+
+class MonitoredNats:
+    """A nats-server with JetStream and its HTTP monitoring port (what KEDA reads too)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port, self.monitor_port = free_port(), free_port()
+        conf = tmp / "nats.conf"
+        conf.write_text(
+            f"listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"
+            f'jetstream {{ store_dir: "{tmp / "js"}" }}\n'
+        )
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.monitor_port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "nats-server did not start"
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
-def monitored_nats(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats", monitor_port=free_port())
-    server.start()
+def monitored_nats(tmp_path: Path) -> Iterator[MonitoredNats]:
+    server = MonitoredNats(tmp_path)
     yield server
-    server.stop()
+    server.proc.terminate()
+    server.proc.wait(10)
 
 
-async def store(server: NatsServer, count: int) -> None:
+async def store(server: MonitoredNats, count: int) -> None:
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     await ensure_streams(js, Config())
@@ -35,13 +67,13 @@ async def store(server: NatsServer, count: int) -> None:
     await nc.close()
 
 
-async def test_depth_is_the_number_of_stored_messages(monitored_nats: NatsServer) -> None:
+async def test_depth_is_the_number_of_stored_messages(monitored_nats: MonitoredNats) -> None:
     await store(monitored_nats, 3)
     assert await jsz_depth(f"127.0.0.1:{monitored_nats.monitor_port}") == 3
 
 
 async def test_status_shows_the_queue_depth(
-    operator: Harness, memo: kopf.Memo, monitored_nats: NatsServer
+    operator: Harness, memo: kopf.Memo, monitored_nats: MonitoredNats
 ) -> None:
     await store(monitored_nats, 2)
     endpoint = f"127.0.0.1:{monitored_nats.monitor_port}"

@@ -34,11 +34,9 @@ class PortTaken(RuntimeError):
 
 
 class NatsServer:
-    def __init__(self, store: Path, port: int | None = None, monitor_port: int = 0) -> None:
+    def __init__(self, store: Path, port: int | None = None) -> None:
         self.store = store
         self.port = port or free_port()
-        #: HTTP monitoring (``/healthz``, ``/jsz``) on this port; 0: off.
-        self.monitor_port = monitor_port
         self._port_chosen = port is None
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = store / "nats.conf"
@@ -69,7 +67,6 @@ class NatsServer:
             f"listen: 127.0.0.1:{self.port}\n"
             "max_payload: 8MB\n"
             f'jetstream {{ store_dir: "{self.store / "js"}", sync_interval: always }}\n'
-            + (f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else "")
         )
         log_file = self.store / "nats.log"
         self._log_offset = len(log_file.read_text()) if log_file.exists() else 0
