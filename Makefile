@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/common:$(CURDIR)/services/ingress:$(CURDIR)/services/policy:$(CURDIR)/services/queue:$(CURDIR)/services/delivery:$(CURDIR)/services/api:$(CURDIR)/operator
 
-.PHONY: run test scanners k8s-tools chart lint typecheck proto bench bench-policy clean install
+.PHONY: run test scanners k8s-tools chart image image-check lint typecheck proto bench bench-policy clean install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,16 @@ chart: install k8s-tools
 	  $(HELM) template elemta charts/elemta -f $$f >/dev/null || exit 1; \
 	done
 
+# The container image, built from Debian packages and the wheels without Docker
+# (mmdebstrap + umoci; root): build/image/oci (OCI layout), build/image/rootfs,
+# build/image/elemta-<version>.tar (docker load). image-check runs its entry
+# points inside the root filesystem.
+image: install
+	bash tools/image/build.sh build/image
+
+image-check: image
+	bash tools/image/check.sh build/image
+
 test: install scanners k8s-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -79,4 +89,4 @@ bench-policy: install
 	$(PY) bench/policy.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
