@@ -29,6 +29,7 @@ class DnsServer:
         self.host = host
         self.records: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         self.names: set[dns.name.Name] = set()
+        self.silent: set[dns.name.Name] = set()  # names (and below) never answered
         self.queries = 0
         self._lock = threading.Lock()
         self._udp: socketserver.UDPServer | None = None
@@ -50,17 +51,25 @@ class DnsServer:
         fq = name if name.endswith(".") else name + "."
         self.add_zone(".", f"{fq} {ttl} IN {rtype} {value}\n")
 
+    def silence(self, name: str) -> None:
+        """Never answer queries for ``name`` or below it: a lookup there times out."""
+        with self._lock:
+            self.silent.add(dns.name.from_text(name))
+
     def clear(self) -> None:
         with self._lock:
             self.records.clear()
             self.names.clear()
+            self.silent.clear()
 
-    def answer(self, wire: bytes) -> bytes:
+    def answer(self, wire: bytes) -> bytes | None:
         query = dns.message.from_wire(wire)
         self.queries += 1
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.AA
         q = query.question[0]
+        if any(q.name.is_subdomain(n) for n in self.silent):
+            return None
         with self._lock:
             rrset = self.records.get((q.name, q.rdtype))
             cname = self.records.get((q.name, dns.rdatatype.CNAME))
@@ -85,7 +94,9 @@ class DnsServer:
             def handle(self) -> None:
                 data, sock = self.request
                 try:
-                    sock.sendto(outer.answer(data), self.client_address)
+                    out = outer.answer(data)
+                    if out is not None:
+                        sock.sendto(out, self.client_address)
                 except Exception:
                     pass
 
@@ -105,6 +116,8 @@ class DnsServer:
                                 return
                             data += chunk
                         out = outer.answer(data)
+                        if out is None:
+                            return
                         conn.sendall(struct.pack("!H", len(out)) + out)
                 except OSError:
                     return

@@ -43,11 +43,13 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
 
 from .config import Config
 
@@ -68,6 +70,7 @@ __all__ = [
     "delivery_consumer_config",
     "disconnect",
     "ensure_streams",
+    "open_bucket",
     "stream_configs",
     "wait_for_streams",
 ]
@@ -247,7 +250,7 @@ async def ensure_streams(js: JetStreamContext, cfg: Config) -> None:
             await js.update_stream(sc)
         except NotFoundError:
             await js.add_stream(sc)
-    from nats.js.api import KeyValueConfig, ObjectStoreConfig
+    from nats.js.api import ObjectStoreConfig
 
     await js.create_key_value(
         KeyValueConfig(bucket=STATE_BUCKET, history=1, replicas=cfg.nats.replicas)
@@ -273,3 +276,15 @@ async def wait_for_streams(
         if stop is not None and stop.is_set():
             return
         await asyncio.sleep(0.5)
+
+
+async def open_bucket(js: JetStreamContext, bucket: str, ttl: float) -> KeyValue:
+    """A KV bucket a service keeps for itself (greylist, rate limits, MTA-STS
+    policies ...): created with ``ttl`` (0: entries never expire), or used as it
+    is when it already exists with another configuration (a changed setting must
+    not stop the service)."""
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl, history=1))
+    except BadRequestError as exc:
+        log.warning("bucket %s exists with another configuration, using it: %s", bucket, exc)
+        return await js.key_value(bucket)
