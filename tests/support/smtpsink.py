@@ -8,6 +8,7 @@ given number of attempts, to exercise retries and bounces.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     at: float = field(default_factory=time.time)
+    tls: bool = False  # came over TLS (STARTTLS)
 
 
 def _sender(mail_from: str | None) -> str:
@@ -63,7 +65,12 @@ class _Handler:
         content = envelope.original_content or b""
         with self.sink._lock:
             self.sink.messages.append(
-                Received(_sender(envelope.mail_from), list(envelope.rcpt_tos), content)
+                Received(
+                    _sender(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    content,
+                    tls=session.ssl is not None,
+                )
             )
         if isinstance(server, LMTP):
             return "\r\n".join("250 2.0.0 delivered" for _ in envelope.rcpt_tos)
@@ -71,9 +78,12 @@ class _Handler:
 
 
 class SmtpSink:
-    """A sink on ``127.0.0.1:<port>``; ``lmtp=True`` speaks LMTP instead."""
+    """A sink on ``127.0.0.1:<port>``; ``lmtp=True`` speaks LMTP instead; with a
+    ``tls_context`` it offers STARTTLS (not required)."""
 
-    def __init__(self, port: int | None = None, lmtp: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, lmtp: bool = False, tls_context: ssl.SSLContext | None = None
+    ) -> None:
         self.port = port or free_port()
         self.messages: list[Received] = []
         self.data_attempts = 0
@@ -102,6 +112,8 @@ class SmtpSink:
                 server_hostname="sink.test",
                 enable_SMTPUTF8=True,
                 data_size_limit=64 * 1024 * 1024,
+                tls_context=tls_context,
+                require_starttls=False,
             )
 
     def _scripted(self, table: dict[str, list[str] | str], key: str) -> str | None:

@@ -20,7 +20,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ApiSettings",
@@ -35,6 +42,7 @@ __all__ = [
     "NatsSettings",
     "PolicySettings",
     "QueueSettings",
+    "RelaySettings",
     "Route",
     "ServerSettings",
     "TelemetrySettings",
@@ -317,6 +325,39 @@ class QueueSettings(_Section):
         return v
 
 
+TLS_LEVELS = ("none", "may", "encrypt", "verify", "dane")
+_LEVEL_PATTERN = "^(" + "|".join(TLS_LEVELS) + ")$"
+
+
+class RelaySettings(_Section):
+    """A smarthost (relay) reached by a ``smtp:[host]:port`` route: TLS and SMTP AUTH.
+
+    Credentials come from files (a mounted Kubernetes Secret), read when a
+    session opens, never from the configuration itself; they are only ever
+    sent over TLS.
+    """
+
+    security_level: str = Field(
+        "verify",
+        pattern="^(none|may|encrypt|verify)$",
+        description="TLS for this relay (Postfix levels); credentials need encrypt or verify",
+    )
+    implicit_tls: bool = Field(
+        False, description="TLS from the first byte (SMTPS, port 465) instead of STARTTLS"
+    )
+    ca_file: str = Field("", description="CA bundle to verify the relay; empty: tls_ca_file")
+    username_file: str = Field("", description="File holding the SMTP AUTH user name")
+    password_file: str = Field("", description="File holding the SMTP AUTH password")
+
+    @model_validator(mode="after")
+    def _auth_over_tls(self) -> RelaySettings:
+        if bool(self.username_file) != bool(self.password_file):
+            raise ValueError("username_file and password_file go together")
+        if self.username_file and self.security_level not in ("encrypt", "verify"):
+            raise ValueError("credentials are only sent over TLS: use encrypt or verify")
+        return self
+
+
 class DeliverySettings(_Section):
     """Delivery workers."""
 
@@ -330,9 +371,49 @@ class DeliverySettings(_Section):
     )
     max_connections_per_destination: int = Field(8, ge=1, description="Open SMTP sessions")
     maildir_root: str = Field("", description="Maildir base; empty: <state_dir>/mail")
-    starttls: bool = Field(True, description="Opportunistic STARTTLS when offered")
+    tls_security_level: str = Field(
+        "may",
+        pattern=_LEVEL_PATTERN,
+        description="Default TLS level (Postfix smtp_tls_security_level): none, may, encrypt,"
+        " verify, dane",
+    )
+    tls_policy: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per destination TLS level: recipient domain, .subdomain or [host]:port",
+    )
+    tls_ca_file: str = Field(
+        "", description="CA bundle for verify, MTA-STS and policy fetches; empty: the system's"
+    )
+    mta_sts: bool = Field(True, description="Honour the MTA-STS policies of recipient domains")
+    mta_sts_fetch_timeout: float = Field(20.0, gt=0, description="Seconds to fetch a policy")
+    mta_sts_port: int = Field(
+        443, ge=1, le=65535, description="HTTPS port of the mta-sts.<domain> policy hosts"
+    )
+    relays: dict[str, RelaySettings] = Field(
+        default_factory=dict, description="Smarthosts by next hop ([host]:port): TLS, AUTH"
+    )
     smtp_port: int = Field(25, ge=1, le=65535, description="Port for MX delivery")
     helo_name: str = Field("", description="EHLO name; empty: server.hostname")
+
+    @field_validator("tls_policy")
+    @classmethod
+    def _tls_policy(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for dest, level in v.items():
+            level = level.strip().lower()
+            if level not in TLS_LEVELS:
+                raise ValueError(f"{dest!r}: TLS level must be one of {', '.join(TLS_LEVELS)}")
+            out[dest.strip().lower()] = level
+        return out
+
+    @field_validator("relays")
+    @classmethod
+    def _relays(cls, v: dict[str, RelaySettings]) -> dict[str, RelaySettings]:
+        out = {}
+        for hop, relay in v.items():
+            host, port = split_hostport(hop if ":" in hop.rpartition("]")[2] else f"{hop}:25")
+            out[f"[{host.lower()}]:{port}"] = relay
+        return out
 
 
 class DnsSettings(_Section):
@@ -344,6 +425,10 @@ class DnsSettings(_Section):
     port: int = Field(53, ge=1, le=65535)
     timeout: float = Field(5.0, gt=0, description="Seconds for a whole lookup")
     cache_size: int = Field(10000, ge=0)
+    dnssec: bool = Field(
+        False,
+        description="The nameservers validate DNSSEC: trust their AD bit (needed for DANE)",
+    )
 
 
 class TransportSettings(_Section):
@@ -468,14 +553,14 @@ def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
         parsed: Any = value
         if key in _LIST_FIELDS:
             parsed = [p.strip() for p in value.split(",") if p.strip()]
-        elif section == "transport" and key == "routes":
+        elif (section, key) in (("transport", "routes"), ("delivery", "tls_policy")):
             parsed = {}
             for pair in value.split(","):
                 if not pair.strip():
                     continue
                 domain, sep, route = pair.partition("=")
                 if not sep:
-                    raise ConfigError(f"{name}: expected domain=route pairs, got {pair!r}")
+                    raise ConfigError(f"{name}: expected domain=value pairs, got {pair!r}")
                 parsed[domain.strip()] = route.strip()
         out.setdefault(section, {})[key] = parsed
     return out

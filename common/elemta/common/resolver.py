@@ -21,6 +21,14 @@ would give for it (``code``, ``enhanced`` status code per RFC 3463 and ``text``)
 MX lookups follow RFC 5321 section 5.1: hosts sorted by preference (equal
 preferences in random order); no MX records means the domain itself is the
 only host, provided it has an address (the implicit MX).
+
+DNSSEC: every query asks for the AD bit (RFC 6840 5.7). With ``dns.dnssec``
+on, the configured nameservers are trusted to validate, and the ``*_secure``
+lookups (:meth:`Resolver.resolve_secure`, :meth:`Resolver.mx_secure`,
+:meth:`Resolver.addresses_secure`) say whether the answer was
+DNSSEC-validated: the AD bit of the answer, as Postfix reads it with
+``smtp_dns_support_level = dnssec``. Without it nothing counts as secure.
+DANE (RFC 7672) needs this; nothing else depends on it.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from typing import Any, TypeVar
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rdata
 import dns.rdatatype
@@ -134,6 +143,7 @@ def configured(settings: DnsSettings, factory: Callable[..., _R]) -> _R:
     res.lifetime = settings.timeout
     res.timeout = min(2.0, settings.timeout)  # per server try, within the lifetime
     res.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
+    res.flags = dns.flags.RD | dns.flags.AD  # ask for the AD bit (RFC 6840 5.7)
     return res
 
 
@@ -143,7 +153,7 @@ class Resolver:
     def __init__(self, settings: DnsSettings) -> None:
         self.settings = settings
         self._res = configured(settings, dns.asyncresolver.Resolver)
-        self._pending: dict[tuple[str, str], asyncio.Future[list[Any]]] = {}
+        self._pending: dict[tuple[str, str], asyncio.Future[tuple[list[Any], bool]]] = {}
 
     # -- generic ---------------------------------------------------------------
 
@@ -153,21 +163,27 @@ class Resolver:
         Raises :class:`NoSuchDomain` for NXDOMAIN and :class:`TemporaryDnsError`
         when no server gave an answer.
         """
+        return (await self.resolve_secure(name, rdtype))[0]
+
+    async def resolve_secure(self, name: str, rdtype: str) -> tuple[list[dns.rdata.Rdata], bool]:
+        """As :meth:`resolve`, and whether the answer (or the absence of records)
+        was DNSSEC-validated by a trusted resolver (``dns.dnssec``)."""
         key = (name.lower().rstrip("."), rdtype.upper())
         fut = self._pending.get(key)
         if fut is None:
             fut = asyncio.ensure_future(self._query(*key))
             self._pending[key] = fut
             fut.add_done_callback(functools.partial(self._forget, key))
-        return list(await asyncio.shield(fut))
+        records, secure = await asyncio.shield(fut)
+        return list(records), secure and self.settings.dnssec
 
-    def _forget(self, key: tuple[str, str], fut: asyncio.Future[list[Any]]) -> None:
+    def _forget(self, key: tuple[str, str], fut: asyncio.Future[tuple[list[Any], bool]]) -> None:
         if self._pending.get(key) is fut:
             del self._pending[key]
         if not fut.cancelled():
             fut.exception()  # retrieved, even when every waiter was cancelled
 
-    async def _query(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+    async def _query(self, name: str, rdtype: str) -> tuple[list[dns.rdata.Rdata], bool]:
         try:
             qname = dns.name.from_text(name)
         except (dns.exception.DNSException, UnicodeError) as exc:
@@ -184,9 +200,10 @@ class Resolver:
             raise NoSuchDomain(f"{name}: name too long after DNAME substitution") from None
         except dns.exception.DNSException as exc:
             raise TemporaryDnsError(f"{name}/{rdtype}: DNS lookup failed: {exc}") from None
+        secure = bool(answer.response.flags & dns.flags.AD)
         if answer.rrset is None:
-            return []
-        return list(answer.rrset)
+            return [], secure
+        return list(answer.rrset), secure
 
     async def txt(self, name: str) -> list[str]:
         """TXT records, each joined from its strings (SPF, DKIM, DMARC)."""
@@ -201,23 +218,32 @@ class Resolver:
         Raises :class:`PermanentDnsError` (5.4.4) when the host has none and
         :class:`TemporaryDnsError` when that cannot be known now.
         """
+        return (await self.addresses_secure(host))[0]
+
+    async def addresses_secure(self, host: str) -> tuple[list[str], bool]:
+        """As :meth:`addresses`, and whether every answer was DNSSEC-validated."""
         host = host.strip().strip("[]")
         if host.lower().startswith("ipv6:"):
             host = host[5:]
         if _is_ip(host):
-            return [host]
+            return [host], False
         results = await asyncio.gather(
-            self.resolve(host, "A"), self.resolve(host, "AAAA"), return_exceptions=True
+            self.resolve_secure(host, "A"),
+            self.resolve_secure(host, "AAAA"),
+            return_exceptions=True,
         )
         out: list[str] = []
         errors: list[BaseException] = []
+        secure = True
         for res in results:
             if isinstance(res, BaseException):
                 errors.append(res)
+                secure = False
             else:
-                out.extend(r.to_text() for r in res)
+                out.extend(r.to_text() for r in res[0])
+                secure = secure and res[1]
         if out:
-            return out
+            return out, secure
         for err in errors:
             if not isinstance(err, DnsError):
                 raise err
@@ -232,8 +258,12 @@ class Resolver:
         NXDOMAIN, :class:`PermanentDnsError` (5.1.2) for a domain with neither MX
         nor address, :class:`TemporaryDnsError` when the DNS does not answer.
         """
+        return (await self.mx_secure(domain))[0]
+
+    async def mx_secure(self, domain: str) -> tuple[list[MxHost], bool]:
+        """As :meth:`mx`, and whether the MX answer was DNSSEC-validated (RFC 7672 2.2.1)."""
         domain = domain.lower().rstrip(".")
-        records = await self.resolve(domain, "MX")
+        records, secure = await self.resolve_secure(domain, "MX")
         hosts = [
             MxHost(int(r.preference), r.exchange.to_text(omit_final_dot=True).lower())  # type: ignore[attr-defined]
             for r in records
@@ -248,11 +278,11 @@ class Resolver:
                 await self.addresses(domain)
             except PermanentDnsError:
                 raise PermanentDnsError(f"{domain}: no MX and no address records") from None
-            return [MxHost(0, domain)]
+            return [MxHost(0, domain)], secure
         hosts.sort()
         out: list[MxHost] = []
         for _pref, group in groupby(hosts, key=lambda h: h.preference):
             same = list(group)
             random.shuffle(same)
             out.extend(same)
-        return out
+        return out, secure

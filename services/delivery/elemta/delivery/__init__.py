@@ -36,6 +36,8 @@ DESCRIPTION
 
 STANDARDS
     RFC 5321 (SMTP), RFC 3207 (STARTTLS), RFC 7435 (opportunistic security),
+    RFC 8461 (MTA-STS), RFC 7672 and RFC 6698 (DANE for SMTP, TLSA),
+    RFC 8460 (TLS reporting), RFC 4954 (SMTP AUTH to relays),
     RFC 2033 (LMTP), RFC 2920 (pipelining, LMTP only), RFC 6152 (8BITMIME),
     RFC 6531 (SMTPUTF8), RFC 1870 (SIZE), RFC 3463 (enhanced status codes),
     RFC 7505 (null MX), RFC 2308 (negative caching).
@@ -44,10 +46,15 @@ SECURITY
     The service needs no privileges: it opens outbound connections and writes
     Maildir files as its own user (files 0600, directories 0700). Mailbox
     names are checked so that no recipient can write outside maildir_root.
-    STARTTLS is opportunistic: used whenever offered, without certificate
-    checks, because an encrypted session with an unauthenticated peer beats a
-    plain one; when the TLS handshake fails the message goes in plain text on
-    a new connection. Nothing from the message or the envelope is ever used
+    At the default level (may) STARTTLS is opportunistic: used whenever
+    offered, without certificate checks, because an encrypted session with an
+    unauthenticated peer beats a plain one; when the TLS handshake fails the
+    message goes in plain text on a new connection. Where a level, an
+    MTA-STS policy in enforce mode or DNSSEC-validated TLSA records demand
+    more, a session that does not meet it is closed before MAIL FROM and the
+    mail deferred (4.7.4 TLS not offered, 4.7.5 handshake or certificate
+    failure): never sent in clear instead. Relay credentials are read from
+    files and only sent over TLS. Nothing from the message or the envelope is ever used
     as a file name except the checked mailbox name.
 
 DIAGNOSTICS
@@ -84,8 +91,17 @@ CONFIGURATION PARAMETERS
         Sessions (busy or idle) open to one peer address and port.
     maildir_root ("")
         Maildir base; empty means <server.state_dir>/mail.
-    starttls (true)
-        Use STARTTLS when the peer offers it.
+    tls_security_level ("may")
+        none, may, encrypt, verify or dane (see elemta.delivery.tlspolicy).
+    tls_policy ({})
+        Levels per recipient domain, .subdomain or [host]:port next hop.
+    tls_ca_file ("")
+        CA bundle for verify, MTA-STS and policy fetches; empty: the system's.
+    mta_sts (true), mta_sts_fetch_timeout (20), mta_sts_port (443)
+        Honour recipient domains' MTA-STS policies (elemta.delivery.mtasts).
+    relays ({})
+        Smarthosts by next hop: security_level, implicit_tls, ca_file,
+        username_file, password_file (elemta.delivery.relayauth).
     smtp_port (25)
         Port for MX delivery.
     helo_name ("")

@@ -32,6 +32,7 @@ from .maildir import MaildirTransport
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
 from .smtp import SmtpTransport
+from .tlspolicy import ResultSink, TlsPolicy
 
 __all__ = ["AttemptHandler", "Router"]
 
@@ -45,8 +46,14 @@ _POSTFIX_STATUS = {"delivered": "sent", "deferred": "deferred", "failed": "bounc
 class Router:
     """Route kind -> transport."""
 
-    def __init__(self, cfg: Config, resolver: Resolver) -> None:
-        self.smtp = SmtpTransport(cfg, resolver)
+    def __init__(
+        self,
+        cfg: Config,
+        resolver: Resolver,
+        tls: TlsPolicy | None = None,
+        results: ResultSink | None = None,
+    ) -> None:
+        self.smtp = SmtpTransport(cfg, resolver, tls, results)
         self.lmtp = LmtpTransport(cfg, resolver)
         self.maildir = MaildirTransport(cfg.maildir_root)
 

@@ -22,6 +22,7 @@ from elemta.common.resolver import Resolver
 from .errors import Reply, SessionFailure, connect_failure, lost_connection
 from .outcome import Delivery
 from .pool import Pool
+from .tlspolicy import TlsRequirement
 from .transport import SessionTransport, peer_name
 
 __all__ = ["LmtpSession", "LmtpTransport", "dot_stuff"]
@@ -233,7 +234,9 @@ class LmtpTransport(SessionTransport[LmtpSession]):
     async def deliver(self, job: DeliveryJob, body: bytes, route: Route) -> Delivery:
         return await self.send_to_hosts(job, body, [route.host], route.port)
 
-    async def open(self, name: str, addr: str, port: int) -> LmtpSession:
+    async def open(
+        self, name: str, addr: str, port: int, tls: TlsRequirement | None = None
+    ) -> LmtpSession:
         peer = peer_name(name, addr, port)
         return await LmtpSession.open(
             addr, port, peer, self.name, self.connect_timeout, self.command_timeout

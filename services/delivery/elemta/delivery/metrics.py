@@ -11,6 +11,7 @@ __all__ = [
     "CONNECTIONS_REUSED",
     "INFLIGHT",
     "RECIPIENTS",
+    "TLS_SESSIONS",
 ]
 
 ATTEMPTS = Counter(
@@ -36,4 +37,10 @@ CONNECTIONS_OPENED = Counter(
 CONNECTIONS_REUSED = Counter(
     "elemta_delivery_connections_reused_total",
     "Messages sent over a session left open by an earlier message",
+)
+TLS_SESSIONS = Counter(
+    "elemta_delivery_tls_sessions_total",
+    "SMTP sessions opened, by the policy that applied (none, may, encrypt, verify, dane, sts)"
+    " and what came of it: verified, encrypted (not authenticated), plain, failed",
+    ["policy", "outcome"],
 )

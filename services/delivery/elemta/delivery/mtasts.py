@@ -288,27 +288,52 @@ class PolicyFetcher:
 
 
 class PolicyCache:
-    """Policies by domain: memory in front of the shared KV bucket (optional)."""
+    """Policies by domain: memory in front of the shared KV bucket (optional).
 
-    def __init__(self, kv: KeyValue | None = None, timeout: float = 2.0) -> None:
+    A domain the bucket had nothing for is not asked about again for
+    ``miss_ttl`` seconds unless the caller insists (``fresh``): most domains
+    publish no policy, and a KV round trip per message to them would be waste.
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue | None = None,
+        timeout: float = 2.0,
+        miss_ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.kv = kv
         self.timeout = timeout
+        self.miss_ttl = miss_ttl
+        self.clock = clock
         self._memory: dict[str, StsPolicy] = {}
+        self._missed: dict[str, float] = {}
 
-    async def get(self, domain: str) -> StsPolicy | None:
+    async def get(self, domain: str, fresh: bool = False) -> StsPolicy | None:
         policy = self._memory.get(domain)
-        if policy is None and self.kv is not None:
+        if self.kv is None or (policy is not None and not fresh):
+            return policy
+        if not fresh and self._missed.get(domain, 0.0) > self.clock():
+            return None
+        try:
+            entry = await asyncio.wait_for(self.kv.get(domain), self.timeout)
+        except Exception as exc:  # not found, or NATS not answering: nothing shared
+            log.debug("MTA-STS cache %s: %r", domain, exc)
+            self._missed[domain] = self.clock() + self.miss_ttl
+            return policy
+        if entry.value:
             try:
-                entry = await asyncio.wait_for(self.kv.get(domain), self.timeout)
-                if entry.value:
-                    policy = StsPolicy.from_json(entry.value)
-                    self._memory[domain] = policy
-            except Exception as exc:  # not found, or NATS not answering: no cached policy
-                log.debug("MTA-STS cache %s: %r", domain, exc)
+                policy = StsPolicy.from_json(entry.value)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("unreadable cached MTA-STS policy of %s: %r", domain, exc)
+                return policy
+            self._memory[domain] = policy
+            self._missed.pop(domain, None)
         return policy
 
     async def put(self, domain: str, policy: StsPolicy) -> None:
         self._memory[domain] = policy
+        self._missed.pop(domain, None)
         if self.kv is not None:
             try:
                 await asyncio.wait_for(self.kv.put(domain, policy.to_json()), self.timeout)
@@ -376,6 +401,10 @@ class MtaSts:
             return self._applies(cached, None if cached else exc)
         if policy_id is None:
             return self._applies(cached)
+        if cached is None or cached.id != policy_id:
+            shared = await self.cache.get(domain, fresh=True)  # another process may have it
+            if shared is not None and shared.expires_at > now:
+                cached = shared
         if cached is not None and cached.id == policy_id:
             return self._applies(cached)
         failed = self._failed.get(domain)

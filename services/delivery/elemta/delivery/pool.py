@@ -25,7 +25,7 @@ __all__ = ["Pool", "Session"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int]
+Key = tuple[object, ...]  # (address, port[, TLS requirement])
 
 
 class Session(Protocol):

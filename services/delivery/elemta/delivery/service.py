@@ -10,12 +10,14 @@ from nats.js import JetStreamContext
 
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
-from elemta.common.jetstream import connect, disconnect
+from elemta.common.jetstream import connect, disconnect, open_bucket
 from elemta.common.resolver import Resolver
 
 from .attempt import AttemptHandler, Router
 from .body import BodyStore
+from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
 from .outcome import Reporter
+from .tlspolicy import TlsPolicy
 from .worker import PullWorker
 
 __all__ = ["DeliveryService"]
@@ -40,6 +42,7 @@ class DeliveryService:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.router: Router | None = None
+        self.mta_sts: MtaSts | None = None
         self.worker: PullWorker | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
@@ -49,7 +52,9 @@ class DeliveryService:
         cfg = self.cfg
         self.nc = await connect(cfg, "elemta-delivery")
         self.js = self.nc.jetstream(timeout=cfg.nats.publish_timeout)
-        self.router = Router(cfg, Resolver(cfg.dns))
+        resolver = Resolver(cfg.dns)
+        self.mta_sts = await self._mta_sts(resolver)
+        self.router = Router(cfg, resolver, TlsPolicy(cfg, resolver, self.mta_sts))
         handler = AttemptHandler(
             BodyStore(self.js), self.router, Reporter(self.js, cfg.nats.publish_timeout)
         )
@@ -63,10 +68,26 @@ class DeliveryService:
             cfg.maildir_root,
         )
 
+    async def _mta_sts(self, resolver: Resolver) -> MtaSts | None:
+        """MTA-STS with its policy cache in JetStream KV (memory only while NATS fails)."""
+        d = self.cfg.delivery
+        if not d.mta_sts:
+            return None
+        assert self.js is not None
+        try:
+            kv = await open_bucket(self.js, STS_BUCKET, ttl=MAX_AGE_LIMIT)
+        except Exception as exc:
+            log.warning("MTA-STS policies are cached in this process only: %r", exc)
+            kv = None
+        fetcher = PolicyFetcher(resolver, d.tls_ca_file, d.mta_sts_fetch_timeout, d.mta_sts_port)
+        return MtaSts(resolver, fetcher, PolicyCache(kv))
+
     async def stop(self) -> None:
         if self.worker is not None:
             await self.worker.stop(self.drain_grace)
         if self.router is not None:
             await self.router.close()
+        if self.mta_sts is not None:
+            await self.mta_sts.close()
         if self.nc is not None:
             await disconnect(self.nc)

@@ -15,8 +15,10 @@ TO per recipient, each answered on its own, and DATA for the accepted ones.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import socket
 import ssl
 
 import aiosmtplib
@@ -33,8 +35,12 @@ from elemta.common.resolver import DnsError, Resolver
 
 from . import dataphase
 from .errors import Reply, SessionFailure, connect_failure, lost_connection
+from .metrics import TLS_SESSIONS
 from .outcome import Delivery
 from .pool import Pool
+from .relayauth import login
+from .tlscheck import Verifier, peer_chain
+from .tlspolicy import ResultSink, TlsPolicy, TlsRequirement
 from .transport import SessionTransport, peer_name
 
 dataphase.install()
@@ -180,67 +186,162 @@ class SmtpSession:
 class SmtpTransport(SessionTransport[SmtpSession]):
     """``mx`` and ``smtp`` routes: MX lookup (or the relay host), then SMTP."""
 
-    def __init__(self, cfg: Config, resolver: Resolver) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        resolver: Resolver,
+        tls: TlsPolicy | None = None,
+        results: ResultSink | None = None,
+    ) -> None:
         d = cfg.delivery
         super().__init__(
             resolver, Pool(d.max_connections_per_destination, d.idle_connection_timeout)
         )
         self.helo = d.helo_name or cfg.server.hostname
-        self.mx_port = d.smtp_port
-        self.starttls = d.starttls
         self.connect_timeout = d.connect_timeout
         self.command_timeout = d.command_timeout
         self.tls_context = opportunistic_tls_context()
+        self.tls = tls or TlsPolicy(cfg, resolver)
+        self.verifier = Verifier(d.tls_ca_file)
+        self.results = results
 
     async def deliver(self, job: DeliveryJob, body: bytes, route: Route) -> Delivery:
-        if route.kind == "mx":
-            domain, port, lookup = job.domain, self.mx_port, True
+        dest = self.tls.destination(job, route)
+        if not dest.mx_lookup or _is_address(dest.domain):
+            hosts, secure = [dest.domain], True  # no MX answer to distrust
         else:
-            domain, port, lookup = route.host, route.port, route.mx_lookup
-        if not lookup or _is_address(domain):
-            return await self.send_to_hosts(job, body, [domain], port)
-        try:
-            hosts = [mx.host for mx in await self.resolver.mx(domain)]
-        except DnsError as exc:
-            return Delivery.everyone(job, domain, Reply.from_dns(exc))
-        return await self.send_to_hosts(job, body, hosts, port)
-
-    async def open(self, name: str, addr: str, port: int) -> SmtpSession:
-        peer = peer_name(name, addr, port)
-        client = await self._connect(addr, port, peer)
-        tls = False
-        if self.starttls and client.supports_extension("starttls"):
-            sni = None if name == addr else name
             try:
-                await client.starttls(server_hostname=sni, tls_context=self.tls_context)
-            except SMTPResponseException as exc:  # STARTTLS refused: go on in plain text
-                log.info("%s refused STARTTLS: %s %s", peer, exc.code, exc.message)
-                if not client.is_connected:
-                    client = await self._connect(addr, port, peer)
-            except (SMTPException, ssl.SSLError, OSError, TimeoutError) as exc:
-                log.info("TLS handshake with %s failed (%s); retrying in plain text", peer, exc)
+                mx, secure = await self.resolver.mx_secure(dest.domain)
+            except DnsError as exc:
+                return Delivery.everyone(job, dest.domain, Reply.from_dns(exc))
+            hosts = [m.host for m in mx]
+        plan = await self.tls.plan(dest, hosts, secure)
+        if plan.failure is not None:
+            return Delivery.everyone(job, dest.domain, plan.failure)
+        return await self.send_to_hosts(job, body, plan.hosts, dest.port, plan.requirement)
+
+    async def open(
+        self, name: str, addr: str, port: int, tls: TlsRequirement | None = None
+    ) -> SmtpSession:
+        req = tls or TlsRequirement(level=self.tls.default, names=(name,), sni=name)
+        peer = peer_name(name, addr, port)
+        sni = None if _is_address(req.sni or name) else (req.sni or name)
+        if req.implicit:
+            client = await self._connect(addr, port, peer, tls_name=sni or addr)
+            await self._judge(client, req, name, addr, peer)
+            await self._hello(client, peer)
+            return await self._ready(client, req, peer, tls=True)
+        client = await self._connect(addr, port, peer)
+        if req.level == "none":
+            return SmtpSession(client, peer, False, self.command_timeout)
+        if not client.supports_extension("starttls"):
+            self._record(req, "starttls-not-supported", name, addr, f"{peer} offers no STARTTLS")
+            if req.mandatory:
                 client.close()
+                raise SessionFailure(
+                    Reply(451, "4.7.4", f"TLS is required, but was not offered by {peer}")
+                )
+            return await self._ready(client, req, peer, tls=False)
+        try:
+            await client.starttls(server_hostname=sni, tls_context=self.tls_context)
+        except SMTPResponseException as exc:  # STARTTLS refused
+            self._record(req, "starttls-not-supported", name, addr, f"{exc.code} {exc.message}")
+            if req.mandatory:
+                client.close()
+                raise SessionFailure(
+                    Reply(451, "4.7.5", f"{peer} refused STARTTLS: {exc.code} {exc.message}")
+                ) from None
+            log.info("%s refused STARTTLS: %s %s", peer, exc.code, exc.message)
+            if not client.is_connected:
                 client = await self._connect(addr, port, peer)
-            else:
-                tls = True
-                await self._hello(client, peer)
+            return await self._ready(client, req, peer, tls=False)
+        except (SMTPException, ssl.SSLError, OSError, TimeoutError) as exc:
+            client.close()
+            self._record(req, "validation-failure", name, addr, f"TLS handshake failed: {exc}")
+            if req.mandatory:
+                raise SessionFailure(
+                    Reply(451, "4.7.5", f"TLS handshake with {peer} failed: {exc}")
+                ) from None
+            log.info("TLS handshake with %s failed (%s); retrying in plain text", peer, exc)
+            client = await self._connect(addr, port, peer)
+            return await self._ready(client, req, peer, tls=False)
+        await self._judge(client, req, name, addr, peer)
+        await self._hello(client, peer)
+        return await self._ready(client, req, peer, tls=True)
+
+    async def _judge(
+        self, client: aiosmtplib.SMTP, req: TlsRequirement, name: str, addr: str, peer: str
+    ) -> None:
+        """Check the presented certificate against the requirement; raise when it must hold."""
+        ssl_object = client.get_transport_info("ssl_object")
+        verdict = self.verifier.check(req, peer_chain(ssl_object))
+        if not verdict.ok:
+            self._record(req, verdict.result_type, name, addr, verdict.reason)
+            if req.mandatory:
+                client.close()
+                TLS_SESSIONS.labels(_policy(req), "failed").inc()
+                raise SessionFailure(Reply(451, "4.7.5", f"{peer}: {verdict.reason}"))
+            log.info("%s: %s (not enforced)", peer, verdict.reason)
+        elif req.unusable_tlsa:
+            self._record(req, "tlsa-invalid", name, addr, "no usable TLSA record")
+        else:
+            self._record(req, "", name, addr, "")
+        kind = "Verified" if req.authenticated and verdict.ok else "Untrusted"
+        cipher = ssl_object.cipher() if ssl_object is not None else None
+        log.info(
+            "%s TLS connection established to %s: %s with cipher %s",
+            kind,
+            peer,
+            cipher[1] if cipher else "?",
+            cipher[0] if cipher else "?",
+        )
+
+    def _record(self, req: TlsRequirement, result: str, host: str, addr: str, why: str) -> None:
+        if self.results is not None and req.report is not None:
+            self.results.record(req.report, result, host, addr, why)
+
+    async def _ready(
+        self, client: aiosmtplib.SMTP, req: TlsRequirement, peer: str, tls: bool
+    ) -> SmtpSession:
+        """Log in to a relay when it has credentials; count the session."""
+        if req.relay is not None and req.relay.username_file:
+            await login(client, req.relay, peer)
+        outcome = "plain" if not tls else "verified" if req.authenticated else "encrypted"
+        TLS_SESSIONS.labels(_policy(req), outcome).inc()
         return SmtpSession(client, peer, tls, self.command_timeout)
 
-    async def _connect(self, addr: str, port: int, peer: str) -> aiosmtplib.SMTP:
-        client = aiosmtplib.SMTP(
-            hostname=addr,
-            port=port,
-            local_hostname=self.helo,
-            timeout=self.command_timeout,
-            start_tls=False,
-            validate_certs=False,
-        )
+    async def _connect(
+        self, addr: str, port: int, peer: str, tls_name: str | None = None
+    ) -> aiosmtplib.SMTP:
+        """Connect and say EHLO; with ``tls_name``, TLS from the first byte (SNI that name)."""
+        client: aiosmtplib.SMTP
+        try:
+            if tls_name is None:
+                client = aiosmtplib.SMTP(
+                    hostname=addr,
+                    port=port,
+                    local_hostname=self.helo,
+                    timeout=self.command_timeout,
+                    start_tls=False,
+                    validate_certs=False,
+                )
+            else:
+                client = aiosmtplib.SMTP(
+                    hostname=tls_name,
+                    sock=await _open_socket(addr, port, self.connect_timeout),
+                    local_hostname=self.helo,
+                    timeout=self.command_timeout,
+                    use_tls=True,
+                    tls_context=self.tls_context,
+                )
+        except (OSError, TimeoutError) as exc:
+            raise SessionFailure(connect_failure(peer, exc)) from None
         try:
             await client.connect(timeout=self.connect_timeout)
         except SMTPConnectResponseError as exc:  # greeted with 421/554
             client.close()
             raise SessionFailure(Reply.parse(exc.code, exc.message)) from None
-        except (SMTPException, OSError, TimeoutError) as exc:
+        except (SMTPException, ssl.SSLError, OSError, TimeoutError) as exc:
             client.close()
             raise SessionFailure(connect_failure(peer, exc)) from None
         await self._hello(client, peer)
@@ -260,3 +361,23 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         except (SMTPException, OSError, TimeoutError) as exc:
             client.close()
             raise SessionFailure(lost_connection(peer, "saying EHLO", exc)) from None
+
+
+def _policy(req: TlsRequirement) -> str:
+    """The metric label: the level, or the policy that set it."""
+    if req.report is not None:
+        return "sts" if req.report.policy_type == "sts" else "dane"
+    return req.level
+
+
+async def _open_socket(addr: str, port: int, within: float) -> socket.socket:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(within):
+            await asyncio.get_running_loop().sock_connect(sock, (addr, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -7,11 +7,18 @@ session before answering MAIL FROM is skipped; the first host that answers a
 transaction decides the result. When every host failed, the result is the last
 temporary failure if there was one (a later host may work tomorrow), else the
 last failure.
+
+With a TLS plan (SMTP only, see :mod:`.tlspolicy`) each host's requirement is
+asked for before its addresses are tried; a host whose requirement cannot be
+known now (a failed TLSA lookup) is skipped like an unreachable one. Sessions
+are pooled per address, port and requirement, so a session authenticated for
+one policy never carries mail held to another.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 from elemta.common.envelope import DeliveryJob, RecipientResult
@@ -20,6 +27,7 @@ from elemta.common.resolver import DnsError, Resolver
 from .errors import Reply, SessionFailure
 from .outcome import Delivery
 from .pool import Pool
+from .tlspolicy import TlsRequirement
 
 __all__ = ["SessionTransport", "TransactionSession"]
 
@@ -48,27 +56,38 @@ class SessionTransport(Generic[S]):
         self.resolver = resolver
         self.pool = pool
 
-    async def open(self, name: str, addr: str, port: int) -> S:
+    async def open(self, name: str, addr: str, port: int, tls: TlsRequirement | None = None) -> S:
         """A ready session (greeted, EHLO/LHLO done); raises :class:`SessionFailure`."""
         raise NotImplementedError
 
     async def send_to_hosts(
-        self, job: DeliveryJob, body: bytes, hosts: list[str], port: int
+        self,
+        job: DeliveryJob,
+        body: bytes,
+        hosts: list[str],
+        port: int,
+        tls: Callable[[str], Awaitable[TlsRequirement]] | None = None,
     ) -> Delivery:
         last: tuple[str, Reply] | None = None
         temporary: tuple[str, Reply] | None = None
         for name in hosts:
             try:
                 addresses = await self.resolver.addresses(name)
+                requirement = await tls(name) if tls is not None else None
             except DnsError as exc:
                 last = (name, Reply.from_dns(exc))
                 if last[1].status == "deferred":
                     temporary = last
                 continue
+            except SessionFailure as exc:
+                last = (name, exc.reply)
+                if exc.reply.status == "deferred":
+                    temporary = last
+                continue
             for addr in addresses:
                 peer = peer_name(name, addr, port)
                 try:
-                    return await self._send_via(job, body, name, addr, port)
+                    return await self._send_via(job, body, name, addr, port, requirement)
                 except SessionFailure as exc:
                     last = (peer, exc.reply)
                     if exc.reply.status == "deferred":
@@ -79,10 +98,16 @@ class SessionTransport(Generic[S]):
         return Delivery.everyone(job, host, reply)
 
     async def _send_via(
-        self, job: DeliveryJob, body: bytes, name: str, addr: str, port: int
+        self,
+        job: DeliveryJob,
+        body: bytes,
+        name: str,
+        addr: str,
+        port: int,
+        tls: TlsRequirement | None = None,
     ) -> Delivery:
-        key = (addr, port)
-        session = await self.pool.acquire(key, functools.partial(self.open, name, addr, port))
+        key = (addr, port) if tls is None else (addr, port, tls.key())
+        session = await self.pool.acquire(key, functools.partial(self.open, name, addr, port, tls))
         reuse = False
         try:
             results = await session.send(job, body)
