@@ -11,6 +11,7 @@ import socket
 import socketserver
 import struct
 import threading
+from typing import TYPE_CHECKING
 
 import dns.flags
 import dns.message
@@ -21,6 +22,9 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+if TYPE_CHECKING:
+    from .dnssec import SignedZone
+
 __all__ = ["DnsServer"]
 
 
@@ -30,6 +34,7 @@ class DnsServer:
         self.records: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         self.names: set[dns.name.Name] = set()
         self.silent: set[dns.name.Name] = set()  # names (and below) never answered
+        self.signed: list[SignedZone] = []  # answered with DNSSEC records
         self.queries = 0
         self._lock = threading.Lock()
         self._udp: socketserver.UDPServer | None = None
@@ -51,6 +56,11 @@ class DnsServer:
         fq = name if name.endswith(".") else name + "."
         self.add_zone(".", f"{fq} {ttl} IN {rtype} {value}\n")
 
+    def add_signed_zone(self, zone: SignedZone) -> None:
+        """Answer every name under the zone's origin from it, with DNSSEC records."""
+        with self._lock:
+            self.signed.append(zone)
+
     def silence(self, name: str) -> None:
         """Never answer queries for ``name`` or below it: a lookup there times out."""
         with self._lock:
@@ -61,15 +71,28 @@ class DnsServer:
             self.records.clear()
             self.names.clear()
             self.silent.clear()
+            self.signed.clear()
 
-    def answer(self, wire: bytes) -> bytes | None:
+    def answer(self, wire: bytes, udp: bool = False) -> bytes | None:
         query = dns.message.from_wire(wire)
+        out = self._answer(query)
+        limit = max(512, query.payload) if query.edns >= 0 else 512
+        if out is not None and udp and len(out) > limit:  # too big: the client retries over TCP
+            resp = dns.message.make_response(query)
+            resp.flags |= dns.flags.AA | dns.flags.TC
+            return resp.to_wire()
+        return out
+
+    def _answer(self, query: dns.message.Message) -> bytes | None:
         self.queries += 1
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.AA
         q = query.question[0]
         if any(q.name.is_subdomain(n) for n in self.silent):
             return None
+        for zone in self.signed:
+            if zone.covers(q.name):
+                return zone.answer(query).to_wire()
         with self._lock:
             rrset = self.records.get((q.name, q.rdtype))
             cname = self.records.get((q.name, dns.rdatatype.CNAME))
@@ -94,7 +117,7 @@ class DnsServer:
             def handle(self) -> None:
                 data, sock = self.request
                 try:
-                    out = outer.answer(data)
+                    out = outer.answer(data, udp=True)
                     if out is not None:
                         sock.sendto(out, self.client_address)
                 except Exception:
