@@ -62,7 +62,12 @@ class Harness:
         await ensure_streams(self.js, cfg)
         await self.js.add_consumer(DELIVERY_STREAM, delivery_consumer_config(cfg))
 
-    def config(self, dns: dict[str, Any] | None = None, **delivery: Any) -> Config:
+    def config(
+        self,
+        dns: dict[str, Any] | None = None,
+        tlsrpt: dict[str, Any] | None = None,
+        **delivery: Any,
+    ) -> Config:
         settings: dict[str, Any] = {
             "http_listen": "127.0.0.1:0",
             "ack_wait": 5.0,
@@ -77,6 +82,7 @@ class Harness:
                 "server": {"hostname": "mx.elemta.test", "state_dir": str(self.tmp / "var")},
                 "nats": {"url": self.nats_url, "publish_timeout": 2.0},
                 "delivery": settings,
+                "tlsrpt": tlsrpt or {},
                 "dns": {
                     "nameservers": ["127.0.0.1"],
                     "port": self.dns_port,
@@ -86,8 +92,11 @@ class Harness:
             }
         )
 
-    async def start(self, cfg: Config | None = None, **delivery: Any) -> DeliveryService:
-        service = DeliveryService(cfg or self.config(**delivery), drain_grace=1.0)
+    async def start(
+        self, cfg: Config | None = None, clock: Any = None, **delivery: Any
+    ) -> DeliveryService:
+        extra = {"clock": clock} if clock is not None else {}
+        service = DeliveryService(cfg or self.config(**delivery), drain_grace=1.0, **extra)
         await service.start()
         self.services.append(service)
         return service

@@ -39,6 +39,7 @@ class PolicyHost:
         self.untrusted_ca = trustme.CA()
         self.port = 0
         self.requests: Counter[str] = Counter()
+        self.posts: list[tuple[str, str, str, bytes]] = []  # host, path, content type, body
         self._sites: dict[str, _Site] = {}
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._runner: web.AppRunner | None = None
@@ -67,8 +68,16 @@ class PolicyHost:
             self._contexts[host] = self._context(self.ca, host)
         self._sites[host] = _Site(body, status, content_type, handler)
 
+    def accept_posts(self, host: str) -> None:
+        """Take POSTs for ``https://<host>/...`` (a TLS-RPT https: rua)."""
+        self._contexts[host] = self._context(self.ca, host)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         host = request.host.partition(":")[0].lower()
+        if request.method == "POST":
+            body = await request.read()
+            self.posts.append((host, request.path, request.content_type, body))
+            return web.Response(status=201, text="thanks")
         self.requests[host.removeprefix("mta-sts.")] += 1
         site = self._sites.get(host)
         if site is None or request.path != WELL_KNOWN:

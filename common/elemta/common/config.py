@@ -46,6 +46,7 @@ __all__ = [
     "Route",
     "ServerSettings",
     "TelemetrySettings",
+    "TlsRptSettings",
     "TransportSettings",
     "load_config",
     "parse_route",
@@ -454,6 +455,20 @@ class TransportSettings(_Section):
         return out
 
 
+class TlsRptSettings(_Section):
+    """TLS reporting (RFC 8460): daily reports to the domains whose policies applied."""
+
+    enabled: bool = Field(False, description="Count policy results and send daily reports")
+    organization: str = Field("", description="organization-name of reports; empty: hostname")
+    contact: str = Field("", description="contact-info of reports; empty: postmaster@hostname")
+    sender: str = Field(
+        "", description="Envelope and From: of mailed reports; empty: noreply-smtp-tls-reporting@"
+    )
+    send_delay: float = Field(
+        900.0, ge=0, description="Seconds after the end of a UTC day before its reports go out"
+    )
+
+
 class ApiSettings(_Section):
     listen: str = Field("127.0.0.1:8025", description="REST API and web UI address")
 
@@ -476,6 +491,7 @@ class Config(_Section):
     delivery: DeliverySettings = DeliverySettings()
     dns: DnsSettings = DnsSettings()
     transport: TransportSettings = TransportSettings()
+    tlsrpt: TlsRptSettings = TlsRptSettings()
     api: ApiSettings = ApiSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 

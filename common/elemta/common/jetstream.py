@@ -52,6 +52,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .config import Config
+from .envelope import Envelope
 
 __all__ = [
     "BODIES_BUCKET",
@@ -71,6 +72,7 @@ __all__ = [
     "disconnect",
     "ensure_streams",
     "open_bucket",
+    "store_message",
     "stream_configs",
     "wait_for_streams",
 ]
@@ -288,3 +290,16 @@ async def open_bucket(js: JetStreamContext, bucket: str, ttl: float) -> KeyValue
     except BadRequestError as exc:
         log.warning("bucket %s exists with another configuration, using it: %s", bucket, exc)
         return await js.key_value(bucket)
+
+
+async def store_message(
+    js: JetStreamContext, env: Envelope, message: bytes, msg_id: str, wait: float = 5.0
+) -> int:
+    """Queue a message Elemta writes itself (a report, a notice), as ingress stores one:
+    the envelope in its header, the message inline, ``Nats-Msg-Id`` against a repeat.
+    The queue routes it like any other. Returns the stream sequence."""
+    headers = {ENVELOPE_HEADER: env.to_header(), "Nats-Msg-Id": msg_id}
+    ack = await js.publish(
+        f"{MSG_SUBJECT}.{env.id}", message, timeout=wait, stream=MESSAGES_STREAM, headers=headers
+    )
+    return ack.seq

@@ -44,6 +44,7 @@ from nats.js.kv import KeyValue
 from elemta.common.resolver import DnsError, Resolver, TemporaryDnsError
 
 __all__ = [
+    "AiohttpResolver",
     "Discovery",
     "MtaSts",
     "PolicyCache",
@@ -193,7 +194,7 @@ class StsLookup:
     error: StsError | None = None
 
 
-class _Resolver(AbstractResolver):
+class AiohttpResolver(AbstractResolver):
     """aiohttp looks up the policy host through Elemta's own resolver."""
 
     def __init__(self, resolver: Resolver) -> None:
@@ -237,7 +238,7 @@ class PolicyFetcher:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                resolver=_Resolver(self.resolver), ssl=self.ssl, limit_per_host=2
+                resolver=AiohttpResolver(self.resolver), ssl=self.ssl, limit_per_host=2
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": "Elemta MTA-STS"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -16,8 +18,10 @@ from elemta.common.resolver import Resolver
 from .attempt import AttemptHandler, Router
 from .body import BodyStore
 from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
-from .outcome import Reporter
+from .outcome import Reporter, worker_name
 from .tlspolicy import TlsPolicy
+from .tlsreport import ReportSender
+from .tlsrpt import KEEP_DAYS, TLSRPT_BUCKET, TlsResults
 from .worker import PullWorker
 
 __all__ = ["DeliveryService"]
@@ -34,8 +38,10 @@ class DeliveryService:
         health: HealthServer | None = None,
         stop_event: asyncio.Event | None = None,
         drain_grace: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.health = health
         self.stop_event = stop_event or asyncio.Event()
         self.drain_grace = drain_grace
@@ -43,6 +49,8 @@ class DeliveryService:
         self.js: JetStreamContext | None = None
         self.router: Router | None = None
         self.mta_sts: MtaSts | None = None
+        self.tls_results: TlsResults | None = None
+        self.reports: ReportSender | None = None
         self.worker: PullWorker | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
@@ -54,7 +62,9 @@ class DeliveryService:
         self.js = self.nc.jetstream(timeout=cfg.nats.publish_timeout)
         resolver = Resolver(cfg.dns)
         self.mta_sts = await self._mta_sts(resolver)
-        self.router = Router(cfg, resolver, TlsPolicy(cfg, resolver, self.mta_sts))
+        await self._tlsrpt(resolver)
+        tls = TlsPolicy(cfg, resolver, self.mta_sts)
+        self.router = Router(cfg, resolver, tls, self.tls_results)
         handler = AttemptHandler(
             BodyStore(self.js), self.router, Reporter(self.js, cfg.nats.publish_timeout)
         )
@@ -80,7 +90,22 @@ class DeliveryService:
             log.warning("MTA-STS policies are cached in this process only: %r", exc)
             kv = None
         fetcher = PolicyFetcher(resolver, d.tls_ca_file, d.mta_sts_fetch_timeout, d.mta_sts_port)
-        return MtaSts(resolver, fetcher, PolicyCache(kv))
+        return MtaSts(resolver, fetcher, PolicyCache(kv), clock=self.clock)
+
+    async def _tlsrpt(self, resolver: Resolver) -> None:
+        """Counting of policy results and the daily reports, when ``tlsrpt.enabled``."""
+        if not self.cfg.tlsrpt.enabled:
+            return
+        assert self.js is not None
+        try:
+            kv = await open_bucket(self.js, TLSRPT_BUCKET, ttl=KEEP_DAYS * 86400)
+        except Exception as exc:
+            log.error("TLS reporting is off: no bucket %s (%r)", TLSRPT_BUCKET, exc)
+            return
+        self.tls_results = TlsResults(worker_name(), kv, clock=self.clock)
+        self.tls_results.start()
+        self.reports = ReportSender(self.cfg, self.js, kv, resolver, clock=self.clock)
+        self.reports.start()
 
     async def stop(self) -> None:
         if self.worker is not None:
@@ -89,5 +114,9 @@ class DeliveryService:
             await self.router.close()
         if self.mta_sts is not None:
             await self.mta_sts.close()
+        if self.reports is not None:
+            await self.reports.stop()
+        if self.tls_results is not None:
+            await self.tls_results.stop()
         if self.nc is not None:
             await disconnect(self.nc)

@@ -40,7 +40,7 @@ from .outcome import Delivery
 from .pool import Pool
 from .relayauth import login
 from .tlscheck import Verifier, peer_chain
-from .tlspolicy import ResultSink, TlsPolicy, TlsRequirement
+from .tlspolicy import PolicyReport, ResultSink, TlsPolicy, TlsRequirement
 from .transport import SessionTransport, peer_name
 
 dataphase.install()
@@ -216,6 +216,15 @@ class SmtpTransport(SessionTransport[SmtpSession]):
                 return Delivery.everyone(job, dest.domain, Reply.from_dns(exc))
             hosts = [m.host for m in mx]
         plan = await self.tls.plan(dest, hosts, secure)
+        if self.results is not None:
+            if plan.sts_error is not None:
+                err = plan.sts_error
+                self.results.record(
+                    PolicyReport("sts", dest.domain), err.result_type, "", "", err.text
+                )
+            if plan.failure is not None and plan.report is not None:
+                reason = plan.failure.text
+                self.results.record(plan.report, "validation-failure", "", "", reason)
         if plan.failure is not None:
             return Delivery.everyone(job, dest.domain, plan.failure)
         return await self.send_to_hosts(job, body, plan.hosts, dest.port, plan.requirement)
@@ -235,7 +244,9 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         if req.level == "none":
             return SmtpSession(client, peer, False, self.command_timeout)
         if not client.supports_extension("starttls"):
-            self._record(req, "starttls-not-supported", name, addr, f"{peer} offers no STARTTLS")
+            self._record(
+                req, "starttls-not-supported", name, addr, f"{peer} offers no STARTTLS", client
+            )
             if req.mandatory:
                 client.close()
                 raise SessionFailure(
@@ -245,7 +256,8 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         try:
             await client.starttls(server_hostname=sni, tls_context=self.tls_context)
         except SMTPResponseException as exc:  # STARTTLS refused
-            self._record(req, "starttls-not-supported", name, addr, f"{exc.code} {exc.message}")
+            why = f"{exc.code} {exc.message}"
+            self._record(req, "starttls-not-supported", name, addr, why, client)
             if req.mandatory:
                 client.close()
                 raise SessionFailure(
@@ -276,16 +288,16 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         ssl_object = client.get_transport_info("ssl_object")
         verdict = self.verifier.check(req, peer_chain(ssl_object))
         if not verdict.ok:
-            self._record(req, verdict.result_type, name, addr, verdict.reason)
+            self._record(req, verdict.result_type, name, addr, verdict.reason, client)
             if req.mandatory:
                 client.close()
                 TLS_SESSIONS.labels(_policy(req), "failed").inc()
                 raise SessionFailure(Reply(451, "4.7.5", f"{peer}: {verdict.reason}"))
             log.info("%s: %s (not enforced)", peer, verdict.reason)
         elif req.unusable_tlsa:
-            self._record(req, "tlsa-invalid", name, addr, "no usable TLSA record")
+            self._record(req, "tlsa-invalid", name, addr, "no usable TLSA record", client)
         else:
-            self._record(req, "", name, addr, "")
+            self._record(req, "", name, addr, "", client)
         kind = "Verified" if req.authenticated and verdict.ok else "Untrusted"
         cipher = ssl_object.cipher() if ssl_object is not None else None
         log.info(
@@ -296,9 +308,22 @@ class SmtpTransport(SessionTransport[SmtpSession]):
             cipher[0] if cipher else "?",
         )
 
-    def _record(self, req: TlsRequirement, result: str, host: str, addr: str, why: str) -> None:
-        if self.results is not None and req.report is not None:
-            self.results.record(req.report, result, host, addr, why)
+    def _record(
+        self,
+        req: TlsRequirement,
+        result: str,
+        host: str,
+        addr: str,
+        why: str,
+        client: aiosmtplib.SMTP | None = None,
+    ) -> None:
+        if self.results is None or req.report is None:
+            return
+        local = ""
+        if client is not None:
+            sockname = client.get_transport_info("sockname")
+            local = str(sockname[0]) if sockname else ""
+        self.results.record(req.report, result, host, addr, why, local)
 
     async def _ready(
         self, client: aiosmtplib.SMTP, req: TlsRequirement, peer: str, tls: bool

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from elemta.common.config import Config, RelaySettings, Route
@@ -80,7 +80,13 @@ class ResultSink(Protocol):
     """
 
     def record(
-        self, report: PolicyReport, result: str, host: str, addr: str, reason: str
+        self,
+        report: PolicyReport,
+        result: str,
+        host: str,
+        addr: str,
+        reason: str,
+        local: str = "",
     ) -> None: ...
 
 
@@ -141,8 +147,8 @@ class Plan:
     hosts: list[str]
     requirement: Callable[[str], Awaitable[TlsRequirement]]
     failure: Reply | None = None  # no host may be used at all
-    sts_error: StsError | None = None
-    notes: list[str] = field(default_factory=list)
+    sts_error: StsError | None = None  # discovery failed and no cached policy applies
+    report: PolicyReport | None = None  # the MTA-STS policy, for TLS-RPT
 
 
 class TlsPolicy:
@@ -203,6 +209,7 @@ class TlsPolicy:
             sts, sts_error = lookup.policy, lookup.error
         allowed = hosts
         failure: Reply | None = None
+        report = _sts_report(dest.domain, sts) if sts is not None else None
         if sts is not None and sts.mode == "enforce":
             allowed = [h for h in hosts if sts.allows(h)]
             if not allowed:
@@ -216,7 +223,9 @@ class TlsPolicy:
         async def requirement(host: str) -> TlsRequirement:
             return await self._requirement(dest, host, mx_secure, sts)
 
-        return Plan(allowed, requirement, failure, sts_error)
+        if sts is not None:
+            sts_error = None  # a cached policy applies: nothing failed for the sender
+        return Plan(allowed, requirement, failure, sts_error, report)
 
     async def _requirement(
         self, dest: Destination, host: str, mx_secure: bool, sts: StsPolicy | None
@@ -237,7 +246,7 @@ class TlsPolicy:
                 return dane
             level = "may"  # no DANE for this host: opportunistic, or MTA-STS below
         if sts is not None:
-            report = PolicyReport("sts", dest.domain, tuple(sts.lines), ",".join(sts.mx))
+            report = _sts_report(dest.domain, sts)
             return TlsRequirement(
                 level="verify",
                 names=(host,),
@@ -284,3 +293,7 @@ class TlsPolicy:
         return TlsRequirement(
             level="dane", names=(host,), sni=host, tlsa=tuple(usable), report=report
         )
+
+
+def _sts_report(domain: str, sts: StsPolicy) -> PolicyReport:
+    return PolicyReport("sts", domain, tuple(sts.lines), ",".join(sts.mx))
