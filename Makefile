@@ -22,7 +22,7 @@ run: install
 # The content scanners and milters the tests run for real (Debian packages; root,
 # as in CI).
 SCANNERS := clamd:clamav-daemon spamd:spamd rspamd:rspamd opendkim:opendkim clamav-milter:clamav-milter
-# ... and the validating resolver the DANE tests run (Debian\'s unbound).
+# ... and the validating resolver the DANE tests run (Debian's unbound).
 SCANNERS += unbound:unbound
 scanners:
 	@missing=""; for pair in $(SCANNERS); do \
