@@ -38,7 +38,7 @@ STANDARDS
     RFC 5321 (SMTP), RFC 3207 (STARTTLS), RFC 7435 (opportunistic security),
     RFC 8461 (MTA-STS), RFC 7672 and RFC 6698 (DANE for SMTP, TLSA),
     RFC 8460 (TLS reporting), RFC 4954 (SMTP AUTH to relays),
-    RFC 2033 (LMTP), RFC 2920 (pipelining, LMTP only), RFC 6152 (8BITMIME),
+    RFC 2033 (LMTP), RFC 2920 (pipelining), RFC 3030 (CHUNKING, BDAT), RFC 6152 (8BITMIME),
     RFC 6531 (SMTPUTF8), RFC 1870 (SIZE), RFC 3463 (enhanced status codes),
     RFC 7505 (null MX), RFC 2308 (negative caching).
 

@@ -1,16 +1,26 @@
 """The SMTP client (RFC 5321) on aiosmtplib: MX and relay delivery.
 
 A session is opened once and carries many messages (see :mod:`.pool`):
-connect, greeting, EHLO (HELO if EHLO is refused), then STARTTLS whenever the
-peer offers it and ``delivery.starttls`` is on. That TLS is opportunistic
-(RFC 7435, RFC 3207): the certificate is not checked, since an unauthenticated
-encrypted session is still better than plain text, and a failed handshake falls
-back to a new plain-text connection rather than to no delivery at all.
+connect (TLS from the first byte for relays with ``implicit_tls``), greeting,
+EHLO (HELO if EHLO is refused), then STARTTLS whenever the peer offers it and
+the level is not ``none``. At ``may`` that TLS is opportunistic (RFC 7435, RFC
+3207): the certificate is not checked, since an unauthenticated encrypted
+session is still better than plain text, and a failed handshake falls back to
+a new plain-text connection rather than to no delivery at all. Where TLS is
+mandatory, a missing STARTTLS, a failed handshake or a certificate that does
+not hold closes the session before MAIL FROM. Relays with credentials get
+SMTP AUTH after TLS (:mod:`.relayauth`).
 
 Per message: MAIL FROM (with SIZE when offered, BODY=8BITMIME when the message
 has 8-bit content and the peer offers it, SMTPUTF8 when the envelope needs it —
 a peer without SMTPUTF8 then fails the message with 5.6.7, RFC 6531), one RCPT
 TO per recipient, each answered on its own, and DATA for the accepted ones.
+A peer offering PIPELINING gets MAIL, the RCPTs and DATA in one packet; one
+offering CHUNKING gets the message as a single ``BDAT <size> LAST`` (see
+:mod:`.pipelining`).
+
+Which TLS a session needs, and whether the certificate holds, is decided by
+:mod:`.tlspolicy` and :mod:`.tlscheck`; this module connects and asks.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from elemta.common.config import Config, Route
 from elemta.common.envelope import DeliveryJob, RecipientResult
 from elemta.common.resolver import DnsError, Resolver
 
-from . import dataphase
+from . import dataphase, pipelining
 from .errors import Reply, SessionFailure, connect_failure, lost_connection
 from .metrics import TLS_SESSIONS
 from .outcome import Delivery
@@ -44,6 +54,7 @@ from .tlspolicy import PolicyReport, ResultSink, TlsPolicy, TlsRequirement
 from .transport import SessionTransport, peer_name
 
 dataphase.install()
+pipelining.install()
 
 __all__ = ["SmtpSession", "SmtpTransport", "opportunistic_tls_context"]
 
@@ -107,6 +118,8 @@ class SmtpSession:
     async def send(self, job: DeliveryJob, body: bytes) -> list[RecipientResult]:
         """One transaction; per-recipient results in the job's order.
 
+        With PIPELINING, MAIL FROM, the RCPT TOs and (without CHUNKING) DATA go
+        out together; with CHUNKING the message goes as one ``BDAT ... LAST``.
         Raises :class:`SessionFailure` when the peer dropped the session or
         answered 421 before taking MAIL FROM: the next host may do better.
         """
@@ -124,28 +137,38 @@ class SmtpSession:
             options.append(b"BODY=8BITMIME")
         if c.supports_extension("size"):
             options.append(b"SIZE=%d" % len(body))
+        try:
+            sender = _address(job.sender)
+        except ValueError as exc:
+            return [Reply(553, "5.1.7", str(exc)).result(r) for r in job.recipients]
+        rcpts: list[tuple[str, bytes]] = []
+        for rcpt in dict.fromkeys(job.recipients):
+            try:
+                rcpts.append((rcpt, b"RCPT TO:" + _address(rcpt)))
+            except ValueError as exc:
+                results[rcpt] = Reply(553, "5.1.3", str(exc)).result(rcpt)
+        mail = b" ".join([b"MAIL FROM:" + sender, *options])
+        chunking = c.supports_extension("chunking")
+        pipelined = c.supports_extension("pipelining")
         stage = "sending MAIL FROM"
         try:
-            try:
-                sender = _address(job.sender)
-            except ValueError as exc:
-                return [Reply(553, "5.1.7", str(exc)).result(r) for r in job.recipients]
-            r = await c.execute_command(b"MAIL", b"FROM:" + sender, *options)
-            mail = Reply.parse(r.code, r.message)
-            if not mail.ok:
-                if r.code == 421 or not c.is_connected:
+            if pipelined:
+                commands = [mail, *(cmd for _, cmd in rcpts)] + ([] if chunking else [b"DATA"])
+                replies = await pipelining.batch(c, commands, self.timeout)
+            else:
+                replies = [await c.execute_command(mail)]
+            first = Reply.parse(replies[0].code, replies[0].message)
+            if not first.ok:
+                if pipelined and not chunking and replies[-1].code == 354:
+                    await pipelining.message_after_354(c, b"", self.timeout)  # end it empty
+                if first.code == 421 or not c.is_connected:
                     self.broken = True
-                    raise SessionFailure(mail)
-                return [mail.result(rcpt) for rcpt in job.recipients]
+                    raise SessionFailure(first)
+                return [results.get(r) or first.result(r) for r in job.recipients]
             stage = "sending RCPT TO"
             accepted: list[str] = []
-            for rcpt in dict.fromkeys(job.recipients):
-                try:
-                    to = _address(rcpt)
-                except ValueError as exc:
-                    results[rcpt] = Reply(553, "5.1.3", str(exc)).result(rcpt)
-                    continue
-                r = await c.execute_command(b"RCPT", b"TO:" + to)
+            for i, (rcpt, command) in enumerate(rcpts):
+                r = replies[i + 1] if pipelined else await c.execute_command(command)
                 reply = Reply.parse(r.code, r.message)
                 if reply.ok:
                     accepted.append(rcpt)
@@ -157,17 +180,29 @@ class SmtpSession:
                         results.setdefault(rest, reply.result(rest))
                     accepted = []
                     break
-            if accepted:
-                stage = "sending message content"
+            stage = "sending message content"
+            final: aiosmtplib.SMTPResponse | None = None
+            if pipelined and not chunking:
+                started = replies[-1]
+                if started.code == 354:  # whatever was accepted, the server waits for data
+                    final = await pipelining.message_after_354(
+                        c, body if accepted else b"", self.timeout
+                    )
+                elif accepted:
+                    final = started
+            elif accepted and chunking:
+                final = await pipelining.bdat(c, body, self.timeout)
+            elif accepted:
                 try:
-                    r = await c.data(body)
+                    final = await c.data(body)
                 except SMTPResponseException as exc:
-                    r = aiosmtplib.SMTPResponse(exc.code, exc.message)
-                    if exc.code == 421:
-                        self.broken = True
-                final = Reply.parse(r.code, r.message)
+                    final = aiosmtplib.SMTPResponse(exc.code, exc.message)
+            if final is not None and accepted:
+                if final.code == 421:
+                    self.broken = True
+                reply = Reply.parse(final.code, final.message)
                 for rcpt in accepted:
-                    results[rcpt] = final.result(rcpt)
+                    results[rcpt] = reply.result(rcpt)
         except _LOST as exc:
             self.broken = True
             lost = lost_connection(self.peer, stage, exc)
