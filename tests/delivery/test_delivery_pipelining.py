@@ -36,7 +36,7 @@ class Peer:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = b""
-        sender, rcpts = "", []
+        rcpts: list[str] = []
 
         async def reply(text: str) -> None:
             writer.write(text.encode() + b"\r\n")
@@ -70,7 +70,7 @@ class Peer:
                         + f"\r\n250 {ext[-1]}"
                     )
                 elif verb == b"MAIL":
-                    sender, rcpts = line[10:].split(b">")[0].lstrip(b"<").decode(), []
+                    rcpts = []
                     await reply("250 2.1.0 OK")
                 elif verb == b"RCPT":
                     addr = line[8:].split(b" ")[0].decode()
