@@ -73,17 +73,20 @@ class DnsServer:
             self.silent.clear()
             self.signed.clear()
 
-    def answer(self, wire: bytes, udp: bool = False) -> bytes | None:
+    @staticmethod
+    def fit_udp(wire: bytes, out: bytes) -> bytes:
+        """The answer, or an empty truncated one when it is larger than the client
+        takes over UDP (it then asks again over TCP)."""
         query = dns.message.from_wire(wire)
-        out = self._answer(query)
         limit = max(512, query.payload) if query.edns >= 0 else 512
-        if out is not None and udp and len(out) > limit:  # too big: the client retries over TCP
-            resp = dns.message.make_response(query)
-            resp.flags |= dns.flags.AA | dns.flags.TC
-            return resp.to_wire()
-        return out
+        if len(out) <= limit:
+            return out
+        resp = dns.message.make_response(query)
+        resp.flags |= dns.flags.AA | dns.flags.TC
+        return resp.to_wire()
 
-    def _answer(self, query: dns.message.Message) -> bytes | None:
+    def answer(self, wire: bytes) -> bytes | None:
+        query = dns.message.from_wire(wire)
         self.queries += 1
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.AA
@@ -117,9 +120,9 @@ class DnsServer:
             def handle(self) -> None:
                 data, sock = self.request
                 try:
-                    out = outer.answer(data, udp=True)
+                    out = outer.answer(data)
                     if out is not None:
-                        sock.sendto(out, self.client_address)
+                        sock.sendto(outer.fit_udp(data, out), self.client_address)
                 except Exception:
                     pass
 
