@@ -177,6 +177,19 @@ class PluginSettings(_Section):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Plugin options, e.g. address = '127.0.0.1:3310'"
     )
+    concurrency: int = Field(
+        0, ge=0, description="Calls at once; more wait within the timeout; 0: no limit"
+    )
+    isolation: str = Field(
+        "none",
+        pattern="^(none|process)$",
+        description="process: run the plugin in worker processes with the limits below",
+    )
+    workers: int = Field(1, ge=1, description="Worker processes (isolation = process)")
+    cpu_seconds: float = Field(
+        10.0, gt=0, description="CPU seconds per call in a worker; past it the worker is replaced"
+    )
+    memory_mb: int = Field(512, ge=64, description="Address-space limit of a worker, MiB")
 
 
 _MILTER_ACTION = "^(accept|reject|tempfail|quarantine)$"
@@ -285,6 +298,13 @@ class PolicySettings(_Section):
     )
     milter_content_timeout: float = Field(
         8.0, gt=0, description="Seconds per header, body chunk and end of message"
+    )
+
+    reload_check_interval: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds between looks at the config file; a change reloads plugins"
+        " and milters (as SIGHUP does); 0: only on SIGHUP",
     )
 
     _v_listen = field_validator("listen", "address", "http_listen")(_listen)

@@ -22,6 +22,12 @@ DESCRIPTION
     Sendmail/Postfix milter), whose edits of the envelope and message go back
     to ingress with the verdict.
 
+    SIGHUP, or a change of the configuration file, reloads the plugins and
+    milters between calls (:mod:`elemta.policy.reload`); plugins may run in
+    worker processes with CPU and memory limits
+    (:mod:`elemta.policy.plugins.isolation`). The plugin guide is
+    ``docs/plugins.md``.
+
 STANDARDS
     RFC 5321 (reply codes), RFC 3463 (enhanced status codes), RFC 7208 (SPF),
     RFC 6376, 8301, 8463 (DKIM), RFC 7489, 9091 (DMARC), RFC 8617 (ARC),
@@ -48,7 +54,9 @@ CONFIGURATION PARAMETERS
     policy.dnsbl_ip_zones, dnsbl_domain_zones ([]): DNS blocklists.
     policy.greylist (false), greylist_delay (300): greylisting.
     policy.rate_limit_per_ip, rate_limit_per_sender (0 = off): rate limits.
-    policy.plugins ([]): content scanners (name, order, timeout, fail, options).
+    policy.plugins ([]): content scanners (name, order, timeout, fail, options,
+        concurrency, isolation, workers, cpu_seconds, memory_mb).
+    policy.reload_check_interval (5): seconds between looks at the config file.
     policy.milters ([]): milters, inet:host:port or unix:/path, in order.
     policy.milter_default_action (tempfail): when a milter fails.
     policy.milter_protocol (6); milter_connect/command/content_timeout (5, 5, 8).

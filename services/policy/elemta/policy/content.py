@@ -18,7 +18,8 @@ from elemta.common.config import Config
 
 from .checks import Gathered, Verdict
 from .milter import MilterAddress, MilterChain, MilterSettings
-from .plugins import PluginHost, load_plugin
+from .plugins import PluginHost
+from .plugins.host import plugin_spec
 
 __all__ = ["ContentChecks", "ContentStage", "build_content", "milter_settings"]
 
@@ -82,10 +83,7 @@ def milter_settings(cfg: Config) -> list[MilterSettings]:
 
 async def build_content(cfg: Config) -> ContentChecks:
     """A new generation from ``cfg``; raises (naming the plugin or milter) if it cannot be."""
-    specs = [
-        load_plugin(p.name, p.options, order=p.order, timeout=p.timeout, fail=p.fail or None)
-        for p in cfg.policy.plugins
-    ]
+    specs = [plugin_spec(p) for p in cfg.policy.plugins]
     host = PluginHost(specs) if specs else None
     if host is not None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 
 import grpc
@@ -24,6 +25,7 @@ from .dnsbl import Dnsbl
 from .greylist import Greylist, open_greylist_bucket
 from .grpc_api import PolicyServicer
 from .ratelimit import RateLimiter, open_ratelimit_bucket
+from .reload import Reloader
 
 __all__ = ["PolicyService"]
 
@@ -33,8 +35,19 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class PolicyService:
-    def __init__(self, cfg: Config, health: HealthServer, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        health: HealthServer,
+        stop: asyncio.Event,
+        config_path: str | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.reloader = Reloader(
+            config_path or os.environ.get("ELEMTA_CONFIG") or None,
+            self._apply,
+            cfg.policy.reload_check_interval,
+        )
         self.stop_event = stop
         trusted = cfg.server.trusted_networks
         self.pipeline = Pipeline()
@@ -44,6 +57,7 @@ class PolicyService:
             self.pipeline.checks.append(dnsbl)
         self.authentication = Authentication(cfg)
         self.content = ContentStage()
+        self._retiring: set[asyncio.Task[None]] = set()
         self.server: grpc.aio.Server | None = None
         self.nc: NATS | None = None
         self.port = 0
@@ -69,7 +83,26 @@ class PolicyService:
             raise OSError(f"cannot bind policy.listen {self.cfg.policy.listen}")
         await server.start()
         self.server = server
-        log.info("policy listening on %s", self.cfg.policy.listen)
+        self.reloader.install()
+        log.info(
+            "policy listening on %s; %s", self.cfg.policy.listen, self.content.current.describe()
+        )
+
+    async def _apply(self, cfg: Config) -> str:
+        """A reloaded configuration: the next plugins and milters, swapped in between
+        calls; the generation they replace closes when its last call is done."""
+        checks = await build_content(cfg)
+        old = self.content.swap(checks)
+        task = asyncio.create_task(self.content.retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        reloadable = {"plugins", "milters", "reload_check_interval"} | {
+            k for k in cfg.policy.model_fields if k.startswith("milter_")
+        }
+        before = self.cfg.model_dump(exclude={"policy": reloadable})
+        if cfg.model_dump(exclude={"policy": reloadable}) != before:
+            log.warning("only plugins and milters reload; other changes wait for a restart")
+        return checks.describe()
 
     async def _shared_state_checks(self, js: JetStreamContext) -> None:
         """Rate limits, then greylisting: state in JetStream KV, shared by replicas."""
@@ -125,8 +158,10 @@ class PolicyService:
             log.warning("cannot record the policy verdict: %s", exc)
 
     async def stop(self) -> None:
+        await self.reloader.close()
         if self.server is not None:
             await self.server.stop(grace=5)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.content.close()
         if self.nc is not None:
             await disconnect(self.nc)

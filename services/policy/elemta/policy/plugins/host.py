@@ -30,6 +30,8 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel, ValidationError
 
+from elemta.common.config import PluginSettings
+
 from ..checks import TEMPFAIL, Gathered, Verdict
 
 __all__ = [
@@ -40,7 +42,9 @@ __all__ = [
     "PluginSpec",
     "hookimpl",
     "hookspec",
+    "find_factory",
     "load_plugin",
+    "plugin_spec",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,13 +88,14 @@ class PluginSpec:
     order: int = 100
     timeout: float = 30.0
     fail: str = "open"  # "open": errors accept; "closed": errors tempfail 451 4.7.1
+    concurrency: int = 0  # calls at once; more wait within the timeout; 0: no limit
 
     def __post_init__(self) -> None:
         if self.fail not in ("open", "closed"):
             raise ValueError(f"plugin {self.name}: fail must be 'open' or 'closed'")
 
 
-def _factory(name: str) -> Callable[[dict[str, Any]], Any]:
+def find_factory(name: str) -> Callable[[dict[str, Any]], Any]:
     if name in BUILTIN:
         module, _, attr = BUILTIN[name].partition(":")
         return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
@@ -140,16 +145,53 @@ def load_plugin(
     fail: str | None = None,
 ) -> PluginSpec:
     """A plugin by name: built-in first, then the entry-point group."""
-    factory = _factory(name)
+    factory = find_factory(name)
     plugin = factory(checked_options(name, factory, dict(options or {})))
     fail = fail or DEFAULT_FAIL.get(name, "open")
     return PluginSpec(name=name, plugin=plugin, order=order, timeout=timeout, fail=fail)
+
+
+def plugin_spec(settings: PluginSettings) -> PluginSpec:
+    """The plugin a ``[[policy.plugins]]`` table describes, in this process or in
+    worker processes (``isolation = "process"``, see :mod:`.isolation`)."""
+    fail = settings.fail or DEFAULT_FAIL.get(settings.name, "open")
+    if settings.isolation == "process":
+        from .isolation import WorkerPool
+
+        pool = WorkerPool(
+            settings.name,
+            dict(settings.options),
+            workers=settings.workers,
+            cpu_seconds=settings.cpu_seconds,
+            memory_mb=settings.memory_mb,
+        )
+        return PluginSpec(
+            settings.name,
+            pool,
+            order=settings.order,
+            timeout=settings.timeout,
+            fail=fail,
+            concurrency=settings.concurrency,
+        )
+    spec = load_plugin(
+        settings.name, settings.options, order=settings.order, timeout=settings.timeout, fail=fail
+    )
+    spec.concurrency = settings.concurrency
+    return spec
 
 
 @dataclass
 class _Entry:
     spec: PluginSpec
     call: Callable[..., Any] = field(repr=False)
+    limit: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    async def run(self, **kwargs: Any) -> Verdict | None:
+        """One call, waiting for a free slot first when the plugin has a limit."""
+        if self.limit is None:
+            return await self.call(**kwargs)  # type: ignore[no-any-return]
+        async with self.limit:
+            return await self.call(**kwargs)  # type: ignore[no-any-return]
 
 
 class PluginHost:
@@ -172,7 +214,8 @@ class PluginHost:
                 raise TypeError(f"plugin {spec.name} has no check_data hook implementation")
             if not inspect.iscoroutinefunction(call):
                 raise TypeError(f"plugin {spec.name}: check_data must be a coroutine function")
-            self.entries.append(_Entry(spec, call))
+            limit = asyncio.Semaphore(spec.concurrency) if spec.concurrency > 0 else None
+            self.entries.append(_Entry(spec, call, limit))
 
     @property
     def names(self) -> list[str]:
@@ -204,7 +247,7 @@ class PluginHost:
             spec = entry.spec
             try:
                 verdict = await asyncio.wait_for(
-                    entry.call(
+                    entry.run(
                         session=session, sender=sender, recipients=recipients, message=message
                     ),
                     spec.timeout,
