@@ -10,6 +10,7 @@ import asyncio
 import re
 import smtplib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Coroutine
@@ -34,6 +35,7 @@ from elemta.ingress.service import IngressService
 
 __all__ = [
     "MESSAGE",
+    "CoalescingTLSClient",
     "IngressRunner",
     "RawSMTP",
     "Stored",
@@ -291,3 +293,52 @@ class RawSMTP:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CoalescingTLSClient:
+    """A TLS client over ``ssl.MemoryBIO`` that decides how its bytes are cut into writes.
+
+    Like a fast client library, it can send its handshake ``Finished`` and its first
+    command in one TCP write.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.sock = sock
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="mx.elemta.test")
+
+    def _receive(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.incoming.write(data)
+
+    def handshake_then(self, first: bytes) -> None:
+        """Complete the handshake and send ``first`` in the same write as ``Finished``."""
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = self.outgoing.read()
+                if pending:
+                    self.sock.sendall(pending)
+                self._receive()
+        self.tls.write(first)
+        self.sock.sendall(self.outgoing.read())  # Finished + the command: one write
+
+    def reply(self) -> bytes:
+        out = b""
+        while True:
+            try:
+                out += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._receive()
+                continue
+            lines = out.split(b"\r\n")
+            if len(lines) > 1 and lines[-2][3:4] == b" ":
+                return out

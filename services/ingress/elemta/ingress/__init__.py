@@ -12,8 +12,11 @@ DESCRIPTION
     serves many sessions on one event loop; the limits below hold per session.
 
     Modules: ``server`` (listener, sessions, drain), ``protocol`` (the SMTP
-    dialogue, an aiosmtpd subclass), ``data`` (bulk DATA reading and checks),
-    ``replies`` (reply texts, enhanced codes), ``relay`` (relay control),
+    dialogue, an aiosmtpd subclass), ``address`` (the RFC 5321 path and ESMTP
+    parameter grammar), ``arguments`` (MAIL FROM and RCPT TO read, or refused),
+    ``data`` (bulk DATA reading and checks), ``replies`` (reply texts, enhanced
+    codes), ``text`` (client text made safe for replies, logs and headers),
+    ``relay`` (relay control),
     ``transaction`` (end of DATA), ``policy_client`` (gRPC client, verdict
     mapping), ``handoff`` (JetStream store), ``received`` (the trace header),
     ``tls`` (STARTTLS certificate), ``metrics``, ``service`` (wiring).
@@ -35,10 +38,15 @@ SECURITY
     at any server the message is relayed to.
 
     STARTTLS command injection: plaintext pipelined after ``STARTTLS`` is
-    discarded, never read as a command inside TLS. No AUTH is offered.
+    discarded, never read as a command inside TLS; the first command sent inside
+    TLS is answered even when it shares a TCP segment with the handshake's
+    ``Finished``. No AUTH is offered.
 
-    Client-supplied text (HELO name, addresses) is made printable before it goes
-    into a header; policy headers are checked for name syntax and line breaks.
+    Client-supplied text (HELO name, addresses, unknown commands) is made
+    printable before it goes into a header or a log line, and printable ASCII
+    before it goes into a reply; policy headers are checked for name syntax and
+    line breaks. Malformed addresses are a permanent ``501 5.1.7`` (sender) or
+    ``501 5.1.3`` (recipient); 20 error replies end a session with ``421 4.7.0``.
 
 DIAGNOSTICS
     Structured logs on stderr, carrying the queue id: one line per accepted

@@ -123,7 +123,12 @@ class Decision:
 
 
 def _one_line(text: str) -> str:
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:400]
+    """A reason from policy made one reply line: printable ASCII (RFC 5321 section 4.2).
+
+    Policy may quote client text (an address, a HELO name); anything else is ``?``.
+    """
+    words = "".join(c if c.isprintable() else " " for c in text).split()
+    return "".join(c if c.isascii() else "?" for c in " ".join(words))[:400]
 
 
 def _header_value(text: str) -> str:

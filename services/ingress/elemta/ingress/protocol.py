@@ -3,16 +3,32 @@
 :class:`IngressSMTP` subclasses :class:`aiosmtpd.smtp.SMTP` and changes what a
 mail transfer agent needs changed:
 
+* MAIL, RCPT, VRFY and RSET are Elemta's own (``arguments`` reads the addresses
+  and parameters): a malformed address is a permanent ``501``, never an exception.
 * DATA is read in bulk up to ``<CRLF>.<CRLF>`` (never ``<LF>.<LF>`` or
   ``<CR>.<CR>``) and then checked as a whole: bare CR or LF (``550 5.6.11``), size
   (``552 5.3.4``), line length (``500 5.5.2``), and dot-unstuffed.
 * Every reply carries an RFC 2034 enhanced status code, aiosmtpd's own included
-  (the greeting, the HELO/EHLO answer and 354 excepted, as RFC 2034 says).
+  (the greeting, the HELO/EHLO answer and 354 excepted, as RFC 2034 says), and
+  is printable ASCII: client bytes are never sent back raw.
 * EHLO advertises PIPELINING, SIZE, STARTTLS, ENHANCEDSTATUSCODES, 8BITMIME and
   SMTPUTF8; AUTH is not offered.
 * Relay control and the recipient limit at RCPT; idle and DATA timeouts answer
-  ``421 4.4.2`` before closing; a draining server says ``421 4.3.2`` to sessions
-  without an open transaction.
+  ``421 4.4.2`` before closing; so do 20 errors in a session (``421 4.7.0``,
+  Postfix's ``smtpd_hard_error_limit``); a draining server says ``421 4.3.2``
+  to sessions without an open transaction.
+
+What is still taken from aiosmtpd's insides, and why (``tests/ingress/
+test_ingress_aiosmtpd.py`` pins each against the aiosmtpd version in use):
+
+* ``self._reader``: aiosmtpd offers no public access to the connection's
+  stream; DATA is read in bulk from it.
+* aiosmtpd's ``connection_made`` after the TLS handshake clears plaintext the
+  client pipelined after STARTTLS (RFC 3207 section 4.2) and starts a new
+  ``Session`` with ``session.ssl`` set; nothing here touches the buffer itself,
+  so the first command sent inside TLS is never lost.
+* aiosmtpd's command loop answers unknown, empty and over-long commands through
+  :meth:`push`, where they get their enhanced code and are made printable.
 """
 
 from __future__ import annotations
@@ -23,32 +39,32 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
-from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
+from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
 
 from . import metrics
+from .arguments import Mail, read_mail, read_rcpt
 from .data import check_data, read_data
-from .received import clean_text
-from .relay import RelayControl, split_address
+from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
 from .stages import Client, StageChecks
+from .text import PrintableLogs, clean_text, reply_line
 from .transaction import MessageProcessor, Transaction
 
 __all__ = ["IngressSMTP", "SessionHost", "Settings"]
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs an unknown command as the client sent it.
+logging.getLogger("mail.log").addFilter(PrintableLogs())
 
-
-def _utf8(text: str) -> bool:
-    """False when ``text`` holds octets that were not UTF-8 (surrogate escapes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+# Postfix's smtpd_hard_error_limit: a session that earns this many 4xx/5xx
+# replies is told 421 and closed.
+MAX_ERRORS = 20
+# aiosmtpd's own idle timer closes without a word and counts only valid
+# commands; ours answers 421 4.4.2 and counts from the last reply, so aiosmtpd's
+# is set beyond any session (a backstop only).
+AIOSMTPD_TIMEOUT = 86400.0
 
 
 @dataclass
@@ -76,46 +92,8 @@ class SessionHost(Protocol):
     def track(self, task: asyncio.Task[str]) -> None: ...
 
 
-class _Hooks:
-    """aiosmtpd handler hooks, forwarded to the session that calls them."""
-
-    async def handle_MAIL(  # noqa: N802
-        self,
-        server: IngressSMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        options: list[str],
-    ) -> str:
-        reply = server.on_mail(envelope, address, options)
-        if reply.startswith("250"):
-            refusal = await server.check_mail(address)
-            if refusal:
-                envelope.mail_from = None
-                envelope.mail_options.clear()
-                return refusal
-        return reply
-
-    async def handle_RCPT(  # noqa: N802
-        self,
-        server: IngressSMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        options: list[str],
-    ) -> str:
-        known = len(envelope.rcpt_tos)
-        reply = server.on_rcpt(envelope, address, options)
-        if reply.startswith("250") and len(envelope.rcpt_tos) > known:
-            refusal = await server.check_rcpt(envelope.mail_from or "", envelope.rcpt_tos[-1])
-            if refusal:
-                envelope.rcpt_tos.pop()
-                del envelope.rcpt_options[len(envelope.rcpt_options) - len(options) :]
-                return refusal
-        return reply
-
-
-_HOOKS = _Hooks()
+class _NoHooks:
+    """aiosmtpd calls handler hooks; every command Elemta changes is its own method."""
 
 
 class IngressSMTP(SMTP):
@@ -128,15 +106,18 @@ class IngressSMTP(SMTP):
         self._processing = False
         self._registered = False
         self._connect_checked = False
+        self._in_data = False
+        self._errors = 0
+        self._timer: asyncio.TimerHandle | None = None
         super().__init__(
-            _HOOKS,
+            _NoHooks(),
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=settings.hostname,
             ident="ESMTP Elemta",
             tls_context=settings.tls_context,
-            timeout=settings.command_timeout,
+            timeout=AIOSMTPD_TIMEOUT,
             auth_exclude_mechanism=["LOGIN", "PLAIN"],
             loop=loop,
         )
@@ -147,28 +128,6 @@ class IngressSMTP(SMTP):
         # Raw DATA may be larger than the message: dot-stuffing adds up to a third.
         self._data_limit = settings.max_message_size + settings.max_message_size // 3 + 1024
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's address parser without its per-call class definition.
-
-        The original defines a ``typing.Protocol`` class on every MAIL and RCPT,
-        which costs more than the parsing itself.
-        """
-        if not arg:
-            return "", ""
-        address: Any
-        try:
-            if arg.lstrip().startswith("<"):
-                address, rest = get_angle_addr(arg)
-            else:
-                address, rest = get_addr_spec(arg)
-        except HeaderParseError:
-            return None, None
-        addr = address.addr_spec
-        localpart, atsign, domainpart = addr.rpartition("@")
-        if self.local_part_limit and len(localpart) > self.local_part_limit:
-            return None, None
-        return addr, rest
-
     # -- connection life cycle -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,9 +135,12 @@ class IngressSMTP(SMTP):
         super().connection_made(transport)
         if first and not self._registered:
             self._registered = True
+            self._arm(self.settings.command_timeout)
             self.host.session_opened(self)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         try:
             super().connection_lost(error)
         finally:
@@ -192,6 +154,11 @@ class IngressSMTP(SMTP):
         if isinstance(peer, tuple) and len(peer) >= 2:
             return str(peer[0]), int(peer[1])
         return "", 0
+
+    @property
+    def tls(self) -> bool:
+        """TLS is up (aiosmtpd sets ``session.ssl`` once the handshake is done)."""
+        return self.session is not None and self.session.ssl is not None
 
     @property
     def in_transaction(self) -> bool:
@@ -209,20 +176,27 @@ class IngressSMTP(SMTP):
         if transport is None or transport.is_closing():
             return
         metrics.count_reply(reply[:3])
-        self._writer.write(reply.encode() + b"\r\n")
+        transport.write(reply_line(reply).encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
         transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()  # type: ignore[attr-defined]
 
-    def _timeout_cb(self) -> None:
+    def _arm(self, seconds: float) -> None:
+        """(Re)start the idle timer: ``seconds`` from now the session times out."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
         log.info("timeout after %s from %s", "DATA" if self._in_data else "command", self.peer[0])
         self.goodbye(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
 
-    # -- replies -----------------------------------------------------------------
+    def _new_transaction(self) -> None:
+        self.envelope = Envelope()
 
-    _in_data = False
+    # -- replies -----------------------------------------------------------------
 
     async def push(self, status: Any) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
@@ -238,16 +212,27 @@ class IngressSMTP(SMTP):
             return
         last = lines[-1]
         metrics.count_reply(last[:3])
-        self._writer.write("".join(f"{line}\r\n" for line in lines).encode("utf-8", "replace"))
-        await self._writer.drain()
+        payload = "\r\n".join(reply_line(line) for line in lines).encode("ascii")
+        await super().push(payload)  # writes payload + CRLF and waits for the buffer to drain
         if last[:1] == "3":
             return  # an intermediate reply: the same command goes on
         if last[:3] == "421":  # we said goodbye: the connection ends here
             transport.close()
+        elif last[:1] in ("4", "5") and self._count_error():
+            return
         elif self.host.draining and not self.in_transaction:
             self.goodbye(SHUTDOWN)
         elif not self._in_data:
-            self._reset_timeout()  # the idle time counts from our last reply
+            self._arm(self.settings.command_timeout)  # idle time counts from our last reply
+
+    def _count_error(self) -> bool:
+        """Count an error reply; True when the session was closed for too many."""
+        self._errors += 1
+        if self._errors < MAX_ERRORS:
+            return False
+        log.info("too many errors from %s", self.peer[0])
+        self.goodbye(f"421 4.7.0 {self.hostname} Error: too many errors")
+        return True
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
@@ -263,7 +248,7 @@ class IngressSMTP(SMTP):
         if not hostname:
             await self.push("501 5.5.4 Syntax: HELO hostname")
             return
-        self._set_rset_state()
+        self._new_transaction()
         assert self.session is not None
         self.session.extended_smtp = False
         self.session.host_name = hostname
@@ -274,12 +259,12 @@ class IngressSMTP(SMTP):
         if not hostname:
             await self.push("501 5.5.4 Syntax: EHLO hostname")
             return
-        self._set_rset_state()
+        self._new_transaction()
         assert self.session is not None
         self.session.extended_smtp = True
         self.session.host_name = hostname
         keywords = [self.hostname, "PIPELINING", f"SIZE {self.settings.max_message_size}"]
-        if self.tls_context is not None and self._tls_protocol is None:
+        if self.tls_context is not None and not self.tls:
             keywords.append("STARTTLS")
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
         last = len(keywords) - 1
@@ -290,92 +275,128 @@ class IngressSMTP(SMTP):
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
-        if self._tls_protocol is not None:
+        if self.tls:
             await self.push("554 5.5.1 Error: TLS already active")
             return
         if arg:
             await self.push("501 5.5.4 Syntax: STARTTLS")
             return
-        # Anything the client sent after STARTTLS, before the handshake, is
-        # plaintext that must never be read as a command inside TLS (RFC 3207
-        # section 4.2, CVE-2011-0411). aiosmtpd clears the reader's buffer when
-        # the TLS layer comes up; make sure of it here as well.
-        buffered = len(self._reader._buffer)  # type: ignore[attr-defined]
+        # Plaintext pipelined after STARTTLS must never be read as a command
+        # inside TLS (RFC 3207 section 4.2, CVE-2011-0411): aiosmtpd drops it
+        # when the handshake completes, before the first decrypted byte.
         await super().smtp_STARTTLS(arg)
-        self._reader._buffer.clear()  # type: ignore[attr-defined]
-        if buffered:
-            log.warning(
-                "discarded %d bytes pipelined after STARTTLS from %s", buffered, self.peer[0]
-            )
 
-    # -- MAIL and RCPT (hooks) -----------------------------------------------------
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:  # noqa: N802
+        if arg:
+            await self.push("501 5.5.4 Syntax: RSET")
+            return
+        self._new_transaction()
+        await self.push("250 2.0.0 Ok")
 
-    def on_mail(self, envelope: Envelope, address: str, options: list[str]) -> str:
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:  # noqa: N802
+        # Nothing is verified (it would tell harvesters which mailboxes exist);
+        # a malformed argument still hears that it is malformed.
+        if not arg or not arg.isprintable():
+            await self.push("501 5.5.4 Syntax: VRFY <address>")
+            return
+        await self.push("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
+
+    # -- MAIL and RCPT -------------------------------------------------------------
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None and self.session is not None
+        if self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: nested MAIL command")
+            return
         if self.host.draining:
-            return SHUTDOWN
-        if address != "<>" and (not _utf8(address) or split_address(address) is None):
-            return f"501 5.1.7 <{clean_text(address)}>: Bad sender address syntax"
-        if not address.isascii() and not envelope.smtp_utf8:
-            return "553 5.6.7 Must declare SMTPUTF8 to send UTF8 mail"
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 Ok"
+            await self.push(SHUTDOWN)
+            return
+        mail = read_mail(arg, self.session.extended_smtp, self.settings.max_message_size)
+        if isinstance(mail, str):
+            self._log_reject("MAIL", mail, None, sender=arg or "")
+            await self.push(mail)
+            return
+        refusal = await self.check_mail(mail)
+        if refusal:
+            await self.push(refusal)
+            return
+        self.envelope.mail_from = mail.sender
+        self.envelope.mail_options.extend(mail.options)
+        self.envelope.smtp_utf8 = mail.smtputf8
+        await self.push("250 2.1.0 Ok")
 
     def _client(self) -> Client:
         helo = clean_text(self.session.host_name or "") if self.session is not None else ""
         ip, port = self.peer
-        tls = self._tls_protocol is not None
-        return Client(ip, port, helo, tls, connect_checked=self._connect_checked)
+        return Client(ip, port, helo, self.tls, connect_checked=self._connect_checked)
 
-    async def check_mail(self, address: str) -> str | None:
+    async def check_mail(self, mail: Mail) -> str | None:
         """Policy on the sender (and, once per session, on the client)."""
         client = self._client()
-        refusal = await self.settings.stages.mail(client, "" if address == "<>" else address)
+        refusal = await self.settings.stages.mail(client, mail.sender)
         self._connect_checked = client.connect_checked
         if refusal:
-            self._log_reject("MAIL", refusal, None)
+            self._log_reject("MAIL", refusal, None, sender=mail.sender)
         return refusal
 
-    async def check_rcpt(self, sender: str, rcpt: str) -> str | None:
-        refusal = await self.settings.stages.rcpt(
-            self._client(), "" if sender == "<>" else sender, rcpt
-        )
-        if refusal:
-            self._log_reject("RCPT", refusal, None, to=rcpt)
-        return refusal
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
+        if await self.check_helo_needed():
+            return
+        envelope = self.envelope
+        assert envelope is not None and self.session is not None
+        if envelope.mail_from is None:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        reply = await self._recipient(envelope, arg)
+        await self.push(reply)
 
-    def on_rcpt(self, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def _recipient(self, envelope: Envelope, arg: str | None) -> str:
+        """Take the recipient of ``RCPT <arg>`` into ``envelope``; the reply."""
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
+        assert self.session is not None
+        rcpt = read_rcpt(arg, self.session.extended_smtp, bool(envelope.smtp_utf8))
         relay = self.settings.relay
-        rcpt = relay.normalize(address) if _utf8(address) else None
-        if rcpt is None:
-            reply = f"501 5.1.3 <{clean_text(address)}>: Bad recipient address syntax"
-        elif not rcpt.isascii() and not envelope.smtp_utf8:
-            reply = "553 5.6.7 Must declare SMTPUTF8 to send UTF8 mail"
+        if isinstance(rcpt, str):
+            reply, to = rcpt, arg or ""
         else:
-            reply = relay.check(self.peer[0], rcpt) or ""
+            to = relay.normalize(rcpt.recipient) or rcpt.recipient
+            reply = relay.check(self.peer[0], to) or ""
         if reply:
-            self._log_reject("RCPT", reply, envelope, to=clean_text(address))
+            self._log_reject("RCPT", reply, envelope, to=to)
             return reply
-        assert rcpt is not None
-        if rcpt not in envelope.rcpt_tos:
-            envelope.rcpt_tos.append(rcpt)
-            envelope.rcpt_options.extend(options)
+        assert not isinstance(rcpt, str)
+        sender = envelope.mail_from or ""
+        refusal = await self.settings.stages.rcpt(self._client(), sender, to)
+        if refusal:
+            self._log_reject("RCPT", refusal, envelope, to=to)
+            return refusal
+        if to not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(to)
+            envelope.rcpt_options.extend(rcpt.options)
         return "250 2.1.5 Ok"
 
-    def _log_reject(self, stage: str, reply: str, envelope: Envelope | None, to: str = "") -> None:
-        helo = clean_text(self.session.host_name or "") if self.session is not None else ""
-        sender = (envelope.mail_from or "") if envelope is not None else ""
+    def _log_reject(
+        self, stage: str, reply: str, envelope: Envelope | None, to: str = "", sender: str = ""
+    ) -> None:
+        helo = (self.session.host_name or "") if self.session is not None else ""
+        if envelope is not None:
+            sender = envelope.mail_from or ""
         log.info(
             "reject: %s from unknown[%s]: %s; from=<%s>%s helo=<%s>",
             stage,
             self.peer[0],
-            reply,
-            "" if sender == "<>" else sender,
-            f" to=<{to}>" if to else "",
-            helo or "",
-            extra={"reply": reply, "client_ip": self.peer[0], "stage": stage},
+            clean_text(reply, 512),
+            clean_text(sender, 512),
+            f" to=<{clean_text(to, 512)}>" if to else "",
+            clean_text(helo),
+            extra={"reply": clean_text(reply, 512), "client_ip": self.peer[0], "stage": stage},
         )
 
     # -- DATA ----------------------------------------------------------------------
@@ -395,13 +416,14 @@ class IngressSMTP(SMTP):
         if refusal:
             metrics.MESSAGES.labels("tempfail").inc()
             self._log_reject("DATA", refusal, self.envelope)
-            self._set_post_data_state()
+            self._new_transaction()
             await self.push(refusal)
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         self._in_data = True
-        self._reset_timeout(self.settings.data_timeout)
+        self._arm(self.settings.data_timeout)
         try:
+            # aiosmtpd offers no public access to the connection's stream.
             raw = await read_data(self._reader, self._data_limit)
         except asyncio.IncompleteReadError:  # the client went away mid-DATA
             if self.transport is not None:
@@ -416,7 +438,9 @@ class IngressSMTP(SMTP):
             reply = await self._finish(raw, envelope, ended)
         finally:
             self._processing = False
-            self._set_post_data_state()
+            self._new_transaction()
+        if reply.startswith("250"):
+            self._errors = 0
         await self.push(reply)
 
     async def _finish(self, raw: bytes | None, envelope: Envelope, ended: float) -> str:
@@ -439,15 +463,15 @@ class IngressSMTP(SMTP):
             client_ip=ip,
             client_port=port,
             esmtp=self.session.extended_smtp,
-            tls=self._tls_protocol is not None,
-            sender="" if envelope.mail_from == "<>" else envelope.mail_from,
+            tls=self.tls,
+            sender=envelope.mail_from,
             recipients=list(envelope.rcpt_tos),
             smtputf8=bool(envelope.smtp_utf8),
             body_8bit="BODY=8BITMIME" in envelope.mail_options,
             data_ended=ended,
         )
         # The client waits for us now; only a safety net of a timeout applies.
-        self._reset_timeout(self.settings.processing_timeout)
+        self._arm(self.settings.processing_timeout)
         # Once the message is ours to handle, finish handling it even if the
         # client goes away: no half-stored message, no orphaned body.
         task = asyncio.get_running_loop().create_task(self.settings.processor.process(tx, content))

@@ -6,7 +6,9 @@ import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-__all__ = ["clean_text", "protocol_name", "received_header"]
+from .text import clean_text
+
+__all__ = ["protocol_name", "received_header"]
 
 
 def protocol_name(esmtp: bool, tls: bool, authenticated: bool = False) -> str:
@@ -14,15 +16,6 @@ def protocol_name(esmtp: bool, tls: bool, authenticated: bool = False) -> str:
     if not esmtp:
         return "SMTP"
     return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
-
-
-def clean_text(text: str, limit: int = 255, special: str = "") -> str:
-    """Client-supplied text made safe for a header: printable, no CR/LF, bounded.
-
-    Undecodable octets (kept by aiosmtpd as surrogates) become ``?`` as well.
-    """
-    out = "".join(c if c.isprintable() and c not in special else "?" for c in text[:limit])
-    return out
 
 
 def _clean(text: str, limit: int = 255, special: str = "()[]") -> str:

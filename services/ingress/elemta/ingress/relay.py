@@ -7,34 +7,30 @@ inside ``server.trusted_networks``;
 everyone else reads ``554 5.7.1 <rcpt>: Relay access denied``, so Elemta is never
 an open relay. As Postfix does with ``allow_untrusted_routing = no``, a local
 address that hides another route in its local part (``user%other@local``,
-``host!user@local``, ``@other:user@local``) counts as relaying.
+``host!user@local``, ``"user@other"@local``) counts as relaying. A source route
+(``<@other:user@local>``) never reaches here: it is dropped when the path is read.
+
+Replies name the address made printable (:func:`clean_text`); the final reply
+text is made printable ASCII once more where it is sent.
 """
 
 from __future__ import annotations
 
-import re
-
 from elemta.common.networks import Networks
 
-__all__ = ["RelayControl", "split_address"]
+from .address import split_mailbox
+from .text import clean_text
 
-# Domain names (A-labels or, with SMTPUTF8, U-labels) and address literals.
-_LABEL = re.compile(r"^(?!-)[^\s@\[\]()<>,;:\\\"./]{1,63}(?<!-)$")
-_LITERAL = re.compile(r"^\[[^\[\]\s\\]+\]$")
+__all__ = ["RelayControl", "split_address"]
 
 
 def split_address(address: str) -> tuple[str, str] | None:
     """``(local part, lower-cased domain)``, or None when the address is malformed."""
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or len(address) > 512:
+    parts = split_mailbox(address)
+    if parts is None:
         return None
-    domain = domain.lower().rstrip(".")
-    if _LITERAL.match(domain):
-        return local, domain
-    labels = domain.split(".")
-    if not all(_LABEL.match(label) for label in labels) or len(domain) > 253:
-        return None
-    return local, domain
+    local, domain = parts
+    return local, domain.lower().rstrip(".")
 
 
 class RelayControl:
@@ -68,11 +64,11 @@ class RelayControl:
         """None when ``address`` may be accepted from ``client_ip``, else the reply."""
         parts = split_address(address)
         if parts is None:
-            return f"501 5.1.3 <{address}>: Bad recipient address syntax"
+            return f"501 5.1.3 <{clean_text(address)}>: Bad recipient address syntax"
         if self.is_trusted(client_ip):
             return None
         local, domain = parts
         ours = self.is_local(domain) or domain.lower().rstrip(".") in self.relay_domains
         if ours and not any(c in local for c in "%!@"):
             return None
-        return f"554 5.7.1 <{address}>: Relay access denied"
+        return f"554 5.7.1 <{clean_text(address)}>: Relay access denied"

@@ -1,0 +1,77 @@
+"""What ingress relies on inside aiosmtpd, pinned against the version in use.
+
+``protocol.py`` lists these reaches. When aiosmtpd is upgraded, these tests say
+whether each still holds; the version check below says to read them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiosmtpd
+import aiosmtpd.smtp
+from ingress_harness import CoalescingTLSClient, RawSMTP, wait_until
+
+from elemta.ingress.protocol import IngressSMTP
+
+# The version whose insides these tests were written against. After an upgrade,
+# check each test below (and the list in protocol.py), then move this on.
+PINNED = "1.4.6"
+
+
+def test_the_aiosmtpd_in_use_is_the_one_these_reaches_were_checked_against():
+    assert aiosmtpd.__version__ == PINNED, (
+        "aiosmtpd changed: re-check the reaches listed in elemta/ingress/protocol.py"
+    )
+
+
+def test_a_session_reads_its_stream_from_the_reader_aiosmtpd_keeps(ingress):
+    with RawSMTP(ingress.port) as c:
+        c.reply()
+        wait_until(lambda: ingress.svc.server.sessions, what="the session")
+        (session,) = ingress.svc.server.sessions
+        assert isinstance(session, IngressSMTP)
+        assert isinstance(session._reader, asyncio.StreamReader)
+
+
+def test_aiosmtpd_starts_a_new_session_with_ssl_set_once_tls_is_up(ingress):
+    with RawSMTP(ingress.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test")
+        (session,) = ingress.svc.server.sessions
+        assert session.session.ssl is None and not session.tls
+        c.cmd(b"STARTTLS")
+        client = CoalescingTLSClient(c.sock)
+        # the greeting from before TLS does not count inside it (RFC 3207 4.2)
+        client.handshake_then(b"MAIL FROM:<a@client.test>\r\n")
+        assert client.reply() == b"503 5.5.1 Error: send HELO/EHLO first\r\n"
+        assert session.tls and session.session.ssl is not None
+
+
+def test_aiosmtpd_drops_plaintext_pipelined_after_starttls_when_the_handshake_completes(
+    ingress,
+):
+    with RawSMTP(ingress.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test")
+        c.send(b"STARTTLS\r\nRSET\r\nRSET\r\n")
+        assert c.reply() == b"220 2.0.0 Ready to start TLS\r\n"
+        client = CoalescingTLSClient(c.sock)
+        client.handshake_then(b"NOOP\r\n")
+        # one reply, to the NOOP: the plaintext RSETs were never run
+        assert client.reply() == b"250 2.0.0 Ok\r\n"
+
+
+def test_aiosmtpd_answers_what_it_answers_itself_through_push(ingress):
+    with RawSMTP(ingress.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test")
+        assert c.cmd(b"B\x00GUS") == b'500 5.5.2 Error: command "B?GUS" not recognized\r\n'
+        assert c.cmd(b"") == b"500 5.5.2 Error: bad syntax\r\n"
+        assert c.cmd(b"X" * 600) == b"500 5.5.2 Line too long\r\n"
+
+
+def test_aiosmtpd_logs_through_the_logger_ingress_makes_printable():
+    assert aiosmtpd.smtp.log is logging.getLogger("mail.log")
+    assert any(type(f).__name__ == "PrintableLogs" for f in aiosmtpd.smtp.log.filters)
