@@ -335,10 +335,13 @@ class CoalescingTLSClient:
         out = b""
         while True:
             try:
-                out += self.tls.read(65536)
+                data = self.tls.read(65536)
             except ssl.SSLWantReadError:
                 self._receive()
                 continue
+            if not data:  # close_notify
+                raise ConnectionError(f"TLS closed after {out!r}")
+            out += data
             lines = out.split(b"\r\n")
             if len(lines) > 1 and lines[-2][3:4] == b" ":
                 return out

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 
 import pytest
-from ingress_harness import CoalescingTLSClient, RawSMTP, queue_id_of, stored
+from ingress_harness import CoalescingTLSClient, RawSMTP, queue_id_of, stored, wait_until
 
 # One reply line as RFC 5321 4.2 has it: a code, a space or hyphen, printable ASCII.
 WELL_FORMED = re.compile(rb"^[2-5]\d\d[ -][\x20-\x7e]*\r\n$")
@@ -157,3 +158,22 @@ def test_a_source_route_neither_opens_nor_closes_relaying(ingress_factory):
         # the route names a foreign host, the mailbox is ours: local mail
         assert c.cmd(b"RCPT TO:<@foreign.test:bob@local.test>")[:3] == b"250"
         assert c.cmd(b"RCPT TO:<@bad..route:bob@local.test>").startswith(b"501 5.1.3 ")
+
+
+def test_nothing_more_is_read_inside_tls_once_the_server_said_goodbye(ingress, caplog):
+    caplog.set_level(logging.INFO)
+    with RawSMTP(ingress.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test")
+        c.cmd(b"STARTTLS")
+        client = CoalescingTLSClient(c.sock)
+        # five unknown commands end the session; more follow in the same write
+        client.handshake_then(
+            b"A\r\nB\r\nC\r\nD\r\nE\r\nF\r\nG\r\n" + b"X" * 5000 + b"\r\nNOOP\r\n"
+        )
+        replies = [client.reply() for _ in range(5)]
+        assert replies[-1] == b"502 5.5.1 Too many unrecognized commands, goodbye.\r\n"
+        with pytest.raises((ConnectionError, ssl.SSLError)):
+            client.reply()
+    wait_until(lambda: not ingress.svc.server.sessions, what="the session to end")
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

@@ -206,10 +206,17 @@ class IngressSMTP(SMTP):
         await self._send([text])
 
     async def _send(self, lines: list[str]) -> None:
-        """Write one reply (one or more lines) and do what follows a reply."""
+        """Write one reply (one or more lines) and do what follows a reply.
+
+        Once the connection is closing, nothing more is read: aiosmtpd's command
+        loop goes on over what the client had pipelined after its own goodbye
+        and would close the transport again, which breaks a TLS transport's
+        next read (``AttributeError`` in asyncio's sslproto). Raising
+        CancelledError here ends the loop the way a lost connection does.
+        """
         transport = self.transport
         if transport is None or transport.is_closing():
-            return
+            raise asyncio.CancelledError()
         last = lines[-1]
         metrics.count_reply(last[:3])
         payload = "\r\n".join(reply_line(line) for line in lines).encode("ascii")
