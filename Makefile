@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/common:$(CURDIR)/services/ingress:$(CURDIR)/services/policy:$(CURDIR)/services/queue:$(CURDIR)/services/delivery:$(CURDIR)/services/api:$(CURDIR)/operator
 
-.PHONY: run test scanners k8s-tools chart image image-check lint typecheck proto bench bench-policy clean install
+.PHONY: run test scanners k8s-tools chart image image-check lint typecheck proto bench bench-policy fuzz clean install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,14 @@ typecheck: install
 
 proto: install
 	PYTHON=$(PY) bash tools/proto_codegen.sh
+
+# Fuzzing: properties of the parsers (Hypothesis, EXAMPLES per property), then
+# generated SMTP sessions against the whole system, by count or by time:
+#   make fuzz SESSIONS=10000     make fuzz DURATION=600     make fuzz SEED=42 SESSIONS=1
+EXAMPLES ?= 5000
+fuzz: install
+	ELEMTA_FUZZ_EXAMPLES=$(EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz/test_fuzz_parsing.py
+	$(PY) tests/fuzz/fuzz_campaign.py $(if $(SESSIONS),--sessions $(SESSIONS)) $(if $(DURATION),--duration $(DURATION)) $(if $(SEED),--seed $(SEED)) $(ARGS)
 
 bench: install
 	$(PY) bench/relay.py $(ARGS)

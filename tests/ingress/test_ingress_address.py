@@ -19,6 +19,7 @@ from elemta.rpc.policy.v1 import policy_pb2 as pb
         (" <a@b.test>", "a@b.test", ""),
         ("a@b.test SIZE=1", "a@b.test", "SIZE=1"),
         ("<@r1.test,@[192.0.2.1]:a@b.test>", "a@b.test", ""),
+        ("<@[IPv6:2001:db8::1]:a@b.test>", "a@b.test", ""),
         ('<"john smith"@b.test>', '"john smith"@b.test', ""),
         ('<"a>b"@b.test>', '"a>b"@b.test', ""),
         ("<a@[192.0.2.1]>", "a@[192.0.2.1]", ""),

@@ -25,6 +25,7 @@ from elemta.ingress.transaction import edit_headers
         ("503 Error: need RCPT command", "503 5.5.1 Error: need RCPT command"),
         ("250 2.1.5 Ok", "250 2.1.5 Ok"),
         ("599 Odd", "599 5.0.0 Odd"),
+        ("250 4.0.0 looks like a code", "250 2.0.0 4.0.0 looks like a code"),
         ("354 End data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"),
     ],
 )

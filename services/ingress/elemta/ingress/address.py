@@ -163,9 +163,19 @@ def _drop_route(path: str) -> str:
     """The mailbox of ``path``, its source route (``@a,@b:``) checked and removed."""
     if not path.startswith("@"):
         return path
-    route, colon, mailbox = path.partition(":")
-    if not colon:
+    # The route ends at the first colon outside an address literal ([IPv6:...]).
+    depth, end = 0, -1
+    for i, c in enumerate(path):
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+        elif c == ":" and depth == 0:
+            end = i
+            break
+    if end < 0:
         raise AddressError("source route without a mailbox")
+    route, mailbox = path[:end], path[end + 1 :]
     for hop in route.split(","):
         if not hop.startswith("@") or not valid_domain(hop[1:]):
             raise AddressError("bad source route")

@@ -64,7 +64,7 @@ def with_enhanced_code(reply: str) -> str:
         return _REWRITES[reply]
     if len(reply) < 3 or reply[0] not in "245" or not reply[:3].isdigit():
         return reply
-    if _HAS_ENHANCED.match(reply):
+    if _HAS_ENHANCED.match(reply) and reply[4] == reply[0]:
         return reply
     code, sep, text = reply[:3], reply[3:4] or " ", reply[4:]
     ext = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
