@@ -10,7 +10,8 @@ every reply (:mod:`fuzz_session`), a campaign checks:
 * every message ingress accepted reaches the sink or a mailbox, or is bounced;
 * no message from the untrusted address reached the sink for a foreign recipient;
 * no service logged a traceback or an error, and every log line is one JSON event;
-* ingress is still running; its memory at the start and the end is reported.
+* ingress is still running and, once the clients are gone, holds no session;
+  its memory after warm-up and at the end is reported.
 
 Run ``make fuzz`` (``SESSIONS=10000``, ``DURATION=600``, ``SEED=n``) or
 ``python tests/fuzz/fuzz_campaign.py --help``. A finding names the seed of its session;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import smtplib
 import sys
 import tempfile
@@ -158,6 +160,20 @@ class Campaign:
             time.sleep(0.1)
         return Finding(-1, "clean dialogue not delivered", f"probe {n} to {rcpt}")
 
+    def check_sessions_end(self) -> list[Finding]:
+        """Once every client is gone, ingress holds no session (none leaked)."""
+        assert self.stack is not None
+        ingress = self.stack.processes["ingress"]
+        deadline = time.monotonic() + self.command_timeout * 2 + 10
+        left = ""
+        while time.monotonic() < deadline:
+            gauge = re.search(r"^elemta_ingress_sessions (\S+)$", ingress.metrics(), re.M)
+            left = gauge.group(1) if gauge else "?"
+            if left == "0.0":
+                return []
+            time.sleep(0.2)
+        return [Finding(-1, "sessions left open", f"{left} sessions after every client left")]
+
     def _delivered_ids(self) -> str:
         with self.sink._lock:
             texts = [m.content.decode("utf-8", "replace") for m in self.sink.messages]
@@ -275,6 +291,7 @@ class Campaign:
         finding = self.probe(report.sessions + 1)
         report.probes += finding is None
         report.findings += [finding] if finding else []
+        report.findings += self.check_sessions_end()
         report.findings += self.check_deliveries(queued, wait=120 + len(queued) / 20)
         report.findings += self.check_relaying()
         report.findings += self.check_logs()

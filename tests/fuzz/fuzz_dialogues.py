@@ -5,8 +5,10 @@ each), a STARTTLS handshake, or a disconnect. :func:`dialogue` builds one from a
 seed, so any finding is reproduced by its seed alone.
 
 To fuzz a new verb, add a generator of its arguments to :data:`VERBS` (valid and
-broken forms); if the verb changes how the server reads what follows (like DATA
-or STARTTLS), teach :mod:`fuzz_session` its reply (``fuzz_session.SPECIAL``).
+broken forms) and, if real clients use it in a shape of their own, a step to
+:func:`_valid`. If the verb changes how the server reads what follows (like DATA
+or STARTTLS, or BDAT with its octet count), teach :mod:`fuzz_session` what its
+reply means (``SPECIAL``) and how the server then reads (``MODES``).
 """
 
 from __future__ import annotations

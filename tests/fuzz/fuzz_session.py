@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from fuzz_dialogues import OURS, Dialogue
 
-__all__ = ["Finding", "Outcome", "SPECIAL", "run_session"]
+__all__ = ["Finding", "MODES", "Outcome", "SPECIAL", "run_session"]
 
 REPLY_LINE = re.compile(rb"^([2-5]\d\d)([ -])([\x20-\x7e]*)$")
 ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
@@ -219,27 +219,8 @@ class _Model:
 
     def run_pending(self) -> None:
         """Read every reply the bytes sent so far are owed."""
-        while self.mode in ("command", "data"):
-            if self.mode == "command":
-                if b"\n" not in self.pending:
-                    return
-                line, self.pending = self.pending.split(b"\n", 1)
-                code = self.answer(line)
-                self.after(line, code)
-            else:
-                data = b"\r\n" + self.pending
-                end = data.find(MARK)
-                if end < 0:
-                    return
-                content, self.pending = data[2 : end + 2], data[end + len(MARK) :]
-                code = self.answer(b"<end of data>")
-                if code[:1] == b"2" and _bare_line_end(content):
-                    self.finding("bare CR/LF accepted", f"{content[:200]!r}")
-                queued = QUEUED.search(self.last) if code == b"250" else None
-                if queued:
-                    self.out.queued.append(queued.group(1).decode())
-                self.mode = "command"
-                self.after(b"<end of data>", code)
+        while self.mode in MODES and MODES[self.mode](self):
+            pass
 
     def after(self, line: bytes, code: bytes) -> None:
         if code in (b"421", b"221"):
@@ -259,6 +240,34 @@ class _Model:
             self.finding("relay to a foreign domain", f"{line!r} got {code!r}")
 
 
+def _command_mode(model: _Model) -> bool:
+    """One command line, one reply. False until a whole line was sent."""
+    if b"\n" not in model.pending:
+        return False
+    line, model.pending = model.pending.split(b"\n", 1)
+    code = model.answer(line)
+    model.after(line, code)
+    return True
+
+
+def _data_mode(model: _Model) -> bool:
+    """DATA up to the end mark, one reply. False until the end mark was sent."""
+    data = b"\r\n" + model.pending
+    end = data.find(MARK)
+    if end < 0:
+        return False
+    content, model.pending = data[2 : end + 2], data[end + len(MARK) :]
+    code = model.answer(b"<end of data>")
+    if code[:1] == b"2" and _bare_line_end(content):
+        model.finding("bare CR/LF accepted", f"{content[:200]!r}")
+    queued = QUEUED.search(model.last) if code == b"250" else None
+    if queued:
+        model.out.queued.append(queued.group(1).decode())
+    model.mode = "command"
+    model.after(b"<end of data>", code)
+    return True
+
+
 def _data(model: _Model, line: bytes, code: bytes) -> None:
     if code == b"354":
         model.mode = "data"
@@ -270,6 +279,8 @@ def _starttls(model: _Model, line: bytes, code: bytes) -> None:
         model.mode = "tls"
 
 
+# How the server reads in each mode (BDAT, for one, would add its own).
+MODES: dict[str, Callable[[_Model], bool]] = {"command": _command_mode, "data": _data_mode}
 # Verbs that change how the server reads what follows, or what the checks expect.
 SPECIAL: dict[str, Callable[[_Model, bytes, bytes], None]] = {
     "DATA": _data,

@@ -177,3 +177,15 @@ def test_nothing_more_is_read_inside_tls_once_the_server_said_goodbye(ingress, c
             client.reply()
     wait_until(lambda: not ingress.svc.server.sessions, what="the session to end")
     assert not [r for r in caplog.records if r.exc_info], caplog.text
+
+
+def test_a_session_that_never_does_its_tls_handshake_times_out_and_is_gone(ingress_factory):
+    runner = ingress_factory({"ingress": {"command_timeout": 1.0}})
+    with RawSMTP(runner.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test")
+        assert c.cmd(b"STARTTLS")[:3] == b"220"
+        c.send(b"\x16\x03\x01\x02\x00")  # the start of a ClientHello, and then nothing
+        assert c.closed()
+    # nothing is left of it: no session to drain, no task waiting for ever
+    wait_until(lambda: not runner.svc.server.sessions, timeout=10, what="the session to end")

@@ -71,6 +71,10 @@ async def read_data(reader: asyncio.StreamReader, limit: int) -> bytes | None:
     an implicit CRLF (the one that ended the DATA command), so an empty
     message is just ``.<CRLF>``.
     """
+    # asyncio's StreamReader (not aiosmtpd) has no public way to raise its limit
+    # for one read. Reading under aiosmtpd's 1001-octet limit instead, through
+    # LimitOverrunError, measured 1.8 times slower (25 MB: 97 ms against 55 ms).
+    # tests/fuzz/test_fuzz_parsing.py pins the framing on such a reader.
     saved = reader._limit  # type: ignore[attr-defined]
     reader._limit = limit + len(MARK)  # type: ignore[attr-defined]
     try:

@@ -29,6 +29,9 @@ test_ingress_aiosmtpd.py`` pins each against the aiosmtpd version in use):
   so the first command sent inside TLS is never lost.
 * aiosmtpd's command loop answers unknown, empty and over-long commands through
   :meth:`push`, where they get their enhanced code and are made printable.
+* A ``TLSSetupException`` raised from a command makes aiosmtpd close the
+  transport and end the session: STARTTLS raises it when the connection was
+  closed mid-handshake, which asyncio does not report as a lost connection.
 """
 
 from __future__ import annotations
@@ -243,7 +246,8 @@ class IngressSMTP(SMTP):
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
-            log.info("TLS handshake failed with %s: %r", self.peer[0], error.__cause__)
+            why = error.__cause__ or error
+            log.info("TLS handshake failed with %s: %r", self.peer[0], why)
             return "454 4.7.0 TLS handshake failed"
         log.exception("session error with %s", self.peer[0])
         return "451 4.3.0 Error: internal error, try again later"
@@ -292,6 +296,12 @@ class IngressSMTP(SMTP):
         # inside TLS (RFC 3207 section 4.2, CVE-2011-0411): aiosmtpd drops it
         # when the handshake completes, before the first decrypted byte.
         await super().smtp_STARTTLS(arg)
+        if not self.tls:
+            # The connection was closed before the handshake completed (our
+            # idle timeout, say): asyncio then ends the handshake wait without
+            # an error and never reports the connection lost. aiosmtpd's own
+            # cleanup for a failed handshake ends the session instead.
+            raise TLSSetupException("connection closed during the TLS handshake")
 
     @syntax("RSET")
     async def smtp_RSET(self, arg: str) -> None:  # noqa: N802
