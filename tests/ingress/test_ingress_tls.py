@@ -1,9 +1,15 @@
-"""Several ingress processes starting at once share one self-signed certificate."""
+"""STARTTLS certificates: one self-signed for processes starting together; a renewed
+configured one served without a restart."""
 
 from __future__ import annotations
 
+import smtplib
+import ssl
 import subprocess
 import sys
+
+import trustme
+from cryptography import x509
 
 from support.stack import ROOT, python_path
 
@@ -32,3 +38,35 @@ def test_processes_starting_together_all_load_a_matching_key_and_certificate(tmp
     assert [p.returncode for p in procs] == [0] * 6, [err for _, err in results]
     assert {out.strip() for out, _ in results} == {b"1"}
     assert len(list((tmp_path / "tls").glob("*.pem"))) == 1
+
+
+def _served_certificate(runner, ca) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+    with smtplib.SMTP("127.0.0.1", runner.port, local_hostname="client.test", timeout=15) as client:
+        client.starttls(context=context)
+        der = client.sock.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der)
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(ingress_factory, tmp_path):
+    ca = trustme.CA()
+    cert_path, key_path = tmp_path / "tls.crt", tmp_path / "tls.key"
+
+    def install(cert) -> None:  # type: ignore[no-untyped-def]
+        cert_path.write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+        key_path.write_bytes(cert.private_key_pem.bytes())
+
+    install(ca.issue_cert("mx.elemta.test", "127.0.0.1"))
+    runner = ingress_factory({"ingress": {"tls_cert": str(cert_path), "tls_key": str(key_path)}})
+    first = _served_certificate(runner, ca).serial_number
+
+    install(ca.issue_cert("mx.elemta.test", "127.0.0.1"))  # the Secret is renewed in place
+    follower = runner.svc.server._tls_files
+    assert follower is not None and runner.call(_reload(follower))
+
+    assert _served_certificate(runner, ca).serial_number != first
+
+
+async def _reload(follower) -> bool:  # type: ignore[no-untyped-def]
+    # What the follower's own timer does every few seconds, without waiting for it.
+    return bool(follower.reload_if_changed())

@@ -128,6 +128,26 @@ class NatsSettings(_Section):
         ge=1024,
         description="Bodies above this many bytes go to the Object Store, not the stream",
     )
+    tls_ca: str = Field(
+        "", description="CA (PEM) the server's certificate is checked with; set: TLS"
+    )
+    tls_cert: str = Field("", description="Client certificate (PEM) for servers that ask one")
+    tls_key: str = Field("", description="Key of tls_cert")
+    user: str = Field("", description="User name (with password)")
+    password: str = Field("", description="Password of user")
+    token: str = Field("", description="Authentication token (instead of user and password)")
+    creds_file: str = Field(
+        "", description=".creds file (JWT and NKey seed); re-read at each reconnection"
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> NatsSettings:
+        kinds = [k for k in ("user", "token", "creds_file") if getattr(self, k)]
+        if len(kinds) > 1:
+            raise ValueError(f"set one of user, token, creds_file (got {', '.join(kinds)})")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
 
 class IngressSettings(_Section):
@@ -281,6 +301,29 @@ class PolicySettings(_Section):
     plugins: list[PluginSettings] = Field(
         default_factory=list, description="Content scanners at end of DATA, in order"
     )
+    tls_cert: str = Field(
+        "", description="Certificate (PEM) the gRPC server presents; empty: plain"
+    )
+    tls_key: str = Field("", description="Key of tls_cert")
+    tls_client_ca: str = Field(
+        "", description="CA that clients' certificates must chain to (mTLS); empty: none asked"
+    )
+    tls_ca: str = Field("", description="CA clients check the server with; set: clients use TLS")
+    client_cert: str = Field("", description="Certificate (PEM) clients present (mTLS)")
+    client_key: str = Field("", description="Key of client_cert")
+    tls_server_name: str = Field(
+        "", description="Name clients expect in the server's certificate; empty: address's host"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> PolicySettings:
+        for cert, key in (("tls_cert", "tls_key"), ("client_cert", "client_key")):
+            if bool(getattr(self, cert)) != bool(getattr(self, key)):
+                raise ValueError(f"{cert} and {key} go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert (client certificates need TLS)")
+        return self
+
     milters: list[MilterSettings] = Field(
         default_factory=list,
         description="Milters asked at end of DATA after the plugins, in order"

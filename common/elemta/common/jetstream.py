@@ -32,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import nats
@@ -53,6 +55,7 @@ from nats.js.kv import KeyValue
 
 from .config import Config
 from .envelope import Envelope
+from .natsauth import NatsAuth, NatsTls
 
 __all__ = [
     "BODIES_BUCKET",
@@ -194,7 +197,13 @@ async def connect(
             raise ConnectionError(f"stopped while waiting for NATS at {cfg.nats.url}")
         log.warning("cannot reach NATS at %s; retrying", cfg.nats.url)
         await asyncio.sleep(1.0)
+    auth = nats_auth(cfg)
+    tls: NatsTls | None = NatsTls(auth) if auth.wants_tls(servers) else None
+    extra: dict[str, Any] = dict(auth.credentials())
+    if tls is not None:
+        extra["tls"] = tls.context
     nc = await nats.connect(
+        **extra,
         servers=servers,
         name=name,
         connect_timeout=int(max(1, cfg.nats.connect_timeout)),
@@ -206,8 +215,28 @@ async def connect(
         error_cb=error_cb,
         pending_size=64 * 1024 * 1024,
     )
+    if tls is not None:
+        tls.start()  # a renewed certificate or CA is used from the next reconnection
+        _TLS[nc] = tls
     await _notify(True)
     return nc
+
+
+#: The TLS file watchers of open connections, stopped by :func:`disconnect`.
+_TLS: weakref.WeakKeyDictionary[NATS, NatsTls] = weakref.WeakKeyDictionary()
+
+
+def nats_auth(cfg: Config) -> NatsAuth:
+    n = cfg.nats
+    return NatsAuth(
+        tls_ca=n.tls_ca,
+        tls_cert=n.tls_cert,
+        tls_key=n.tls_key,
+        user=n.user,
+        password=n.password,
+        token=n.token,
+        creds_file=n.creds_file,
+    )
 
 
 async def disconnect(nc: NATS, wait: float = 5.0) -> None:
@@ -216,6 +245,9 @@ async def disconnect(nc: NATS, wait: float = 5.0) -> None:
     Draining a connection whose server is gone waits for a reconnect that may
     never come; a service stopping then would hang until killed.
     """
+    tls = _TLS.pop(nc, None)
+    if tls is not None:
+        await tls.stop()
     if nc.is_closed:
         return
     if nc.is_connected:

@@ -14,18 +14,12 @@ which the next reconnection uses.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from .tlsfiles import FileWatch, client_context, reload_chain
+from .tlsfiles import ContextFollower, client_context
 
 __all__ = ["NatsAuth", "NatsTls"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,40 +48,13 @@ class NatsAuth:
         return {}
 
 
-class NatsTls:
+class NatsTls(ContextFollower):
     """A client TLS context for NATS that follows its files."""
 
     def __init__(self, auth: NatsAuth) -> None:
-        self.auth = auth
-        self.context: ssl.SSLContext = client_context(auth.tls_ca, auth.tls_cert, auth.tls_key)
-        self._watch = FileWatch([auth.tls_ca, auth.tls_cert, auth.tls_key])
-        self._task: asyncio.Task[None] | None = None
-
-    def reload_if_changed(self) -> bool:
-        if not self._watch.changed():
-            return False
-        try:
-            if self.auth.tls_cert:
-                reload_chain(self.context, self.auth.tls_cert, self.auth.tls_key, self.auth.tls_ca)
-            elif self.auth.tls_ca:
-                self.context.load_verify_locations(self.auth.tls_ca)
-        except (OSError, ssl.SSLError) as exc:
-            log.warning("NATS TLS files changed but cannot be loaded yet: %s", exc)
-            return False
-        log.info("NATS TLS files re-read")
-        return True
-
-    async def _follow(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.reload_if_changed()
-
-    def start(self, interval: float = 10.0) -> None:
-        self._task = asyncio.create_task(self._follow(interval), name="nats-tls-files")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().__init__(
+            client_context(auth.tls_ca, auth.tls_cert, auth.tls_key),
+            auth.tls_cert,
+            auth.tls_key,
+            auth.tls_ca,
+        )

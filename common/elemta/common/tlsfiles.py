@@ -19,20 +19,28 @@ followed. CA bundles added to an ``SSLContext`` stay trusted until restart
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import ssl
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
 
 __all__ = [
+    "ContextFollower",
     "FileWatch",
     "GrpcServerTls",
     "client_context",
     "grpc_channel_credentials",
     "server_context",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class FileWatch:
@@ -130,3 +138,82 @@ class GrpcServerTls:
             self._fetch,
             require_client_authentication=bool(self.client_ca),
         )
+
+
+class GrpcClientTls:
+    """What a gRPC client needs to reach a TLS server, and whether its files changed.
+
+    gRPC channel credentials are fixed for a channel's life, so the client asks
+    :meth:`changed` (a few ``stat`` calls, at most every ``check_every`` seconds)
+    and opens a new channel when it says so.
+    """
+
+    def __init__(
+        self,
+        ca: str,
+        cert: str = "",
+        key: str = "",
+        server_name: str = "",
+        check_every: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ca, self.cert, self.key, self.server_name = ca, cert, key, server_name
+        self._watch = FileWatch([ca, cert, key])
+        self._check_every = check_every
+        self._clock = clock
+        self._next_check = clock() + check_every
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc_channel_credentials(self.ca, self.cert, self.key)
+
+    def options(self) -> list[tuple[str, str]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+    def changed(self) -> bool:
+        now = self._clock()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self._check_every
+        return self._watch.changed()
+
+
+class ContextFollower:
+    """Keeps an ``SSLContext`` in step with its files: reloads them when they change.
+
+    Handshakes after a reload present the new certificate (and trust the new CA);
+    connections already open keep theirs.
+    """
+
+    def __init__(self, context: ssl.SSLContext, cert: str, key: str = "", ca: str = "") -> None:
+        self.context, self.cert, self.key, self.ca = context, cert, key, ca
+        self._watch = FileWatch([cert, key, ca])
+        self._task: asyncio.Task[None] | None = None
+
+    def reload_if_changed(self) -> bool:
+        if not self._watch.changed():
+            return False
+        try:
+            if self.cert:
+                reload_chain(self.context, self.cert, self.key, self.ca)
+            elif self.ca:
+                self.context.load_verify_locations(self.ca)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("TLS files changed but cannot be loaded yet: %s", exc)
+            return False
+        log.info("TLS files re-read: %s", ", ".join(p for p in (self.cert, self.ca) if p))
+        return True
+
+    async def _follow(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.reload_if_changed()
+
+    def start(self, interval: float = 10.0) -> None:
+        self._task = asyncio.create_task(self._follow(interval), name="tls-files")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -10,6 +10,8 @@ CheckRcpt are wired so that the SMTP stages can ask them later.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,8 +20,11 @@ import grpc
 from opentelemetry import trace
 
 from elemta.common.telemetry import metadata_with_context, tracer
+from elemta.common.tlsfiles import GrpcClientTls
 from elemta.rpc.policy.v1 import policy_pb2 as pb
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ACCEPT",
@@ -170,35 +175,70 @@ def decision_from_verdict(v: pb.Verdict) -> Decision:
 
 
 class PolicyClient:
-    def __init__(self, address: str, timeout: float, max_message_size: int) -> None:
+    """The ingress side of ``PolicyService``; over TLS (and mTLS) when ``tls`` is given.
+
+    With TLS, a renewed certificate or CA (the files changed) opens a new channel
+    for the next calls; calls in flight finish on the old one.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        timeout: float,
+        max_message_size: int,
+        tls: GrpcClientTls | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
         self.max_message = max_message_size + 1024 * 1024
+        self.tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.PolicyServiceStub | None = None
+        self._retired: set[asyncio.Task[None]] = set()
         self._tracer = tracer("elemta.ingress")
+
+    def _new_channel(self) -> grpc.aio.Channel:
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", self.max_message),
+            # a policy answer may carry a replaced body (a milter's)
+            ("grpc.max_receive_message_length", self.max_message),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.keepalive_time_ms", 30000),
+        ]
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.address, options=options)
+        return grpc.aio.secure_channel(
+            self.address, self.tls.credentials(), options=options + self.tls.options()
+        )
 
     async def open(self) -> None:
         """Create the channel; it connects lazily and reconnects on its own."""
-        self._channel = grpc.aio.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_send_message_length", self.max_message),
-                # a policy answer may carry a replaced body (a milter's)
-                ("grpc.max_receive_message_length", self.max_message),
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.min_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-                ("grpc.keepalive_time_ms", 30000),
-            ],
-        )
+        self._channel = self._new_channel()
         self._stub = pb_grpc.PolicyServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def _renew_channel(self) -> None:
+        old = self._channel
+        try:
+            self._channel = self._new_channel()
+        except OSError as exc:  # a file replaced half-way: try again at the next check
+            log.warning("policy TLS files changed but cannot be read yet: %s", exc)
+            return
+        self._stub = pb_grpc.PolicyServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        log.info("policy TLS files changed; new channel to %s", self.address)
+        if old is not None:
+            task = asyncio.create_task(old.close(grace=self.timeout))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
 
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
             self._stub = None
+        for task in list(self._retired):
+            await task
 
     async def _call(self, method: str, request: object) -> Decision:
         response = await self._ask(method, request)
@@ -207,6 +247,8 @@ class PolicyClient:
     async def _ask(self, method: str, request: object) -> Any:
         if self._stub is None:
             raise PolicyUnavailable("policy channel is not open")
+        if self.tls is not None and self.tls.changed():
+            self._renew_channel()
         try:
             response = await getattr(self._stub, method)(
                 request, timeout=self.timeout, metadata=metadata_with_context()

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from elemta.common.config import Config, split_hostport
+from elemta.common.tlsfiles import ContextFollower
 
 from . import metrics
 from .protocol import IngressSMTP, Settings
@@ -38,6 +39,7 @@ class IngressServer:
         self._server: asyncio.AbstractServer | None = None
         self._settings: Settings | None = None
         self._idle = asyncio.Event()
+        self._tls_files: ContextFollower | None = None
 
     @property
     def listening(self) -> bool:
@@ -81,6 +83,11 @@ class IngressServer:
             backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        ing = self.cfg.ingress
+        if ing.tls_cert and settings.tls_context is not None:
+            # A renewed certificate (a Secret updated in place) serves the next STARTTLS.
+            self._tls_files = ContextFollower(settings.tls_context, ing.tls_cert, ing.tls_key)
+            self._tls_files.start()
         log.info("SMTP listening on %s (port %d)", self.cfg.ingress.listen, self.port)
 
     # -- the SessionHost side ------------------------------------------------------
@@ -125,6 +132,8 @@ class IngressServer:
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop accepting at once; let open transactions finish; then close the rest."""
+        if self._tls_files is not None:
+            await self._tls_files.stop()
         if self._server is not None:
             self._server.close()
         self.draining = True

@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
 from elemta.common.jetstream import MESSAGES_STREAM, connect, disconnect, wait_for_streams
+from elemta.common.tlsfiles import GrpcClientTls
 
 from .handoff import Handoff
 from .policy_client import PolicyClient
@@ -19,6 +20,14 @@ from .transaction import MessageProcessor
 __all__ = ["IngressService"]
 
 log = logging.getLogger(__name__)
+
+
+def policy_client_tls(cfg: Config) -> GrpcClientTls | None:
+    """TLS towards policy when a CA or a client certificate is configured."""
+    p = cfg.policy
+    if not (p.tls_ca or p.client_cert):
+        return None
+    return GrpcClientTls(p.tls_ca, p.client_cert, p.client_key, p.tls_server_name)
 
 
 class IngressService:
@@ -34,7 +43,10 @@ class IngressService:
         self.nc: NATS | None = None
         self.handoff = Handoff(cfg)
         self.policy = PolicyClient(
-            cfg.policy.address, cfg.ingress.policy_timeout, cfg.ingress.max_message_size
+            cfg.policy.address,
+            cfg.ingress.policy_timeout,
+            cfg.ingress.max_message_size,
+            tls=policy_client_tls(cfg),
         )
         self.processor = MessageProcessor(cfg, self.policy, self.handoff)
         self.server = IngressServer(cfg, self.processor)

@@ -16,6 +16,7 @@ from elemta.common.config import Config
 from elemta.common.health import HealthServer
 from elemta.common.jetstream import EVENTS_SUBJECT, connect, disconnect
 from elemta.common.resolver import Resolver
+from elemta.common.tlsfiles import GrpcServerTls
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 
 from .authcheck import Authentication
@@ -78,14 +79,23 @@ class PolicyService:
         server = grpc.aio.server(options=opts)
         servicer = PolicyServicer(self.pipeline, record=self._record)
         pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)
-        self.port = server.add_insecure_port(self.cfg.policy.listen)
+        p = self.cfg.policy
+        if p.tls_cert:
+            # The certificate (and the client CA) are read again when they change.
+            creds = GrpcServerTls(p.tls_cert, p.tls_key, p.tls_client_ca).credentials()
+            self.port = server.add_secure_port(p.listen, creds)
+        else:
+            self.port = server.add_insecure_port(p.listen)
         if not self.port:
             raise OSError(f"cannot bind policy.listen {self.cfg.policy.listen}")
         await server.start()
         self.server = server
         self.reloader.install()
         log.info(
-            "policy listening on %s; %s", self.cfg.policy.listen, self.content.current.describe()
+            "policy listening on %s (%s); %s",
+            p.listen,
+            "mTLS" if p.tls_client_ca else "TLS" if p.tls_cert else "plain",
+            self.content.current.describe(),
         )
 
     async def _apply(self, cfg: Config) -> str:
