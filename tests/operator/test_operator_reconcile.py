@@ -48,6 +48,8 @@ async def test_creating_a_cluster_produces_its_children_owned_by_it(operator: Ha
         ("Secret", "mail-smtp-tls"),
         ("Secret", "mail-policy-tls"),
         ("Secret", "mail-nats-tls"),
+        ("Secret", "mail-client-tls"),
+        ("Secret", "mail-nats-auth"),
         ("Secret", "mail-dkim-s2026-example-org"),
     ]:
         assert owned_by_cluster(await operator.get(kind, name)), f"{kind} {name}"
@@ -134,11 +136,17 @@ async def test_certificate_near_expiry_is_renewed(operator: Harness, clock: Cloc
     await operator.reconcile(timer=True)
     assert not_after(await operator.get("Secret", "mail-smtp-tls")) == (first_end, first_serial)
 
+    def nats_template_hash(sts: dict[str, Any]) -> str:
+        return str(sts["spec"]["template"]["metadata"]["annotations"]["elemta.io/config-hash"])
+
+    before = nats_template_hash(await operator.get("StatefulSet", "mail-nats"))
     clock.advance(days=15)  # 25 days left
     await operator.reconcile(timer=True)
     end, serial = not_after(await operator.get("Secret", "mail-smtp-tls"))
     assert serial != first_serial
     assert (end - first_end).days == 65
+    # nats-server reads its certificate at start: the renewal rolls the servers.
+    assert nats_template_hash(await operator.get("StatefulSet", "mail-nats")) != before
     assert any(
         r == "CertificateRenewed" and "mail-smtp-tls" in m for r, m in await operator.events()
     )
@@ -263,3 +271,47 @@ async def test_external_nats_needs_no_statefulset(operator: Harness) -> None:
         'url = "tls://nats.infra:4222"'
         in (await operator.get("ConfigMap", "mail-config"))["data"]["elemta.toml"]
     )
+
+
+async def test_services_talk_over_mutual_tls_and_to_nats_with_a_password(
+    operator: Harness,
+) -> None:
+    await operator.submit(SPEC)
+    await operator.reconcile()
+    text = (await operator.get("ConfigMap", "mail-config"))["data"]["elemta.toml"]
+    assert 'url = "tls://mail-nats.mail.svc:4222"' in text
+    assert 'tls_client_ca = "/etc/elemta/tls/policy/ca.crt"' in text
+    assert 'client_cert = "/etc/elemta/tls/client/tls.crt"' in text
+    assert "password" not in text  # from the Secret, through the environment
+    policy = (await operator.get("Deployment", "mail-policy"))["spec"]["template"]["spec"]
+    assert {v["name"] for v in policy["volumes"]} >= {"policy-tls", "client-tls"}
+    env = {e["name"]: e for e in policy["containers"][0]["env"]}
+    ref = env["ELEMTA_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "mail-nats-auth", "key": "password"}
+    conf = (await operator.get("ConfigMap", "mail-nats-config"))["data"]["nats.conf"]
+    assert "password: $NATS_PASSWORD" in conf
+    assert conf.count('ca_file: "/etc/nats/tls/ca.crt"') == 2  # clients and routes
+
+
+async def test_external_nats_credentials_come_from_the_named_secret(operator: Harness) -> None:
+    await operator.kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "nats-creds", "namespace": "mail"},
+            "data": {"creds": base64.b64encode(b"jwt").decode(), "ca.crt": "Y2E="},
+        }
+    )
+    nats = {
+        "mode": "external",
+        "url": "tls://nats.infra:4222",
+        "credentialsSecret": {"name": "nats-creds"},
+    }
+    await operator.submit({**SPEC, "nats": nats})
+    await operator.reconcile()
+    text = (await operator.get("ConfigMap", "mail-config"))["data"]["elemta.toml"]
+    assert 'creds_file = "/etc/elemta/nats/creds"' in text
+    assert 'tls_ca = "/etc/elemta/nats/ca.crt"' in text
+    queue = (await operator.get("Deployment", "mail-queue"))["spec"]["template"]["spec"]
+    (mount,) = [v for v in queue["volumes"] if v["name"] == "nats-credentials"]
+    assert mount["secret"]["secretName"] == "nats-creds"

@@ -26,6 +26,7 @@ __all__ = [
     "container_port",
     "dkim_file",
     "nats_url",
+    "secret_env",
     "primary_listener",
     "render_config",
     "render_config_text",
@@ -34,6 +35,9 @@ __all__ = [
 CONFIG_PATH = "/etc/elemta/elemta.toml"
 STATE_DIR = "/var/lib/elemta"
 SMTP_TLS_DIR = "/etc/elemta/tls/smtp"
+POLICY_TLS_DIR = "/etc/elemta/tls/policy"
+CLIENT_TLS_DIR = "/etc/elemta/tls/client"
+NATS_SECRET_DIR = "/etc/elemta/nats"
 DKIM_DIR = "/etc/elemta/dkim"
 POLICY_PORT = 7071
 API_PORT = 8025
@@ -70,7 +74,52 @@ def nats_url(cluster: Cluster) -> str:
     nats = cluster.spec["nats"]
     if nats["mode"] == "external":
         return str(nats["url"])
-    return f"nats://{cluster.service_host('nats')}:4222"
+    scheme = "tls" if cluster.internal_tls else "nats"
+    return f"{scheme}://{cluster.service_host('nats')}:4222"
+
+
+def _nats_keys(cluster: Cluster) -> dict[str, Any]:
+    """TLS files and credentials for NATS (secrets themselves come from the environment)."""
+    nats = cluster.spec["nats"]
+    if nats["mode"] == "managed":
+        if not cluster.internal_tls:
+            return {}
+        return {"tls_ca": f"{CLIENT_TLS_DIR}/ca.crt", "user": "elemta"}
+    keys = cluster.nats_secret_keys
+    out: dict[str, Any] = {}
+    if "ca.crt" in keys:
+        out["tls_ca"] = f"{NATS_SECRET_DIR}/ca.crt"
+    if {"tls.crt", "tls.key"} <= keys:
+        out["tls_cert"] = f"{NATS_SECRET_DIR}/tls.crt"
+        out["tls_key"] = f"{NATS_SECRET_DIR}/tls.key"
+    if "creds" in keys:
+        out["creds_file"] = f"{NATS_SECRET_DIR}/creds"
+    return out
+
+
+def secret_env(cluster: Cluster) -> list[dict[str, Any]]:
+    """``ELEMTA_NATS_*`` variables taken from Secrets, never written into the ConfigMap."""
+    nats = cluster.spec["nats"]
+
+    def ref(var: str, secret: str, key: str) -> dict[str, Any]:
+        return {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    if nats["mode"] == "managed":
+        if not cluster.internal_tls:
+            return []
+        return [ref("ELEMTA_NATS_PASSWORD", cluster.child("nats-auth"), "password")]
+    secret = (nats.get("credentialsSecret") or {}).get("name")
+    keys = cluster.nats_secret_keys
+    if not secret or "creds" in keys:
+        return []
+    if "token" in keys:
+        return [ref("ELEMTA_NATS_TOKEN", secret, "token")]
+    if {"username", "password"} <= keys:
+        return [
+            ref("ELEMTA_NATS_USER", secret, "username"),
+            ref("ELEMTA_NATS_PASSWORD", secret, "password"),
+        ]
+    return []
 
 
 def render_config(cluster: Cluster) -> dict[str, Any]:
@@ -119,6 +168,19 @@ def render_config(cluster: Cluster) -> dict[str, Any]:
     }
     if nats["mode"] == "managed":
         managed["nats"]["replicas"] = int(nats["replicas"])
+    managed["nats"].update(_nats_keys(cluster))
+    if cluster.internal_tls:
+        # Mutual TLS between ingress and policy, from the operator's CA.
+        managed["policy"].update(
+            {
+                "tls_cert": f"{POLICY_TLS_DIR}/tls.crt",
+                "tls_key": f"{POLICY_TLS_DIR}/tls.key",
+                "tls_client_ca": f"{POLICY_TLS_DIR}/ca.crt",
+                "tls_ca": f"{CLIENT_TLS_DIR}/ca.crt",
+                "client_cert": f"{CLIENT_TLS_DIR}/tls.crt",
+                "client_key": f"{CLIENT_TLS_DIR}/tls.key",
+            }
+        )
     return deep_merge(spec.get("config") or {}, managed)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,8 @@ def leaf_certificates(cluster: Cluster) -> dict[str, tuple[list[str], bool]]:
             ],
             False,
         )
-        out[cluster.child("ingress-tls")] = ([f"{cluster.child('ingress')}.{ns}.svc"], False)
+        # The services' client certificate (ingress to policy; its ca.crt checks NATS).
+        out[cluster.child("client-tls")] = ([f"{cluster.child('client')}.{ns}.svc"], False)
         if cluster.spec["nats"]["mode"] == "managed":
             headless = f"{cluster.child('nats-headless')}.{ns}.svc"
             out[cluster.child("nats-tls")] = (
@@ -197,8 +199,30 @@ async def _ensure_dkim(kube: Kube, cluster: Cluster, report: KeyReport) -> None:
             report.warnings.append(("DKIMKeyInvalid", f"Secret {name}: {exc}"))
 
 
+async def _ensure_nats_password(kube: Kube, cluster: Cluster, report: KeyReport) -> None:
+    """The managed NATS's password, generated once (the services and the servers read it)."""
+    if cluster.spec["nats"]["mode"] != "managed" or not cluster.internal_tls:
+        return
+    name = cluster.child("nats-auth")
+    if await kube.get("Secret", cluster.namespace, name) is not None:
+        return
+    meta = cluster.metadata("nats-auth", "nats")
+    password = secrets.token_urlsafe(32)
+    await kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": meta,
+            "data": {"username": _b64(b"elemta"), "password": _b64(password.encode())},
+        }
+    )
+    report.actions.append(("NATSPasswordGenerated", f"Secret {name}"))
+
+
 async def ensure_keys(kube: Kube, cluster: Cluster, now: dt.datetime) -> KeyReport:
     report = KeyReport()
     await _ensure_certs(kube, cluster, now, report)
     await _ensure_dkim(kube, cluster, report)
+    await _ensure_nats_password(kube, cluster, report)
     return report

@@ -55,6 +55,10 @@ class Cluster:
     spec: dict[str, Any]
     annotations: dict[str, str] = field(default_factory=dict)
     default_image: str = "elemta:latest"
+    #: Keys present in the external NATS credentials Secret (read by the reconcile).
+    nats_secret_keys: frozenset[str] = frozenset()
+    #: The managed NATS certificate's expiry, so that a renewal rolls the servers.
+    nats_tls_stamp: str = ""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], default_image: str) -> Cluster:
@@ -69,6 +73,11 @@ class Cluster:
             annotations=dict(meta.get("annotations") or {}),
             default_image=default_image,
         )
+
+    @property
+    def internal_tls(self) -> bool:
+        """mTLS to policy and, when managed, TLS with a password to NATS."""
+        return bool(self.spec["tls"]["internal"])
 
     @property
     def paused(self) -> bool:

@@ -36,18 +36,34 @@ def render_nats_config(cluster: Cluster) -> str:
         "  sync_interval: always",
         "}",
     ]
+    tls = [
+        "  tls {",
+        '    cert_file: "/etc/nats/tls/tls.crt"',
+        '    key_file: "/etc/nats/tls/tls.key"',
+        '    ca_file: "/etc/nats/tls/ca.crt"',
+        "    timeout: 5",
+        "  }",
+    ]
+    if cluster.internal_tls:
+        # Clients: TLS and the generated password; monitoring (8222) stays plain HTTP
+        # inside the NetworkPolicy, for probes and KEDA.
+        lines += ["tls {", *[t[2:] for t in tls[1:-1]], "}"]
+        lines += ["authorization {", "  user: elemta", "  password: $NATS_PASSWORD", "}"]
     if replicas > 1:
         routes = ", ".join(
             f"nats://{cluster.child('nats')}-{i}.{headless}:6222" for i in range(replicas)
         )
-        lines += [
-            "cluster {",
-            f"  name: {cluster.name}",
-            "  port: 6222",
-            f"  routes: [{routes}]",
-            "}",
-        ]
+        lines += ["cluster {", f"  name: {cluster.name}", "  port: 6222", f"  routes: [{routes}]"]
+        lines += tls if cluster.internal_tls else []
+        lines += ["}"]
     return "\n".join(lines) + "\n"
+
+
+def _password_env(cluster: Cluster) -> list[dict[str, Any]]:
+    if not cluster.internal_tls:
+        return []
+    ref = {"secretKeyRef": {"name": cluster.child("nats-auth"), "key": "password"}}
+    return [{"name": "NATS_PASSWORD", "valueFrom": ref}]
 
 
 def render_nats(cluster: Cluster) -> list[dict[str, Any]]:
@@ -94,7 +110,10 @@ def render_nats(cluster: Cluster) -> list[dict[str, Any]]:
         "name": "nats",
         "image": nats["image"],
         "args": ["--config", "/etc/nats/nats.conf"],
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *_password_env(cluster),
+        ],
         "ports": [
             {"name": "client", "containerPort": 4222},
             {"name": "cluster", "containerPort": 6222},
@@ -106,6 +125,11 @@ def render_nats(cluster: Cluster) -> list[dict[str, Any]]:
             {"name": "config", "mountPath": "/etc/nats", "readOnly": True},
             {"name": "data", "mountPath": "/data"},
             {"name": "tmp", "mountPath": "/tmp"},
+            *(
+                [{"name": "tls", "mountPath": "/etc/nats/tls", "readOnly": True}]
+                if cluster.internal_tls
+                else []
+            ),
         ],
         "startupProbe": {
             "httpGet": {"path": "/healthz?js-enabled-only=true", "port": "monitor"},
@@ -142,7 +166,11 @@ def render_nats(cluster: Cluster) -> list[dict[str, Any]]:
             "template": {
                 "metadata": {
                     "labels": cluster.labels("nats"),
-                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(conf_text)},
+                    # A renewed certificate rolls the servers one by one (they read
+                    # certificates at start), each in lame-duck mode first.
+                    "annotations": {
+                        CONFIG_HASH_ANNOTATION: config_hash(conf_text + cluster.nats_tls_stamp)
+                    },
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
@@ -167,6 +195,11 @@ def render_nats(cluster: Cluster) -> list[dict[str, Any]]:
                     "volumes": [
                         {"name": "config", "configMap": {"name": cluster.child("nats-config")}},
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                        *(
+                            [{"name": "tls", "secret": {"secretName": cluster.child("nats-tls")}}]
+                            if cluster.internal_tls
+                            else []
+                        ),
                     ],
                 },
             },

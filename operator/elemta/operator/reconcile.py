@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .keys import ensure_keys, tls_check
@@ -93,6 +93,22 @@ async def _prune(
     return removed
 
 
+async def _with_facts(kube: Kube, cluster: Cluster) -> Cluster:
+    """What rendering needs from Secrets: which credentials exist, the NATS cert's age."""
+    nats = cluster.spec["nats"]
+    keys: frozenset[str] = frozenset()
+    stamp = ""
+    if nats["mode"] == "external" and nats.get("credentialsSecret"):
+        secret = await kube.get("Secret", cluster.namespace, nats["credentialsSecret"]["name"])
+        keys = frozenset(((secret or {}).get("data") or {}).keys())
+    elif cluster.internal_tls:
+        secret = await kube.get("Secret", cluster.namespace, cluster.child("nats-tls"))
+        stamp = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(
+            "elemta.io/not-after", ""
+        )
+    return replace(cluster, nats_secret_keys=keys, nats_tls_stamp=stamp)
+
+
 async def _nats_check(kube: Kube, cluster: Cluster) -> Check:
     nats = cluster.spec["nats"]
     if nats["mode"] == "external":
@@ -139,6 +155,7 @@ async def reconcile(body: Mapping[str, Any], op: Operator, logger: logging.Logge
         logger.warning("%s: %s", reason, message)
         await kube.event(body, reason, message, warning=True, now=now)
 
+    cluster = await _with_facts(kube, cluster)
     manifests = render(cluster, caps)
     for manifest in manifests:
         result = await kube.apply(manifest)

@@ -13,14 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from .configfile import (
+    CLIENT_TLS_DIR,
     CONFIG_PATH,
     DKIM_DIR,
     HTTP_PORTS,
+    NATS_SECRET_DIR,
     POLICY_PORT,
+    POLICY_TLS_DIR,
     SMTP_TLS_DIR,
     STATE_DIR,
     container_port,
     dkim_file,
+    secret_env,
 )
 from .model import COMPONENTS, CONFIG_HASH_ANNOTATION, Cluster, deep_merge, dns_label
 
@@ -88,6 +92,24 @@ def _volumes(cluster: Cluster, component: str) -> tuple[list[dict[str, Any]], li
         )
         # A directory mount (not subPath), so that a renewed certificate appears in the pod.
         mounts.append({"name": "smtp-tls", "mountPath": SMTP_TLS_DIR, "readOnly": True})
+    if cluster.internal_tls:
+        # Every service checks NATS with the CA in it; ingress also presents it to policy.
+        volumes.append(
+            {"name": "client-tls", "secret": {"secretName": cluster.child("client-tls")}}
+        )
+        mounts.append({"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": True})
+        if component == "policy":
+            policy_secret = {"secretName": cluster.child("policy-tls")}
+            volumes.append({"name": "policy-tls", "secret": policy_secret})
+            mounts.append({"name": "policy-tls", "mountPath": POLICY_TLS_DIR, "readOnly": True})
+    nats = cluster.spec["nats"]
+    if nats["mode"] == "external" and nats.get("credentialsSecret") and cluster.nats_secret_keys:
+        creds: dict[str, Any] = {
+            "secretName": nats["credentialsSecret"]["name"],
+            "defaultMode": 0o440,
+        }
+        volumes.append({"name": "nats-credentials", "secret": creds})
+        mounts.append({"name": "nats-credentials", "mountPath": NATS_SECRET_DIR, "readOnly": True})
     keys = [k for k in cluster.spec["dkim"]["keys"] if k["sign"]]
     if component == "policy" and keys:
         sources = [
@@ -119,6 +141,7 @@ def _container(cluster: Cluster, component: str, mounts: list[dict[str, Any]]) -
                 "name": "POD_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            *secret_env(cluster),
         ],
         "ports": _ports(cluster, component),
         "resources": cluster.spec[component].get("resources") or _DEFAULT_RESOURCES[component],
