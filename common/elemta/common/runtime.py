@@ -71,6 +71,9 @@ async def _main(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     health = HealthServer(listen)
+    # Not ready from the moment SIGTERM arrives, before and during the drain, so
+    # that a Kubernetes Service (or a load balancer) stops sending new clients first.
+    health.add_check("draining", lambda: not stop.is_set())
     port = await health.start()
     service = factory(cfg, health, stop)
     log.info("%s starting; health on %s:%d", name, health.host, port)
