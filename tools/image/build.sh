@@ -3,7 +3,8 @@
 # packages and the project's wheels - the same recipe as the Dockerfile:
 #
 #   1. wheels: `pip wheel` of this tree and its pinned dependencies (cp311)
-#   2. root filesystem: mmdebstrap (bookworm, minbase, no recommends, no docs)
+#   2. root filesystem: mmdebstrap (bookworm, minbase, no recommends, no docs,
+#      no perl: only usrmerge needed it, and the tree is merged already)
 #      with python3 and a venv in /opt/elemta holding the wheels, user 10001
 #   3. OCI image: umoci (layout build/image/oci, tag elemta:<version>), plus a
 #      docker-archive tarball (skopeo) for `docker load`
@@ -40,6 +41,7 @@ mmdebstrap --mode=root --variant=minbase \
   --customize-hook='chroot "$1" /opt/elemta/bin/python -m compileall -q /opt/elemta/lib' \
   --customize-hook='chroot "$1" /opt/elemta/bin/pip uninstall -q -y pip setuptools' \
   --customize-hook='rm -f "$1"/opt/elemta/bin/nats-server' \
+  --customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q usrmerge perl libperl5.36 perl-modules-5.36 libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl >/dev/null' \
   --customize-hook='rm -rf "$1"/tmp/wheels "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*' \
   --customize-hook='chroot "$1" groupadd -g 10001 elemta' \
   --customize-hook='chroot "$1" useradd -u 10001 -g 10001 -M -d /var/lib/elemta -s /usr/sbin/nologin elemta' \

@@ -8,12 +8,12 @@ OUT=${1:-$ROOT/build/image}
 RFS=$OUT/rootfs
 [ -x "$RFS/opt/elemta/bin/elemta" ] || { echo "no image in $OUT: run make image" >&2; exit 1; }
 run() {
-  echo "+ elemta $*"
+  echo "+ elemta $*" >&2
   env -i PATH=/opt/elemta/bin:/usr/bin:/bin HOME=/var/lib/elemta \
-    chroot --userspec=10001:10001 "$RFS" /opt/elemta/bin/elemta "$@"
+    "$(command -v chroot)" --userspec=10001:10001 "$RFS" /opt/elemta/bin/elemta "$@"
 }
 # Every service's code imports in the image (the --help of a command may not).
-env -i PATH=/usr/bin:/bin chroot --userspec=10001:10001 "$RFS" /opt/elemta/bin/python -c \
+env -i PATH=/usr/bin:/bin "$(command -v chroot)" --userspec=10001:10001 "$RFS" /opt/elemta/bin/python -c \
   "import elemta.ingress.service, elemta.policy.service, elemta.queue.service, elemta.delivery.service, elemta.api.app, elemta.operator.handlers"
 for service in ingress policy queue delivery api operator; do
   run serve "$service" --help >/dev/null
