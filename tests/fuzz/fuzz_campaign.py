@@ -7,7 +7,8 @@ untrusted (127.0.0.1) and a trusted (127.0.0.2) address. Besides the checks on
 every reply (:mod:`fuzz_session`), a campaign checks:
 
 * a clean message is still delivered, every ``probe_every`` sessions and at the end;
-* every message ingress accepted reaches the sink or a mailbox, or is bounced;
+* every message ingress accepted reaches the sink or a mailbox, or is bounced (or,
+  from the null sender and undeliverable, is dropped with a log line);
 * no message from the untrusted address reached the sink for a foreign recipient;
 * no service logged a traceback or an error, and every log line is one JSON event;
 * ingress is still running and, once the clients are gone, holds no session;
@@ -56,6 +57,7 @@ class Report:
     mutated: int = 0
     replies: int = 0
     accepted: int = 0
+    dropped: int = 0  # undeliverable, from the null sender: nobody to bounce to
     probes: int = 0
     seconds: float = 0.0
     rss_start_kib: int = 0
@@ -67,7 +69,9 @@ class Report:
         rate = self.sessions / self.seconds if self.seconds else 0.0
         lines = [
             f"sessions: {self.sessions} ({self.mutated} mutated), replies checked: {self.replies}, "
-            f"messages accepted: {self.accepted}, clean probes delivered: {self.probes}",
+            f"messages accepted: {self.accepted} (delivered or bounced; {self.dropped} "
+            "undeliverable from <> dropped as logged), "
+            f"clean probes delivered: {self.probes}",
             f"time: {self.seconds:.1f} s ({rate:.1f} sessions/s)",
             f"ingress RSS: {self.rss_start_kib / 1024:.1f} MiB after warm-up, "
             f"{self.rss_end_kib / 1024:.1f} MiB at the end",
@@ -96,6 +100,7 @@ class Campaign:
         self.sink = SmtpSink()
         self.command_timeout = command_timeout
         self.stack: Stack | None = None
+        self.dropped = 0
 
     def start(self) -> Campaign:
         self.nats.start()
@@ -183,8 +188,10 @@ class Campaign:
             texts += [p.read_text(errors="replace") for p in mail.rglob("*") if p.is_file()]
         return "\n".join(texts)
 
-    def check_deliveries(self, queued: list[str], wait: float) -> list[Finding]:
-        """Every accepted queue id reached the sink or a mailbox (or came back in a bounce)."""
+    def check_deliveries(self, queued: dict[str, int], wait: float) -> list[Finding]:
+        """Every accepted queue id (to the seed of its session) reached the sink or a
+        mailbox, or came back in a bounce."""
+        seeds = queued
         deadline = time.monotonic() + wait
         missing = list(queued)
         while missing and time.monotonic() < deadline:
@@ -192,7 +199,28 @@ class Campaign:
             missing = [q for q in missing if f" id {q}" not in seen]
             if missing:
                 time.sleep(1.0)
-        return [Finding(-1, "accepted message not delivered", f"queue id {q}") for q in missing]
+        # A message from the null sender that cannot be delivered has nobody to
+        # bounce to: the queue drops it and says so (RFC 5321 section 4.5.5).
+        dropped = [q for q in missing if "undeliverable bounce dropped" in self._fate(q)]
+        self.dropped = len(dropped)
+        return [
+            Finding(seeds.get(q, -1), "accepted message not delivered", f"{q}: {self._fate(q)}")
+            for q in missing
+            if q not in dropped
+        ]
+
+    def _fate(self, queue_id: str) -> str:
+        """What the services logged about ``queue_id``, in order."""
+        assert self.stack is not None
+        said = []
+        for proc in self.stack.processes.values():
+            for line in proc.log_path.read_text(errors="replace").splitlines():
+                if queue_id in line:
+                    try:
+                        said.append(f"{proc.name}: {json.loads(line).get('msg', '')[:120]}")
+                    except ValueError:
+                        said.append(f"{proc.name}: {line[:120]}")
+        return " | ".join(said) or "nothing logged"
 
     def check_relaying(self) -> list[Finding]:
         """Nothing an untrusted client sent reached the sink for a foreign recipient."""
@@ -243,7 +271,7 @@ class Campaign:
         """Play sessions until ``sessions`` were played or ``duration`` seconds passed."""
         assert self.stack is not None
         report = Report()
-        queued: list[str] = []
+        queued: dict[str, int] = {}
         started = time.monotonic()
         next_seed = seed
         pending: set[Future] = set()
@@ -269,7 +297,7 @@ class Campaign:
                     report.sessions += 1
                     report.replies += out.replies
                     report.findings += out.findings
-                    queued += out.queued
+                    queued.update(dict.fromkeys(out.queued, out.seed))
                     if report.sessions == min(200, max(1, sessions // 20 or 200)):
                         report.rss_start_kib = _rss_kib(self.ingress_pid)
                     if report.sessions % probe_every == 0:
@@ -293,6 +321,7 @@ class Campaign:
         report.findings += [finding] if finding else []
         report.findings += self.check_sessions_end()
         report.findings += self.check_deliveries(queued, wait=120 + len(queued) / 20)
+        report.dropped = self.dropped
         report.findings += self.check_relaying()
         report.findings += self.check_logs()
         return report
