@@ -1,5 +1,6 @@
 """The Elemta system under test: its own nats-server (JetStream, ``sync_interval:
-always``) and the services as separate processes, ``python -m elemta.<svc>``.
+always``) and the services as separate processes, ``elemta serve <svc>`` from the
+installed package (``make install``).
 
 (Not named ``elemta.py``: this directory comes first on ``sys.path``, where such a
 module would hide the ``elemta`` package.)
@@ -10,8 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,15 @@ from util import DOMAIN, ROOT, BenchError, System, free_port, tail, wait_port
 
 from support.dnsserver import DnsServer  # the test suite's loopback DNS server
 from support.natsserver import nats_server_binary
-from support.stack import python_path, toml_dumps
+from support.stack import ELEMTA, toml_dumps
 
 SERVICES = ("policy", "queue", "delivery", "ingress")
 
 
 def elemta_available() -> list[str]:
-    """The services whose ``python -m elemta.<svc>`` entry point is not in the tree yet."""
-    return [s for s in SERVICES if not (ROOT / f"services/{s}/elemta/{s}/__main__.py").exists()]
+    """The services that ``elemta serve`` does not know (not installed)."""
+    installed = {ep.name for ep in entry_points(group="elemta.services")}
+    return [s for s in SERVICES if s not in installed]
 
 
 class Elemta(System):
@@ -115,7 +117,6 @@ class Elemta(System):
         config_path = self.workdir / "elemta.toml"
         config_path.write_text(toml_dumps(cfg))
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("ELEMTA_")}
-        base_env["PYTHONPATH"] = python_path()
         plan: list[tuple[str, int, dict[str, str]]] = [
             ("policy", int(cfg["policy"]["http_listen"].rsplit(":", 1)[1]), {}),
             ("queue", int(cfg["queue"]["http_listen"].rsplit(":", 1)[1]), {}),
@@ -135,7 +136,7 @@ class Elemta(System):
                 self._wait_ready(*self.services[-1], deadline)
             first_ingress = first_ingress and kind != "ingress"
             proc = self.procs.spawn(
-                [sys.executable, "-m", f"elemta.{kind}", "--config", str(config_path)],
+                [ELEMTA, "serve", kind, "--config", str(config_path)],
                 self.workdir / f"{kind}-{port}.log",
                 env={**base_env, **extra},
                 cwd=ROOT,

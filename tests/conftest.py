@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from support.dnsserver import DnsServer  # noqa: E402
-from support.natsserver import NatsServer  # noqa: E402
-from support.rspamd import RspamdServer  # noqa: E402
-from support.smtpsink import SmtpSink  # noqa: E402
-from support.stack import Stack  # noqa: E402
+# ``support`` is importable because pytest puts this folder (tests/, the first
+# without an __init__.py) on sys.path for this conftest; Elemta itself is the
+# installed package (make install), never found through a path.
+from support.dnsserver import DnsServer
+from support.natsserver import NatsServer
+from support.rspamd import RspamdServer
+from support.smtpsink import SmtpSink
+from support.stack import Stack
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``python -m elemta.api`` as a process: configuration errors, a taken port, SIGTERM."""
+"""``elemta serve api`` as a process: configuration errors, a taken port, SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pathlib import Path
 
 from support.dnsserver import free_port
 from support.natsserver import NatsServer
-from support.stack import ROOT, python_path
+from support.stack import ELEMTA, ROOT
 
 
 def api_process(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
-    full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": python_path(), **env}
+    full = {"PATH": "/usr/bin:/bin", **env}
     return subprocess.Popen(
-        [sys.executable, "-m", "elemta.api"],
+        [ELEMTA, "serve", "api"],
         cwd=str(tmp_path),
         env=full,
         stdout=subprocess.PIPE,
@@ -86,7 +86,6 @@ def test_the_api_process_becomes_ready_and_stops_cleanly_on_sigterm(
             "    await nc.close()\n"
             "asyncio.run(main())\n",
         ],
-        env={"PYTHONPATH": python_path()},
         cwd=str(ROOT),
         check=True,
         timeout=30,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from elemta.common.config import ConfigError, load_config, parse_route
 
-from support.stack import ROOT, python_path
+from support.stack import ELEMTA, ROOT
 
 
 def test_defaults_run_everything_on_localhost():
@@ -70,10 +69,10 @@ def test_a_broken_file_stops_a_service_with_a_message_naming_the_key(tmp_path):
     path = tmp_path / "elemta.toml"
     path.write_text("[queue]\nlifetime = -1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "elemta.policy", "--config", str(path)],
+        [ELEMTA, "serve", "policy", "--config", str(path)],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": python_path(), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
         cwd=ROOT,
         timeout=60,
     )

@@ -11,7 +11,7 @@ import sys
 import trustme
 from cryptography import x509
 
-from support.stack import ROOT, python_path
+from support.stack import ROOT
 
 LOAD = """
 import ssl, sys
@@ -29,7 +29,7 @@ def test_processes_starting_together_all_load_a_matching_key_and_certificate(tmp
             [sys.executable, "-c", LOAD, str(tmp_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={"PYTHONPATH": python_path(), "PATH": "/usr/bin:/bin"},
+            env={"PATH": "/usr/bin:/bin"},
             cwd=ROOT,
         )
         for _ in range(6)

@@ -1,13 +1,15 @@
 """The whole Elemta system as separate processes, for end-to-end tests.
 
-Each service runs as ``python -m elemta.<service> --config <file>``, exactly as
-``make run`` starts it, against the test's own nats-server and DNS server.
+Each service runs as ``elemta serve <service> --config <file>`` from the installed
+package, exactly as ``make run`` starts it, against the test's own nats-server and
+DNS server.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -20,14 +22,12 @@ from typing import Any
 
 from .dnsserver import free_port
 
-__all__ = ["ROOT", "ServiceProcess", "Stack", "python_path", "toml_dumps"]
+__all__ = ["ELEMTA", "ROOT", "ServiceProcess", "Stack", "toml_dumps"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def python_path() -> str:
-    parts = [ROOT / "common", *sorted((ROOT / "services").iterdir()), ROOT / "operator"]
-    return os.pathsep.join(str(p) for p in parts)
+# The installed command (the console script beside this interpreter), as a user runs it.
+ELEMTA = shutil.which("elemta", path=str(Path(sys.executable).parent)) or "elemta"
 
 
 def _toml_value(v: Any) -> str:
@@ -83,7 +83,7 @@ class ServiceProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"elemta.{self.name}", "--config", str(self.config)],
+                [ELEMTA, "serve", self.name, "--config", str(self.config)],
                 stdout=log,
                 stderr=log,
                 env=self.env,
@@ -199,7 +199,6 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ELEMTA_")}
-        env["PYTHONPATH"] = python_path()
         env.update(extra)
         return env
 

@@ -24,6 +24,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretBytes,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,7 +52,13 @@ __all__ = [
     "TransportSettings",
     "load_config",
     "parse_route",
+    "redacted",
+    "Secret",
 ]
+
+
+Secret = SecretStr
+"""The type of a key that holds a password or token: never logged, shown as ``***``."""
 
 
 class ConfigError(Exception):
@@ -679,3 +687,24 @@ def load_config(
             key = ".".join(str(p) for p in err["loc"])
             problems.append(f"{key}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@", re.IGNORECASE)
+
+
+def redacted(model: BaseModel) -> dict[str, Any]:
+    """The configuration as plain data with every secret replaced by ``***``: keys
+    of type :data:`Secret` and passwords inside URLs (``nats://user:***@host``)."""
+    return _redact(model.model_dump())  # type: ignore[no-any-return]
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        return "***"
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", value)
+    return value

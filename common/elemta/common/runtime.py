@@ -1,15 +1,15 @@
 """How every service starts and stops: config, logs, tracing, health, signals.
 
 A service provides an object with ``start()``, ``stop()`` and readiness checks;
-:func:`run_service` loads the configuration (``--config`` or ``ELEMTA_CONFIG``),
+:func:`run_service` loads the configuration (a file path, else ``ELEMTA_CONFIG``),
 reports a bad configuration on stderr with exit status 78 (EX_CONFIG, as Postfix's
 daemons do for fatal configuration errors), serves health and metrics, and turns
-SIGTERM/SIGINT into a graceful drain.
+SIGTERM/SIGINT into a graceful drain. ``elemta serve <service>`` calls it
+(:func:`elemta.cli.service.service_command`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -22,7 +22,7 @@ from .health import HealthServer
 from .logs import setup_logging
 from .telemetry import setup_tracing, shutdown_tracing
 
-__all__ = ["Service", "run_service"]
+__all__ = ["EX_CONFIG", "Factory", "Service", "run_service", "wait_or_stop"]
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +34,18 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-def parse_args(name: str, argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"elemta-{name}")
-    parser.add_argument("--config", help="TOML configuration file (default: $ELEMTA_CONFIG)")
-    return parser.parse_args(argv)
+Factory = Callable[[Config, HealthServer, asyncio.Event], Service]
 
 
 def run_service(
     name: str,
-    factory: Callable[[Config, HealthServer, asyncio.Event], Service],
+    factory: Factory,
     http_listen: Callable[[Config], str],
-    argv: list[str] | None = None,
+    config_path: str | None = None,
 ) -> int:
-    args = parse_args(name, argv)
+    """Run one service until SIGTERM/SIGINT; the process exit status."""
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(config_path)
     except ConfigError as exc:
         print(f"elemta-{name}: fatal: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -63,7 +60,7 @@ def run_service(
 async def _main(
     name: str,
     cfg: Config,
-    factory: Callable[[Config, HealthServer, asyncio.Event], Service],
+    factory: Factory,
     listen: str,
 ) -> int:
     stop = asyncio.Event()

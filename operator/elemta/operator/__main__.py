@@ -13,6 +13,9 @@ import os
 
 import kopf
 
+import elemta.operator
+from elemta.cli.service import argv_command
+
 from . import handlers
 
 
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     return 0
 
+
+command = argv_command("operator", main, elemta.operator.__doc__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

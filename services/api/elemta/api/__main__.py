@@ -1,8 +1,8 @@
-"""``python -m elemta.api``.
+"""``elemta serve api`` (or ``python -m elemta.api``): run the api service.
 
 The shared :func:`elemta.common.runtime.run_service` serves health and metrics on
 a separate ``http_listen`` address, which the ``[api]`` section does not have;
-this main loads the configuration the same way but serves ``/healthz``,
+this command loads the configuration the same way but serves ``/healthz``,
 ``/readyz`` and ``/metrics`` from the API's own port.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 
 from aiohttp import web
 
-from elemta.common.config import Config, ConfigError, load_config, split_hostport
+import elemta.api
+from elemta.cli.entrypoints import VerbatimCommand
+from elemta.cli.service import config_option, load_or_exit, summary
+from elemta.common.config import Config, split_hostport
 from elemta.common.logs import setup_logging
-from elemta.common.runtime import EX_CONFIG, parse_args
 from elemta.common.telemetry import setup_tracing, shutdown_tracing
 
 from .app import AccessLogger, create_app
@@ -51,20 +52,22 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args("api", argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"elemta-api: fatal: {exc}", file=sys.stderr)
-        return EX_CONFIG
+def start(config_path: str | None) -> None:
+    cfg = load_or_exit("elemta-api", config_path)
     setup_logging("api", cfg.telemetry.log_level, cfg.telemetry.log_format)
     setup_tracing("api", cfg.telemetry)
     try:
-        return asyncio.run(serve(cfg))
+        code = asyncio.run(serve(cfg))
     finally:
         shutdown_tracing()
+    raise SystemExit(code)
 
+
+command = config_option(
+    VerbatimCommand(
+        "api", callback=start, help=elemta.api.__doc__, short_help=summary(elemta.api.__doc__)
+    )
+)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command.main(prog_name="python -m elemta.api")

@@ -1,7 +1,7 @@
 """elemta-delivery - Elemta mail delivery agent (SMTP, LMTP, Maildir)
 
 SYNOPSIS
-    python -m elemta.delivery [--config FILE]
+    elemta serve delivery [--config FILE]
 
 DESCRIPTION
     The delivery service takes delivery jobs from the JetStream work queue

@@ -1,23 +1,14 @@
-"""``python -m elemta.delivery [--config FILE]``: run one delivery worker process."""
+"""``elemta serve delivery`` (or ``python -m elemta.delivery``): run the delivery service."""
 
-from __future__ import annotations
+import elemta.delivery
+from elemta.cli.service import service_command
 
-import asyncio
-
-from elemta.common.config import Config
-from elemta.common.health import HealthServer
-from elemta.common.runtime import run_service
-
-from .service import DeliveryService
-
-
-def factory(cfg: Config, health: HealthServer, stop_event: asyncio.Event) -> DeliveryService:
-    return DeliveryService(cfg, health, stop_event)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_service("delivery", factory, lambda cfg: cfg.delivery.http_listen, argv)
-
+command = service_command(
+    "delivery",
+    "elemta.delivery.service:DeliveryService",
+    lambda cfg: cfg.delivery.http_listen,
+    elemta.delivery.__doc__,
+)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command.main(prog_name="python -m elemta.delivery")

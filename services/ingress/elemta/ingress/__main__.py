@@ -1,13 +1,14 @@
-"""``python -m elemta.ingress --config <file>``."""
+"""``elemta serve ingress`` (or ``python -m elemta.ingress``): run the ingress service."""
 
-from elemta.common.runtime import run_service
+import elemta.ingress
+from elemta.cli.service import service_command
 
-from .service import IngressService
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_service("ingress", IngressService, lambda cfg: cfg.ingress.http_listen, argv)
-
+command = service_command(
+    "ingress",
+    "elemta.ingress.service:IngressService",
+    lambda cfg: cfg.ingress.http_listen,
+    elemta.ingress.__doc__,
+)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command.main(prog_name="python -m elemta.ingress")

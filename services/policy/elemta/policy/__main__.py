@@ -1,20 +1,18 @@
-"""``python -m elemta.policy``."""
+"""``elemta serve policy`` (or ``python -m elemta.policy``): run the policy service.
 
-from elemta.common.runtime import parse_args, run_service
+The service re-reads the same configuration file on SIGHUP (plugins and milters):
+``PolicyService`` takes the path as ``config_path``.
+"""
 
-from .service import PolicyService
+import elemta.policy
+from elemta.cli.service import service_command
 
-
-def main(argv: list[str] | None = None) -> int:
-    # The service re-reads the same file on SIGHUP (plugins and milters).
-    path = parse_args("policy", argv).config
-    return run_service(
-        "policy",
-        lambda cfg, health, stop: PolicyService(cfg, health, stop, config_path=path),
-        lambda cfg: cfg.policy.http_listen,
-        argv,
-    )
-
+command = service_command(
+    "policy",
+    "elemta.policy.service:PolicyService",
+    lambda cfg: cfg.policy.http_listen,
+    elemta.policy.__doc__,
+)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command.main(prog_name="python -m elemta.policy")

@@ -1,13 +1,14 @@
-"""``python -m elemta.queue``."""
+"""``elemta serve queue`` (or ``python -m elemta.queue``): run the queue service."""
 
-from elemta.common.runtime import run_service
+import elemta.queue
+from elemta.cli.service import service_command
 
-from .service import QueueService
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_service("queue", QueueService, lambda cfg: cfg.queue.http_listen, argv)
-
+command = service_command(
+    "queue",
+    "elemta.queue.service:QueueService",
+    lambda cfg: cfg.queue.http_listen,
+    elemta.queue.__doc__,
+)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command.main(prog_name="python -m elemta.queue")

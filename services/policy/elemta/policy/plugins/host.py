@@ -7,9 +7,10 @@ host calls each hook implementation itself: pluggy's hook call is synchronous
 and would only hand back un-awaited coroutines, while each plugin needs its own
 ``asyncio.wait_for`` timeout and fail-open/closed handling, in our ``order``.
 
-Discovery: the built-in plugins by name (``clamav``, ``spamd``, ``rspamd``) and
-third-party ones from the entry-point group ``elemta.policy.plugins``, each entry
-point a factory ``(options) -> plugin``. A factory whose ``options`` parameter is
+Discovery: every plugin, the built-in ones (``clamav``, ``spamd``, ``rspamd``)
+included, is an entry point of the group ``elemta.policy.plugins`` (see
+``pyproject.toml``), each a factory ``(options) -> plugin``; a third-party
+package registers its own the same way. A factory whose ``options`` parameter is
 annotated with a pydantic model gets its options checked against it at load
 (an unknown key or a bad value stops the load with a message naming the plugin
 and the key) and receives the model; an unannotated one receives the dict.
@@ -18,7 +19,6 @@ and the key) and receives the model; an unannotated one receives the dict.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import typing
@@ -54,12 +54,6 @@ ENTRY_POINT_GROUP = "elemta.policy.plugins"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-# name -> "module:factory" of the built-in plugins, imported on demand.
-BUILTIN = {
-    "clamav": "elemta.policy.plugins.clamav:factory",
-    "spamd": "elemta.policy.plugins.spamd:factory",
-    "rspamd": "elemta.policy.plugins.rspamd:factory",
-}
 # A built-in's default ``fail`` mode; "open" for everything else.
 DEFAULT_FAIL = {"clamav": "closed"}
 
@@ -96,13 +90,11 @@ class PluginSpec:
 
 
 def find_factory(name: str) -> Callable[[dict[str, Any]], Any]:
-    if name in BUILTIN:
-        module, _, attr = BUILTIN[name].partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()  # type: ignore[no-any-return]
-    raise LookupError(f"unknown policy plugin {name!r}")
+    known = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    raise LookupError(f"unknown policy plugin {name!r}; installed: {', '.join(known)}")
 
 
 class PluginOptionError(ValueError):
@@ -144,7 +136,7 @@ def load_plugin(
     timeout: float = 30.0,
     fail: str | None = None,
 ) -> PluginSpec:
-    """A plugin by name: built-in first, then the entry-point group."""
+    """A plugin by its entry-point name."""
     factory = find_factory(name)
     plugin = factory(checked_options(name, factory, dict(options or {})))
     fail = fail or DEFAULT_FAIL.get(name, "open")

@@ -37,7 +37,7 @@ def nats_server_binary() -> str:
 
 def nats_config(port: int, store: Path) -> str:
     return (
-        "# Written by tools/run.py at every start; edits are overwritten.\n"
+        "# Written by elemta run at every start; edits are overwritten.\n"
         f"listen: 127.0.0.1:{port}\n"
         "max_payload: 8MB\n"
         "jetstream {\n"

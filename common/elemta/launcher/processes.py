@@ -37,7 +37,7 @@ def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Pop
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        log.write(f"==== {stamp} started by tools/run.py: {' '.join(cmd)}\n".encode())
+        log.write(f"==== {stamp} started by elemta run: {' '.join(cmd)}\n".encode())
         log.flush()
         parent = os.getpid()
         return subprocess.Popen(

@@ -3,12 +3,12 @@ are ready, prints where everything is, watches them and stops them in order."""
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,6 @@ from .addresses import (
 )
 from .failure import Failure
 from .natsserver import check_external, create_streams, start_embedded
-from .paths import import_paths
 from .processes import Child
 
 if TYPE_CHECKING:
@@ -30,10 +29,26 @@ if TYPE_CHECKING:
 
 SERVICES = ("policy", "queue", "delivery", "ingress", "api")  # start order
 STOP_ORDER = ("ingress", "api", "delivery", "queue", "policy")
+SERVICES_GROUP = "elemta.services"  # what `elemta serve` runs
+
+
+@dataclass
+class Options:
+    """What ``elemta run`` was asked for (see :mod:`elemta.cli.run`)."""
+
+    config: str | None = None
+    nats_url: str | None = None
+    nats_port: int = 4222
+    delivery: int = 2
+    ingress: int = 1
+    only: list[str] | None = None
+    foreground_logs: bool = False
+    ready_timeout: float = 60.0
+    stop_timeout: float = 30.0
 
 
 class Launcher:
-    def __init__(self, args: argparse.Namespace, cfg: Config) -> None:
+    def __init__(self, args: Options, cfg: Config) -> None:
         self.args = args
         self.cfg = cfg
         self.state_dir = Path(cfg.server.state_dir)
@@ -64,19 +79,13 @@ class Launcher:
 
     # start -----------------------------------------------------------------------
 
-    def check_modules(self) -> None:
-        missing = []
-        for svc in self.only:
-            try:
-                spec = importlib.util.find_spec(f"elemta.{svc}.__main__")
-            except (ImportError, ValueError):
-                spec = None
-            if spec is None:
-                missing.append(f"elemta.{svc}")
+    def check_services(self) -> None:
+        installed = {ep.name for ep in entry_points(group=SERVICES_GROUP)}
+        missing = [svc for svc in self.only if svc not in installed]
         if missing:
             raise Failure(
-                "cannot run " + ", ".join(missing) + " (no __main__ module); "
-                "start a subset with --only, e.g. --only api"
+                "cannot run " + ", ".join(missing) + " (not installed: no entry point in "
+                f"{SERVICES_GROUP}); start a subset with --only, e.g. --only api"
             )
 
     def start_nats(self) -> None:
@@ -110,7 +119,6 @@ class Launcher:
             taken.add(int(self.nats_url.rsplit(":", 1)[1]))
         self.env_overrides = concrete_addresses(cfg, taken)
         base_env = dict(os.environ)
-        base_env["PYTHONPATH"] = import_paths()
         base_env["ELEMTA_NATS_URL"] = self.nats_url
         base_env.update(self.env_overrides)
         cmd_tail = ["--config", str(Path(self.args.config).resolve())] if self.args.config else []
@@ -144,7 +152,7 @@ class Launcher:
                     Child(
                         name,
                         svc,
-                        [sys.executable, "-m", f"elemta.{svc}", *cmd_tail],
+                        [sys.executable, "-m", "elemta.cli", "serve", svc, *cmd_tail],
                         self.log_dir / f"{name}.log",
                         env,
                         listen,
@@ -211,7 +219,7 @@ class Launcher:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.check_modules()
+            self.check_services()
             self.start_nats()
             if self.stopping:
                 return 0

@@ -1,10 +1,9 @@
-"""``tools/run.py`` (``make run``) as a user runs it: it starts nats-server and the
+"""``elemta run`` (``make run``) as a user runs it: it starts nats-server and the
 services, prints where they are, and stops all of them on Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import signal
@@ -19,7 +18,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import nats
@@ -27,23 +25,16 @@ import pytest
 
 from elemta.common.config import Config, load_config
 from elemta.common.jetstream import ensure_streams
+from elemta.launcher.addresses import (
+    concrete_addresses,
+    configured_ports,
+    next_free_port,
+    split_hostport,
+)
 
 from support.dnsserver import DnsServer, free_port
 from support.natsserver import NatsServer
-from support.stack import ROOT, python_path, toml_dumps
-
-RUN = ROOT / "tools" / "run.py"
-SERVICES = ("policy", "queue", "delivery", "ingress", "api")
-MISSING = [s for s in SERVICES if not (ROOT / f"services/{s}/elemta/{s}/__main__.py").exists()]
-
-
-def load_run_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("elemta_tools_run", RUN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from support.stack import ELEMTA, ROOT, toml_dumps
 
 
 def write_config(tmp_path: Path, dns_port: int = 53) -> tuple[Path, dict[str, dict[str, Any]]]:
@@ -72,13 +63,12 @@ def write_config(tmp_path: Path, dns_port: int = 53) -> tuple[Path, dict[str, di
 
 
 class Run:
-    """``tools/run.py`` in its own session, as a terminal's foreground job."""
+    """``elemta run`` in its own session, as a terminal's foreground job."""
 
     def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ELEMTA_")}
-        base["PYTHONPATH"] = python_path()
         self.proc = subprocess.Popen(
-            [sys.executable, str(RUN), *args],
+            [ELEMTA, "run", *args],
             cwd=str(tmp_path),
             env={**base, **(env or {})},
             stdin=subprocess.DEVNULL,
@@ -109,7 +99,7 @@ class Run:
                 self._reader.join(5)
                 if text in self.output:
                     return self.output
-                raise AssertionError(f"run.py exited {self.proc.returncode}:\n{self.output}")
+                raise AssertionError(f"elemta run exited {self.proc.returncode}:\n{self.output}")
             time.sleep(0.05)
         raise AssertionError(f"no {text!r} after {timeout}s:\n{self.output}")
 
@@ -125,7 +115,7 @@ class Run:
 
     def kill(self) -> None:
         """Clean up after a failed test: an orderly stop, else SIGKILL (the children
-        then get SIGTERM from the kernel, see tools/run.py)."""
+        then get SIGTERM from the kernel, see elemta.launcher.processes)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -296,7 +286,7 @@ def test_when_the_launcher_is_killed_its_services_and_nats_server_stop_too(
     run = Run(tmp_path, "--config", str(config), "--only", "api", "--nats-port", str(free_port()))
     runs.append(run)
     nats = nats_port(run.wait_for("Press Ctrl-C to stop."))
-    assert len(processes_mentioning(str(tmp_path))) == 3  # run.py, api, nats-server
+    assert len(processes_mentioning(str(tmp_path))) == 3  # elemta run, api, nats-server
 
     run.proc.kill()
     run.wait()
@@ -321,19 +311,18 @@ def test_an_unknown_service_in_only_is_a_usage_error(tmp_path: Path, runs: list[
 
 
 def test_extra_instances_skip_ports_that_the_configuration_or_others_use() -> None:
-    run = load_run_module()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert run.next_free_port(port, set()) != port
-        chosen = run.next_free_port(port - 1, {port - 1})
+        assert next_free_port(port, set()) != port
+        chosen = next_free_port(port - 1, {port - 1})
         assert chosen not in (port - 1, port)
     cfg = load_config(env={"ELEMTA_DELIVERY_HTTP_LISTEN": "127.0.0.1:0"})
-    taken = run.configured_ports(cfg)
+    taken = configured_ports(cfg)
     assert {9101, 9102, 9103, 8025, 2525, 7071} <= taken
-    fixed = run.concrete_addresses(cfg, taken)
-    host, port = run.split_hostport(fixed["ELEMTA_DELIVERY_HTTP_LISTEN"])
+    fixed = concrete_addresses(cfg, taken)
+    host, port = split_hostport(fixed["ELEMTA_DELIVERY_HTTP_LISTEN"])
     assert host == "127.0.0.1" and port != 0
 
 
@@ -350,7 +339,6 @@ def test_the_example_configuration_lists_every_key_with_its_default() -> None:
     assert '# ".corp.example" = "lmtp:mailstore:24"' in text
 
 
-@pytest.mark.skipif(bool(MISSING), reason=f"services without __main__ yet: {MISSING}")
 def test_the_whole_system_starts_answers_smtp_and_stops_on_ctrl_c(
     tmp_path: Path, runs: list[Run], dns_server: DnsServer
 ) -> None:

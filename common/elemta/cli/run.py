@@ -1,0 +1,131 @@
+"""``elemta run`` (what ``make run`` calls): the whole Elemta system on this machine.
+
+The work is done by :mod:`elemta.launcher`; this module is its command line.
+"""
+
+from __future__ import annotations
+
+import click
+
+from elemta.launcher.supervisor import SERVICES, Launcher, Options
+
+from .entrypoints import VerbatimCommand
+from .service import EX_CONFIG, config_option, load_or_exit
+
+__all__ = ["run"]
+
+HELP = """Run the whole Elemta system locally, one process per service.
+
+It reads the configuration as the services do (--config or $ELEMTA_CONFIG,
+ELEMTA_<SECTION>_<KEY> overrides; with neither, the embedded defaults: SMTP on
+127.0.0.1:2525, API and web UI on 127.0.0.1:8025, local domain `localhost`,
+state under ./var), then:
+
+1. starts its own nats-server with JetStream under <state_dir>/nats on
+   127.0.0.1, port 4222 when free and any free port otherwise, writing with
+   `sync_interval: always` so that an accepted message survives a machine
+   crash (as Postfix's fsync does) -- unless --nats-url or $ELEMTA_NATS_URL
+   names a server to use instead;
+2. starts policy, queue, --delivery N delivery workers, --ingress N SMTP
+   listeners (sharing the SMTP port through SO_REUSEPORT) and the api, each
+   as `elemta serve <service>` with ELEMTA_NATS_URL set, logging to
+   <state_dir>/log/<service>[-i].log;
+3. waits until every /readyz answers 200 and prints where everything is.
+
+Extra instances get their own health port: the configured http_listen port
+plus i, skipping ports that the configuration uses or that are taken. A port 0
+in the configuration is replaced by a free port, so that the address printed
+and probed is the real one.
+
+If a service exits on its own, its log tail is printed and everything stops
+with exit status 1. Ctrl-C, SIGTERM or SIGHUP stop the services in order --
+ingress (no new mail), api, delivery, queue, policy -- each with SIGTERM and up
+to --stop-timeout seconds before SIGKILL, then nats-server; a second Ctrl-C
+kills what is left at once. The services run in their own process groups, so
+a Ctrl-C reaches only this launcher, which keeps that order; on Linux they also
+get SIGTERM should the launcher itself die.
+
+--only api,queue starts a subset. Without the queue service, which owns the
+streams, the launcher creates them itself on the embedded nats-server so that
+the services it started can become ready.
+
+Exit status: 0 after Ctrl-C, 1 when something did not start or stopped on its
+own, 2 for a usage error, 78 for a bad configuration.
+"""
+
+
+def _only(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str] | None:
+    if not value:
+        return None
+    names = [n.strip() for item in value for n in item.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(SERVICES))
+    if unknown:
+        raise click.BadParameter(f"unknown service {', '.join(unknown)}; use {', '.join(SERVICES)}")
+    return [s for s in SERVICES if s in names]
+
+
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 1:
+        raise click.BadParameter("needs at least 1")
+    return value
+
+
+@click.command("run", cls=VerbatimCommand, help=HELP, short_help="Run the whole system locally.")
+@config_option
+@click.option(
+    "--nats-url",
+    metavar="URL",
+    help="Use this NATS server (default: $ELEMTA_NATS_URL; neither: start nats-server).",
+)
+@click.option(
+    "--nats-port",
+    type=click.IntRange(1, 65535),
+    default=4222,
+    show_default=True,
+    help="Port for the embedded nats-server when free (else any free port).",
+)
+@click.option(
+    "--delivery",
+    type=int,
+    default=2,
+    show_default=True,
+    callback=_at_least_one,
+    help="Delivery processes.",
+)
+@click.option(
+    "--ingress",
+    type=int,
+    default=1,
+    show_default=True,
+    callback=_at_least_one,
+    help="SMTP processes.",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SERVICE[,SERVICE]",
+    callback=_only,
+    help="Start only these services: " + ", ".join(SERVICES) + ".",
+)
+@click.option("--foreground-logs", is_flag=True, help="Also show every log on the terminal.")
+@click.option(
+    "--ready-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for every /readyz.",
+)
+@click.option(
+    "--stop-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds each service gets to stop before SIGKILL.",
+)
+def run(config_path: str | None, **options: object) -> None:
+    opts = Options(config=config_path, **options)  # type: ignore[arg-type]
+    cfg = load_or_exit("elemta run", config_path)
+    if opts.ingress > 1 and not cfg.ingress.reuse_port and "ingress" in (opts.only or SERVICES):
+        click.echo("elemta run: fatal: --ingress above 1 needs ingress.reuse_port = true", err=True)
+        raise SystemExit(EX_CONFIG)
+    raise SystemExit(Launcher(opts, cfg).run())
