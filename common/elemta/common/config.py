@@ -1,35 +1,28 @@
-"""Configuration: one TOML file, ``ELEMTA_<SECTION>_<KEY>`` environment overrides.
+"""Configuration: the model, one section per part of the system.
 
-Every service reads the same file (path from ``--config`` or ``ELEMTA_CONFIG``) and
-takes the sections it needs. Values are typed and validated at start-up; a bad file
-or value raises :class:`ConfigError` naming the key and the reason, and the service
-stops before it binds a port. With no file at all the embedded defaults run the
-whole system on localhost.
+Every service reads the same configuration and takes the sections it needs.
+Values are typed and validated at start-up; a bad file or value raises
+:class:`ConfigError` naming the key and the reason, and the service stops before
+it binds a port. With no file at all the embedded defaults run the whole system
+on localhost. Where values come from (a TOML file, ``ELEMTA_<SECTION>_<KEY>``
+variables, ``*_FILE`` variables and a secrets directory) is
+:mod:`elemta.common.settings`.
 
-Environment overrides are strings; lists are comma-separated
-(``ELEMTA_SERVER_LOCAL_DOMAINS=example.org,example.net``) and the transport table
-is ``domain=route`` pairs (``ELEMTA_TRANSPORT_ROUTES=example.org=smtp:[relay]:25``).
+A new key is a field of its section with a default and a ``description``, and a
+line in ``elemta.example.toml``; it is settable from the environment at once.
+A new section is a ``_Section`` subclass and a field of :class:`Config`; its name
+must not contain ``_`` (the variable ``ELEMTA_<SECTION>_<KEY>`` splits at the
+first ``_`` after the prefix).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretBytes,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = [
     "ApiSettings",
@@ -611,100 +604,6 @@ def parse_route(text: str) -> Route:
     return Route(kind=kind, host=m.group("host").lower(), port=port, mx_lookup=mx_lookup)
 
 
-_LIST_FIELDS = {
-    "milters",
-    "local_domains",
-    "relay_domains",
-    "trusted_networks",
-    "retry_schedule",
-    "nameservers",
-}
-
-
-def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    sections = Config.model_fields
-    for name, value in env.items():
-        if not name.startswith("ELEMTA_") or name == "ELEMTA_CONFIG":
-            continue
-        rest = name[len("ELEMTA_") :].lower()
-        section, _, key = rest.partition("_")
-        if section not in sections or not key:
-            raise ConfigError(f"{name}: no such setting (expected ELEMTA_<SECTION>_<KEY>)")
-        model = sections[section].annotation
-        fields = (
-            model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
-        )
-        if key not in fields:
-            raise ConfigError(f"{name}: {section} has no key {key!r}")
-        parsed: Any = value
-        if key in _LIST_FIELDS:
-            parsed = [p.strip() for p in value.split(",") if p.strip()]
-        elif (section, key) in (("transport", "routes"), ("delivery", "tls_policy")):
-            parsed = {}
-            for pair in value.split(","):
-                if not pair.strip():
-                    continue
-                domain, sep, route = pair.partition("=")
-                if not sep:
-                    raise ConfigError(f"{name}: expected domain=value pairs, got {pair!r}")
-                parsed[domain.strip()] = route.strip()
-        out.setdefault(section, {})[key] = parsed
-    return out
-
-
-def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for section, values in over.items():
-        current = merged.setdefault(section, {})
-        if not isinstance(current, dict):
-            raise ConfigError(f"{section}: must be a table")
-        current.update(values)
-    return merged
-
-
-def load_config(
-    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
-) -> Config:
-    """Read, merge and validate the configuration; raise :class:`ConfigError` on any fault."""
-    env = dict(os.environ if env is None else env)
-    path = path or env.get("ELEMTA_CONFIG") or None
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such configuration file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    data = _merge(data, _env_overrides(env))
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{key}: {err['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@", re.IGNORECASE)
-
-
-def redacted(model: BaseModel) -> dict[str, Any]:
-    """The configuration as plain data with every secret replaced by ``***``: keys
-    of type :data:`Secret` and passwords inside URLs (``nats://user:***@host``)."""
-    return _redact(model.model_dump())  # type: ignore[no-any-return]
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, SecretStr | SecretBytes):
-        return "***"
-    if isinstance(value, dict):
-        return {k: _redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact(v) for v in value]
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", value)
-    return value
+# Loading (file, environment, secrets) lives in .settings; imported last because it
+# builds on the models above.
+from .settings import load_config, redacted  # noqa: E402
