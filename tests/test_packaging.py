@@ -1,6 +1,6 @@
 """One installable distribution built from the folders of the tree: every service
 folder is packaged, typed, runnable through `elemta serve` and kept independent,
-and nothing finds Elemta through a PYTHONPATH."""
+and nothing finds Elemta through a search-path variable."""
 
 from __future__ import annotations
 
