@@ -151,13 +151,18 @@ def test_a_whole_section_can_be_one_json_variable() -> None:
         ({"ELEMTA_TRANSPORT_ROUTES": "example.org"}, "transport.routes"),
         ({"ELEMTA_POLICY_GREYLIST": "perhaps"}, "policy.greylist"),
         ({"ELEMTA_NATS_REPLICAS": "9"}, "nats.replicas"),
-        ({"ELEMTA_QUEUES_LIFETIME": "1"}, "ELEMTA_QUEUES_LIFETIME"),
+        ({"ELEMTA_QUEUE_LIFETIMES": "1"}, "queue has no key 'lifetimes'"),
     ],
 )
 def test_a_bad_variable_is_refused_naming_the_key(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(env=env)
     assert named in str(err.value)
+
+
+def test_variables_of_other_programs_sharing_the_prefix_are_left_alone() -> None:
+    cfg = load_config(env={"ELEMTA_OPERATOR_NAMESPACES": "mail", "ELEMTA_PORT": "tcp://x:25"})
+    assert cfg == load_config(env={})
 
 
 def test_the_environment_wins_over_the_file_key_by_key(tmp_path: Path) -> None:

@@ -18,10 +18,12 @@ pairs (``example.org=smtp:[relay]:25,example.net=mx``); lists of tables
 stands for a table (``policy.milters``: addresses, comma-separated). An empty
 variable is an empty list or table. A file's content loses one trailing newline.
 
-An ``ELEMTA_*`` variable that names no key is an error, so a typo does not pass
-silently (``ELEMTA_CONFIG`` and ``ELEMTA_SECRETS_DIR`` are the two others read).
-pydantic-settings splits each name at the first ``_`` after the prefix: section
-names have no ``_``.
+A variable ``ELEMTA_<SECTION>_<KEY>`` whose section exists but has no such key
+is an error, so a typo does not pass silently. A variable whose ``<SECTION>`` is
+no section belongs to some other program (the operator's ``ELEMTA_OPERATOR_*``,
+Kubernetes' service links) and is left alone, as are ``ELEMTA_CONFIG`` and
+``ELEMTA_SECRETS_DIR``. pydantic-settings splits each name at the first ``_``
+after the prefix: section names have no ``_``.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def _variables(env: Mapping[str, str]) -> dict[str, str]:
             direct[name] = value
         elif name.endswith(FILE_SUFFIX) and name.removesuffix(FILE_SUFFIX) in keys:
             from_files[name.removesuffix(FILE_SUFFIX)] = _read(raw_name, value)
-        else:
+        elif _section_of(name) in Config.model_fields:
             raise ConfigError(f"{raw_name}: no such setting ({_hint(name)})")
     found.update(from_files)
     found.update(direct)
@@ -130,6 +132,10 @@ def _variables(env: Mapping[str, str]) -> dict[str, str]:
         if not value.strip() and _is_collection(field):
             found[name] = "{}" if get_origin(field.annotation) is dict else "[]"
     return found
+
+
+def _section_of(name: str) -> str:
+    return name.removeprefix(ENV_PREFIX).lower().partition("_")[0]
 
 
 def _hint(name: str) -> str:
