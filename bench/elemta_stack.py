@@ -20,8 +20,10 @@ from metrics import histogram_quantile, http_get, metric_sum, parse_metrics
 from procs import Procs
 from util import DOMAIN, ROOT, BenchError, System, free_port, tail, wait_port
 
+from elemta.launcher.failure import Failure
+from elemta.launcher.natsserver import NatsServer
+
 from support.dnsserver import DnsServer  # the test suite's loopback DNS server
-from support.natsserver import nats_server_binary
 from support.stack import ELEMTA, toml_dumps
 
 SERVICES = ("policy", "queue", "delivery", "ingress")
@@ -47,28 +49,20 @@ class Elemta(System):
         self.args = args
         self.smtp_port = free_port()
         self.nats_port = free_port()
-        self.nats: subprocess.Popen[bytes] | None = None
+        self.nats: NatsServer | None = None
         self.dns: Any = None
         # (kind, http port, process)
         self.services: list[tuple[str, int, subprocess.Popen[bytes]]] = []
 
     def _start_nats(self) -> None:
-        store = self.workdir / "nats"
-        store.mkdir(parents=True, exist_ok=True)
-        conf = store / "nats.conf"
-        # sync_interval: always is the durability contract: a PubAck means fsynced.
-        conf.write_text(
-            f"listen: 127.0.0.1:{self.nats_port}\n"
-            "max_payload: 8MB\n"
-            f'jetstream {{ store_dir: "{store / "js"}", sync_interval: always }}\n'
-        )
+        # Elemta's own nats-server, as elemta run starts it (sync_interval: always).
+        self.nats = NatsServer(self.workdir / "nats", self.nats_port)
         try:
-            binary = nats_server_binary()
-        except RuntimeError as exc:  # a failed case, like any other start-up error
-            raise BenchError(f"{exc} (`make install`)") from None
-        self.nats = self.procs.spawn([binary, "-c", str(conf)], store / "nats.log", cwd=store)
-        nats = self.nats
-        wait_port(self.nats_port, 15, lambda: nats.poll() is None)
+            self.nats.start(timeout=15)
+        except Failure as exc:  # a failed case, like any other start-up error
+            raise BenchError(str(exc)) from None
+        if self.nats.proc is not None:
+            self.procs.items.append(self.nats.proc)  # stopped on Ctrl-C with the rest
 
     def _config(self) -> dict[str, dict[str, Any]]:
         a = self.args
@@ -163,8 +157,8 @@ class Elemta(System):
 
     def pids(self) -> dict[int, str]:
         out = {proc.pid: kind for kind, _, proc in self.services}
-        if self.nats is not None:
-            out[self.nats.pid] = "nats-server"
+        if self.nats is not None and self.nats.proc is not None:
+            out[self.nats.proc.pid] = "nats-server"
         return out
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:
@@ -203,7 +197,8 @@ class Elemta(System):
         for _, _, proc in self.services:
             self.procs.stop(proc, 20)
         self.services = []
-        self.procs.stop(self.nats, 10)
+        if self.nats is not None:
+            self.procs.stop(self.nats.proc, 10)
         self.nats = None
         if self.dns is not None:
             self.dns.stop()

@@ -71,3 +71,13 @@ def test_nothing_in_the_repository_sets_a_pythonpath() -> None:
     )
     assert tracked.returncode in (0, 1), tracked.stderr  # 1: no match
     assert tracked.stdout.split() == []
+
+
+def test_the_architecture_document_names_every_stream_bucket_and_subject() -> None:
+    import elemta.common.names as names
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for attr in names.__all__:
+        value = getattr(names, attr)
+        for name in value if isinstance(value, tuple) else (value,):
+            assert name in text, f"{attr} = {name!r} is not in docs/architecture.md"

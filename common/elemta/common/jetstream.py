@@ -1,30 +1,9 @@
-"""JetStream names, stream definitions and the connection every service opens.
+"""JetStream stream definitions and the connection every service opens.
 
 The queue service owns the streams: it calls :func:`ensure_streams` at start-up.
 Every other service calls :func:`wait_for_streams` and reports not-ready until
-they exist, so start order does not matter.
-
-Streams (subjects in parentheses):
-
-``ELEMTA_MESSAGES`` (``elemta.msg.<id>``)
-    Accepted messages: envelope in a header, body in the payload. Limits retention;
-    the queue deletes a message when its last recipient is finished. Direct get is
-    on so that delivery workers fetch bodies by sequence.
-``ELEMTA_DELIVERY`` (``elemta.delivery.<id>``)
-    Work queue of delivery jobs, consumed by every delivery process through the
-    one durable pull consumer ``delivery``.
-``ELEMTA_OUTCOMES`` (``elemta.outcome.<id>``)
-    Work queue of attempt outcomes, consumed by the queue service.
-``ELEMTA_DEFERRED`` (``elemta.deferred.<id>``)
-    Jobs waiting for their retry time; the queue's scheduler moves them back to
-    ``ELEMTA_DELIVERY`` when due. Kept apart so that waiting jobs never hold a
-    consumer's ack-pending slots.
-``ELEMTA_EVENTS`` (``elemta.events.<id>``)
-    Per-message history: accepted, attempt, deferred, delivered, bounced, expired.
-KV ``ELEMTA_STATE``
-    Per-message state owned by the queue (recipients left, attempts, next retry).
-Object Store ``ELEMTA_BODIES``
-    Bodies larger than ``nats.inline_body_limit``.
+they exist, so start order does not matter. The names of streams, subjects,
+consumers and buckets are in :mod:`elemta.common.names` (and re-exported here).
 """
 
 from __future__ import annotations
@@ -55,18 +34,42 @@ from nats.js.kv import KeyValue
 
 from .config import Config
 from .envelope import Envelope
+from .names import (
+    BODIES_BUCKET,
+    DEFERRED_STREAM,
+    DEFERRED_SUBJECT,
+    DELIVERY_CONSUMER,
+    DELIVERY_STREAM,
+    DELIVERY_SUBJECT,
+    DUE_HEADER,
+    ENVELOPE_HEADER,
+    EVENTS_STREAM,
+    EVENTS_SUBJECT,
+    INTAKE_CONSUMER,
+    MESSAGES_STREAM,
+    MSG_SUBJECT,
+    OUTCOME_SUBJECT,
+    OUTCOMES_CONSUMER,
+    OUTCOMES_STREAM,
+    STATE_BUCKET,
+)
 from .natsauth import NatsAuth, NatsTls
 
 __all__ = [
     "BODIES_BUCKET",
     "DEFERRED_STREAM",
+    "DEFERRED_SUBJECT",
     "DELIVERY_CONSUMER",
     "DELIVERY_STREAM",
+    "DELIVERY_SUBJECT",
+    "DUE_HEADER",
     "ENVELOPE_HEADER",
     "EVENTS_STREAM",
+    "EVENTS_SUBJECT",
     "INTAKE_CONSUMER",
     "MESSAGES_STREAM",
     "MSG_SUBJECT",
+    "OUTCOME_SUBJECT",
     "OUTCOMES_CONSUMER",
     "OUTCOMES_STREAM",
     "STATE_BUCKET",
@@ -81,27 +84,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MESSAGES_STREAM = "ELEMTA_MESSAGES"
-DELIVERY_STREAM = "ELEMTA_DELIVERY"
-OUTCOMES_STREAM = "ELEMTA_OUTCOMES"
-DEFERRED_STREAM = "ELEMTA_DEFERRED"
-EVENTS_STREAM = "ELEMTA_EVENTS"
-STATE_BUCKET = "ELEMTA_STATE"
-BODIES_BUCKET = "ELEMTA_BODIES"
-
-MSG_SUBJECT = "elemta.msg"
-DELIVERY_SUBJECT = "elemta.delivery"
-OUTCOME_SUBJECT = "elemta.outcome"
-DEFERRED_SUBJECT = "elemta.deferred"
-EVENTS_SUBJECT = "elemta.events"
-
-INTAKE_CONSUMER = "queue-intake"
-OUTCOMES_CONSUMER = "queue-outcomes"
-DELIVERY_CONSUMER = "delivery"
-
-ENVELOPE_HEADER = "Elemta-Envelope"
-DUE_HEADER = "Elemta-Due"
 
 
 def stream_configs(cfg: Config) -> list[StreamConfig]:

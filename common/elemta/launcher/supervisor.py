@@ -21,7 +21,7 @@ from .addresses import (
     split_hostport,
 )
 from .failure import Failure
-from .natsserver import check_external, create_streams, start_embedded
+from .natsserver import NatsServer, check_external, create_streams
 from .processes import Child
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Launcher:
         self.state_dir = Path(cfg.server.state_dir)
         self.log_dir = self.state_dir / "log"
         self.children: list[Child] = []
-        self.nats: Child | None = None
+        self.nats: NatsServer | None = None
         self.nats_url = ""
         # A plain flag, not a threading.Event: setting an Event from a signal
         # handler can deadlock on the lock its wait() holds.
@@ -94,16 +94,20 @@ class Launcher:
             self.nats_url = url
             check_external(url)
             return
-        self.nats_url = start_embedded(
-            self.state_dir,
-            self.log_dir,
+        self.nats = NatsServer(
+            self.state_dir / "nats",
             self.args.nats_port,
-            self._nats_started,
-            lambda: self.stopping,
+            self.log_dir / "nats-server.log",
+            fallback=True,
         )
-
-    def _nats_started(self, child: Child) -> None:
-        self.nats = child
+        self.nats.start(stopping=lambda: self.stopping)
+        if self.nats.moved_from is not None:
+            print(
+                f"elemta: port {self.nats.moved_from} is in use (another NATS server?); "
+                f"the embedded nats-server listens on 127.0.0.1:{self.nats.port}",
+                flush=True,
+            )
+        self.nats_url = self.nats.url
 
     def ensure_streams(self) -> None:
         """Create the streams when the queue service, their owner, is not started."""

@@ -40,6 +40,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from elemta.common.names import GREYLIST_BUCKET
 from elemta.common.networks import Networks
 
 from .checks import TEMPFAIL, Verdict
@@ -48,8 +49,6 @@ from .kvstate import open_bucket
 __all__ = ["GREYLIST_BUCKET", "Greylist", "open_greylist_bucket", "triplet_key"]
 
 log = logging.getLogger(__name__)
-
-GREYLIST_BUCKET = "ELEMTA_GREYLIST"
 
 
 async def open_greylist_bucket(

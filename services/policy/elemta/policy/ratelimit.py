@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from elemta.common.names import RATELIMIT_BUCKET
 from elemta.common.networks import Networks
 
 from .checks import TEMPFAIL, Verdict
@@ -39,7 +40,6 @@ __all__ = ["RATELIMIT_BUCKET", "RateLimiter", "open_ratelimit_bucket"]
 
 log = logging.getLogger(__name__)
 
-RATELIMIT_BUCKET = "ELEMTA_RATELIMIT"
 MAX_ATTEMPTS = 20  # optimistic retries before giving up (and accepting)
 
 Limit = tuple[int, float]  # (transactions, window seconds)

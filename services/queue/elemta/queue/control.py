@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from elemta.common.logs import queue_id
+from elemta.common.names import CONTROL_QUEUE_GROUP, CONTROL_SUBJECT, CONTROL_VERBS
 from elemta.common.telemetry import context_from_headers, headers_with_context, tracer
 
 from .dispatch import Dispatcher
@@ -38,9 +39,6 @@ from .state import StateStore
 __all__ = ["CONTROL_SUBJECT", "Control"]
 
 log = logging.getLogger(__name__)
-
-CONTROL_SUBJECT = "elemta.queue"
-QUEUE_GROUP = "elemta-queue"
 
 
 class Control:
@@ -63,10 +61,10 @@ class Control:
         self._subs: list[Subscription] = []
 
     async def start(self) -> None:
-        for verb in ("release", "delete", "flush"):
+        for verb in CONTROL_VERBS:
             self._subs.append(
                 await self.nc.subscribe(
-                    f"{CONTROL_SUBJECT}.{verb}", queue=QUEUE_GROUP, cb=self._on_request
+                    f"{CONTROL_SUBJECT}.{verb}", queue=CONTROL_QUEUE_GROUP, cb=self._on_request
                 )
             )
 

@@ -32,8 +32,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from elemta.common.envelope import DeliveryJob
-from elemta.common.jetstream import DEFERRED_STREAM, DEFERRED_SUBJECT, DUE_HEADER
 from elemta.common.logs import queue_id
+from elemta.common.names import (
+    DEFERRED_STREAM,
+    DEFERRED_SUBJECT,
+    DUE_HEADER,
+    REBUILD_CONSUMER_PREFIX,
+)
 from elemta.common.telemetry import context_from_headers, headers_with_context, tracer
 
 from .bounce import Failure
@@ -101,7 +106,7 @@ class Scheduler:
             DEFERRED.set(0)
             return
         # A private, ack-less, headers-only consumer: the bodies are not needed here.
-        name = f"queue-rebuild-{secrets.token_hex(6)}"
+        name = f"{REBUILD_CONSUMER_PREFIX}{secrets.token_hex(6)}"
         await self.js.add_consumer(
             DEFERRED_STREAM,
             ConsumerConfig(

@@ -1,0 +1,97 @@
+"""Every name Elemta gives a thing in NATS: streams, subjects, consumers, key-value
+buckets, object stores, headers, request subjects and queue groups. Nothing else
+in the tree spells one out; ``docs/architecture.md`` lists them all.
+
+Streams (subjects in parentheses) — created by the queue service:
+
+``ELEMTA_MESSAGES`` (``elemta.msg.<id>``)
+    Accepted messages: envelope in the ``Elemta-Envelope`` header, body in the
+    payload. Consumer ``queue-intake`` (the queue service).
+``ELEMTA_DELIVERY`` (``elemta.delivery.<id>``)
+    Work queue of delivery jobs. Consumer ``delivery``, shared by every delivery
+    process.
+``ELEMTA_OUTCOMES`` (``elemta.outcome.<id>``)
+    Work queue of attempt outcomes. Consumer ``queue-outcomes``.
+``ELEMTA_DEFERRED`` (``elemta.deferred.<id>``)
+    Jobs waiting for their retry time, each with an ``Elemta-Due`` header; the
+    queue reads them back at start through a short-lived consumer
+    ``queue-rebuild-<random>``.
+``ELEMTA_EVENTS`` (``elemta.events.<id>``)
+    Per-message history.
+
+Key-value buckets and object stores:
+
+``ELEMTA_STATE`` (KV, queue service)
+    Per-message state.
+``ELEMTA_GREYLIST`` (KV, policy service)
+    Greylisting triplets.
+``ELEMTA_RATELIMIT`` (KV, policy service)
+    Rate-limit counters.
+``ELEMTA_BODIES`` (Object Store)
+    Bodies larger than ``nats.inline_body_limit``.
+
+Core NATS requests (no stream): ``elemta.queue.release``, ``elemta.queue.delete``,
+``elemta.queue.flush``, answered by the queue group ``elemta-queue``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BODIES_BUCKET",
+    "CONTROL_QUEUE_GROUP",
+    "CONTROL_SUBJECT",
+    "CONTROL_VERBS",
+    "DEFERRED_STREAM",
+    "DEFERRED_SUBJECT",
+    "DELIVERY_CONSUMER",
+    "DELIVERY_STREAM",
+    "DELIVERY_SUBJECT",
+    "DUE_HEADER",
+    "ENVELOPE_HEADER",
+    "EVENTS_STREAM",
+    "EVENTS_SUBJECT",
+    "GREYLIST_BUCKET",
+    "INTAKE_CONSUMER",
+    "MESSAGES_STREAM",
+    "MSG_SUBJECT",
+    "OUTCOMES_CONSUMER",
+    "OUTCOMES_STREAM",
+    "OUTCOME_SUBJECT",
+    "RATELIMIT_BUCKET",
+    "REBUILD_CONSUMER_PREFIX",
+    "STATE_BUCKET",
+]
+
+# Streams and the subject prefix each one holds (``<prefix>.<queue id>``).
+MESSAGES_STREAM = "ELEMTA_MESSAGES"
+DELIVERY_STREAM = "ELEMTA_DELIVERY"
+OUTCOMES_STREAM = "ELEMTA_OUTCOMES"
+DEFERRED_STREAM = "ELEMTA_DEFERRED"
+EVENTS_STREAM = "ELEMTA_EVENTS"
+
+MSG_SUBJECT = "elemta.msg"
+DELIVERY_SUBJECT = "elemta.delivery"
+OUTCOME_SUBJECT = "elemta.outcome"
+DEFERRED_SUBJECT = "elemta.deferred"
+EVENTS_SUBJECT = "elemta.events"
+
+# Durable consumers, and the prefix of the queue's short-lived rebuild consumer.
+INTAKE_CONSUMER = "queue-intake"
+OUTCOMES_CONSUMER = "queue-outcomes"
+DELIVERY_CONSUMER = "delivery"
+REBUILD_CONSUMER_PREFIX = "queue-rebuild-"
+
+# Key-value buckets and the object store.
+STATE_BUCKET = "ELEMTA_STATE"
+GREYLIST_BUCKET = "ELEMTA_GREYLIST"
+RATELIMIT_BUCKET = "ELEMTA_RATELIMIT"
+BODIES_BUCKET = "ELEMTA_BODIES"
+
+# Message headers.
+ENVELOPE_HEADER = "Elemta-Envelope"
+DUE_HEADER = "Elemta-Due"
+
+# Operator requests to the queue service: ``elemta.queue.<verb>``.
+CONTROL_SUBJECT = "elemta.queue"
+CONTROL_VERBS = ("release", "delete", "flush")
+CONTROL_QUEUE_GROUP = "elemta-queue"
