@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger, BaseRequest, StreamResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import Counter
 
 from elemta.common.config import Config
+from elemta.common.health import HEALTH_PATHS, Health
 
 from .page import INDEX_HTML
 from .view import QueueView, Unavailable, normalize_queue_id
@@ -25,8 +26,6 @@ REQUESTS = Counter(
     "HTTP requests answered by the API, by route and status code",
     ["route", "code"],
 )
-
-_HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,28 +99,11 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=INDEX_HTML, content_type="text/html", charset="utf-8")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
-async def readyz(request: web.Request) -> web.Response:
-    bad = request.app[VIEW].failing()
-    if bad:
-        return web.Response(status=503, text="not ready: " + ", ".join(bad) + "\n")
-    return web.Response(text="ready\n")
-
-
-async def metrics(request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest())
-    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return resp
-
-
 class AccessLogger(AbstractAccessLogger):
     """One line per request, except the probes and scrapes that would drown them."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if request.path in _HEALTH_PATHS:
+        if request.path in HEALTH_PATHS:
             return
         self.logger.info(
             "%s %s %d",
@@ -144,9 +126,10 @@ def create_app(cfg: Config, view: QueueView | None = None) -> web.Application:
 
     app.cleanup_ctx.append(nats_ctx)
     app.router.add_get("/", index)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    health = Health()
+    for name, check in app[VIEW].checks().items():
+        health.add_check(name, check)
+    health.add_routes(app)
     app.router.add_get("/api/v1/queue", queue)
     app.router.add_get("/api/v1/messages/{id}", message)
     app.router.add_get("/api/v1/messages/{id}/events", message_events)

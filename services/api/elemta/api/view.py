@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import nats.errors
@@ -144,14 +145,16 @@ class QueueView:
 
     # -- readiness --------------------------------------------------------------
 
+    def checks(self) -> dict[str, Callable[[], bool]]:
+        """The readiness checks, by name (served on ``/readyz``)."""
+        return {
+            "nats": lambda: self.nc is not None and self.nc.is_connected,
+            "streams": lambda: self.streams_ready,
+        }
+
     def failing(self) -> list[str]:
         """Names of the readiness checks that fail; empty when ready."""
-        bad = []
-        if self.nc is None or not self.nc.is_connected:
-            bad.append("nats")
-        if not self.streams_ready:
-            bad.append("streams")
-        return bad
+        return [name for name, check in self.checks().items() if not check()]
 
     def _ready_js(self) -> JetStreamContext:
         bad = self.failing()
