@@ -190,3 +190,16 @@ async def test_generic_lookups_return_records_or_nothing(
     assert await resolver.resolve("example.test", "A") == []
     with pytest.raises(NoSuchDomain):
         await resolver.resolve("nowhere.example.test.invalid", "TXT")
+
+
+async def test_lookups_from_worker_threads_share_the_cache_and_the_errors(
+    dns_server: DnsServer, resolver: Resolver
+) -> None:
+    """pyspf and dkimpy look up in a thread; what they found serves the async checks."""
+    dns_server.add("s1._domainkey.example.org", "TXT", '"v=DKIM1; p=abc"')
+    records = await asyncio.to_thread(resolver.resolve_blocking, "s1._domainkey.example.org", "TXT")
+    assert [b"".join(r.strings) for r in records] == [b"v=DKIM1; p=abc"]  # type: ignore[attr-defined]
+    assert await resolver.txt("s1._domainkey.example.org") == ["v=DKIM1; p=abc"]
+    assert dns_server.queries == 1  # the second answer came from the shared cache
+    with pytest.raises(NoSuchDomain):
+        await asyncio.to_thread(resolver.resolve_blocking, "nowhere.example.org", "TXT")

@@ -1,8 +1,13 @@
-"""The one DNS resolver every service uses: MX, addresses and raw lookups.
+"""The one DNS resolver of a process: MX, addresses and raw lookups.
 
-:class:`Resolver` wraps :class:`dns.asyncresolver.Resolver` with the settings of
-``[dns]`` (nameservers, port, timeout) and a bounded cache that honours TTLs
-(:class:`dns.resolver.LRUCache`). Negative answers are cached as RFC 2308 says:
+A service makes one :class:`Resolver` and hands it to every part that looks
+something up (in policy: SPF, DKIM, ARC, DMARC and DNSBL; in delivery: MX), so
+that they share one cache and one translation of DNS failures into mail errors.
+It wraps :class:`dns.asyncresolver.Resolver` with the settings of ``[dns]``
+(nameservers, port, timeout) and a bounded cache that honours TTLs
+(:class:`dns.resolver.LRUCache`, thread-safe); :meth:`Resolver.resolve_blocking`
+answers from the same cache, with the same errors, for libraries that run in a
+worker thread (pyspf, dkimpy). Negative answers are cached as RFC 2308 says:
 for the SOA minimum of the authority section (dnspython's default of 300 s when
 a server sends no SOA). Temporary failures (SERVFAIL, timeouts) are never cached.
 Identical lookups that are in flight at the same time share one query.
@@ -127,10 +132,15 @@ def _is_ip(text: str) -> bool:
 _R = TypeVar("_R", bound=dns.resolver.BaseResolver)
 
 
-def configured(settings: DnsSettings, factory: Callable[..., _R]) -> _R:
+def configured(
+    settings: DnsSettings,
+    factory: Callable[..., _R],
+    cache: dns.resolver.LRUCache | None | bool = True,
+) -> _R:
     """A dnspython resolver (``dns.resolver.Resolver`` for code that runs in a
-    thread, such as pyspf and dkimpy callbacks, or the asyncio one) set from
-    ``[dns]``: nameservers and port, whole-lookup timeout, TTL-honouring cache."""
+    thread, or the asyncio one) set from ``[dns]``: nameservers and port,
+    whole-lookup timeout, and ``cache`` (True: a new TTL-honouring cache of
+    ``cache_size``; or the cache to share; None: none)."""
     try:
         res = factory(configure=not settings.nameservers)
     except dns.resolver.NoResolverConfiguration:
@@ -142,9 +152,31 @@ def configured(settings: DnsSettings, factory: Callable[..., _R]) -> _R:
         res.nameservers = list(settings.nameservers)
     res.lifetime = settings.timeout
     res.timeout = min(2.0, settings.timeout)  # per server try, within the lifetime
-    res.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
+    if cache is True:
+        cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
+    res.cache = cache or None
     res.flags = dns.flags.RD | dns.flags.AD  # ask for the AD bit (RFC 6840 5.7)
     return res
+
+
+def _qname(name: str) -> dns.name.Name:
+    try:
+        return dns.name.from_text(name)
+    except (dns.exception.DNSException, UnicodeError) as exc:
+        raise NoSuchDomain(f"invalid domain name {name!r}: {exc}") from None
+
+
+def _translate(name: str, rdtype: str, exc: dns.exception.DNSException) -> DnsError:
+    """The one translation of a dnspython failure into a mail error."""
+    if isinstance(exc, dns.resolver.NXDOMAIN):
+        return NoSuchDomain(f"{name}: domain not found (NXDOMAIN)")
+    if isinstance(exc, dns.resolver.YXDOMAIN):
+        return NoSuchDomain(f"{name}: name too long after DNAME substitution")
+    if isinstance(exc, dns.resolver.NoNameservers):
+        return TemporaryDnsError(f"{name}/{rdtype}: no server could answer: {exc}")
+    if isinstance(exc, dns.exception.Timeout):
+        return TemporaryDnsError(f"{name}/{rdtype}: DNS lookup timed out")
+    return TemporaryDnsError(f"{name}/{rdtype}: DNS lookup failed: {exc}")
 
 
 class Resolver:
@@ -152,8 +184,15 @@ class Resolver:
 
     def __init__(self, settings: DnsSettings) -> None:
         self.settings = settings
-        self._res = configured(settings, dns.asyncresolver.Resolver)
+        self.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size else None
+        self._res = configured(settings, dns.asyncresolver.Resolver, self.cache)
+        self._blocking = configured(settings, dns.resolver.Resolver, self.cache)
         self._pending: dict[tuple[str, str], asyncio.Future[tuple[list[Any], bool]]] = {}
+
+    @classmethod
+    def of(cls, dns_: DnsSettings | Resolver) -> Resolver:
+        """``dns_`` itself when it is a resolver (the process's shared one), else a new one."""
+        return dns_ if isinstance(dns_, Resolver) else cls(dns_)
 
     # -- generic ---------------------------------------------------------------
 
@@ -184,26 +223,29 @@ class Resolver:
             fut.exception()  # retrieved, even when every waiter was cancelled
 
     async def _query(self, name: str, rdtype: str) -> tuple[list[dns.rdata.Rdata], bool]:
-        try:
-            qname = dns.name.from_text(name)
-        except (dns.exception.DNSException, UnicodeError) as exc:
-            raise NoSuchDomain(f"invalid domain name {name!r}: {exc}") from None
+        qname = _qname(name)
         try:
             answer = await self._res.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
-            raise NoSuchDomain(f"{name}: domain not found (NXDOMAIN)") from None
-        except dns.resolver.NoNameservers as exc:
-            raise TemporaryDnsError(f"{name}/{rdtype}: no server could answer: {exc}") from None
-        except dns.exception.Timeout:
-            raise TemporaryDnsError(f"{name}/{rdtype}: DNS lookup timed out") from None
-        except dns.resolver.YXDOMAIN:
-            raise NoSuchDomain(f"{name}: name too long after DNAME substitution") from None
         except dns.exception.DNSException as exc:
-            raise TemporaryDnsError(f"{name}/{rdtype}: DNS lookup failed: {exc}") from None
+            raise _translate(name, rdtype, exc) from None
         secure = bool(answer.response.flags & dns.flags.AD)
         if answer.rrset is None:
             return [], secure
         return list(answer.rrset), secure
+
+    def resolve_blocking(
+        self, name: str, rdtype: str, lifetime: float | None = None
+    ) -> list[dns.rdata.Rdata]:
+        """:meth:`resolve` for code in a worker thread (pyspf, dkimpy): the same
+        cache and errors; ``lifetime`` caps this lookup below ``dns.timeout``."""
+        qname = _qname(name)
+        try:
+            answer = self._blocking.resolve(
+                qname, rdtype, search=False, raise_on_no_answer=False, lifetime=lifetime
+            )
+        except dns.exception.DNSException as exc:
+            raise _translate(name, rdtype, exc) from None
+        return [] if answer.rrset is None else list(answer.rrset)
 
     async def txt(self, name: str) -> list[str]:
         """TXT records, each joined from its strings (SPF, DKIM, DMARC)."""

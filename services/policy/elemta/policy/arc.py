@@ -30,6 +30,7 @@ import authres  # type: ignore[import-untyped]
 import dkim
 
 from elemta.common.config import DnsSettings
+from elemta.common.resolver import Resolver
 
 from .dkimcheck import SIGN_HEADERS, DnsFunc, load_private_key
 from .dnstxt import TxtLookup
@@ -52,11 +53,12 @@ class ArcVerifier:
     """Validate the ARC chain of a message; never raises."""
 
     def __init__(
-        self, dns: DnsSettings, *, minkey: int = 1024, dnsfunc: DnsFunc | None = None
+        self, dns: DnsSettings | Resolver, *, minkey: int = 1024, dnsfunc: DnsFunc | None = None
     ) -> None:
-        self.dns = dns
+        resolver = Resolver.of(dns)
+        self.dns = resolver.settings
         self.minkey = minkey
-        self._lookup: DnsFunc = dnsfunc or TxtLookup(dns)
+        self._lookup: DnsFunc = dnsfunc or TxtLookup(resolver)
 
     async def verify(self, message: bytes) -> ArcResult:
         return await asyncio.to_thread(self.verify_sync, message)

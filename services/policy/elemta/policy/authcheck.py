@@ -23,6 +23,7 @@ from typing import Any
 
 from elemta.common.config import Config
 from elemta.common.networks import Networks
+from elemta.common.resolver import Resolver
 
 from .arc import ArcResult, ArcSealer, ArcSealError, ArcVerifier
 from .checks import ACCEPT, Verdict
@@ -41,14 +42,15 @@ def _domain(address: str) -> str:
 
 
 class Authentication:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, resolver: Resolver | None = None) -> None:
         settings = cfg.policy
         self.authserv_id = settings.authserv_id or cfg.server.hostname
         self.trusted = Networks(cfg.server.trusted_networks)
-        self.spf = SpfChecker(cfg.dns) if settings.spf else None
-        self.dkim = DkimVerifier(cfg.dns) if settings.dkim_verify else None
-        self.arc = ArcVerifier(cfg.dns) if settings.arc_verify else None
-        self.dmarc = DmarcEvaluator(cfg.dns) if settings.dmarc != "off" else None
+        dns = resolver or Resolver(cfg.dns)  # one resolver, one cache, for every check
+        self.spf = SpfChecker(dns) if settings.spf else None
+        self.dkim = DkimVerifier(dns) if settings.dkim_verify else None
+        self.arc = ArcVerifier(dns) if settings.arc_verify else None
+        self.dmarc = DmarcEvaluator(dns) if settings.dmarc != "off" else None
         self.dmarc_mode = settings.dmarc
         self.relay_domains = set(cfg.server.relay_domains)
         self.sealer = (

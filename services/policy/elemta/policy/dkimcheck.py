@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.util import parse_tag_value
 
 from elemta.common.config import DnsSettings
+from elemta.common.resolver import Resolver
 
 from .dnstxt import TxtLookup, TxtTemporaryError
 
@@ -138,16 +139,17 @@ class DkimVerifier:
 
     def __init__(
         self,
-        dns: DnsSettings,
+        dns: DnsSettings | Resolver,
         *,
         max_signatures: int = 10,
         minkey: int = 1024,
         dnsfunc: DnsFunc | None = None,
     ) -> None:
-        self.dns = dns
+        resolver = Resolver.of(dns)
+        self.dns = resolver.settings
         self.max_signatures = max_signatures
         self.minkey = minkey
-        self._lookup: DnsFunc = dnsfunc or TxtLookup(dns)
+        self._lookup: DnsFunc = dnsfunc or TxtLookup(resolver)
 
     async def verify(self, message: bytes) -> list[DkimResult]:
         return await asyncio.to_thread(self.verify_sync, message)

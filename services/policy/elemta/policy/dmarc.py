@@ -79,12 +79,12 @@ class DmarcEvaluator:
 
     def __init__(
         self,
-        dns: DnsSettings,
+        dns: DnsSettings | Resolver,
         *,
         rng: random.Random | None = None,
         resolver: Resolver | None = None,
     ) -> None:
-        self.resolver = resolver or Resolver(dns)
+        self.resolver = resolver or Resolver.of(dns)
         self.rng = rng or random.Random()
 
     async def evaluate(

@@ -53,10 +53,12 @@ class PolicyService:
         trusted = cfg.server.trusted_networks
         self.pipeline = Pipeline()
         p = cfg.policy
+        # The one resolver of this process: SPF, DKIM, ARC, DMARC and DNSBL share its cache.
+        self.resolver = Resolver(cfg.dns)
         if p.dnsbl_ip_zones or p.dnsbl_domain_zones:
-            dnsbl = Dnsbl(Resolver(cfg.dns), p.dnsbl_ip_zones, p.dnsbl_domain_zones, trusted)
+            dnsbl = Dnsbl(self.resolver, p.dnsbl_ip_zones, p.dnsbl_domain_zones, trusted)
             self.pipeline.checks.append(dnsbl)
-        self.authentication = Authentication(cfg)
+        self.authentication = Authentication(cfg, self.resolver)
         self.content = ContentStage()
         self._retiring: set[asyncio.Task[None]] = set()
         self.server: grpc.aio.Server | None = None

@@ -3,11 +3,10 @@
 The evaluation is pyspf's (``spf.query``); the DNS is ours. pyspf sends every
 lookup through one method, :meth:`spf.query.dns`, which calls the module-level
 ``spf.DNSLookup``. Rather than replace that global (which would change pyspf for
-every other user in the process, and could hold only one set of settings),
-:class:`_Query` subclasses ``spf.query`` and overrides ``dns()`` so that its
-lookups go to a dnspython resolver built from this checker's :class:`DnsSettings`
-(nameservers, port, timeout, cache size), the way the project's
-:class:`~elemta.common.resolver.Resolver` is configured. ``_Query.dns`` is a port
+every other user in the process), :class:`_Query` subclasses ``spf.query`` and
+overrides ``dns()`` so that its lookups go to the process's
+:class:`~elemta.common.resolver.Resolver` (its cache and settings, through
+:meth:`~elemta.common.resolver.Resolver.resolve_blocking`). ``_Query.dns`` is a port
 of pyspf 2.0.14's ``query.dns`` (cache of the answers, the per-check time budget,
 the RFC 7208 4.6.4 void-lookup limit) with two changes: the lookup goes to our
 resolver, and CNAME chains are left to the resolver, which follows them (as
@@ -38,13 +37,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import dns.exception
 import dns.name
-import dns.resolver
 import spf
 
 from elemta.common.config import DnsSettings
-from elemta.common.resolver import configured
+from elemta.common.resolver import NoSuchDomain, Resolver, TemporaryDnsError
 
 __all__ = ["RESULTS", "SpfChecker", "SpfResult"]
 
@@ -59,36 +56,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 
 
-def _build_resolver(settings: DnsSettings) -> dns.resolver.Resolver:
-    """A synchronous resolver configured like :class:`elemta.common.resolver.Resolver`."""
-    return configured(settings, dns.resolver.Resolver)
-
-
 def _lookup(
-    res: dns.resolver.Resolver, name: str, qtype: str, lifetime: float
+    resolver: Resolver, name: str, qtype: str, lifetime: float
 ) -> list[tuple[tuple[str, str], Any]]:
     """One lookup, answered in the format of pyspf's ``DNSLookup``."""
     try:
-        qname = dns.name.from_text(name)
-    except (dns.exception.DNSException, UnicodeError):
-        return []  # a name that cannot exist has no records
-    try:
-        answer = res.resolve(
-            qname, qtype, search=False, raise_on_no_answer=False, lifetime=max(lifetime, 0.001)
-        )
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.YXDOMAIN):
+        records = resolver.resolve_blocking(name, qtype, lifetime=max(lifetime, 0.001))
+    except NoSuchDomain:  # NXDOMAIN, or a name that cannot exist: no records
         return []
-    except dns.exception.Timeout as exc:
-        raise spf.TempError(f"DNS {exc}") from None
-    except dns.resolver.NoNameservers as exc:
-        raise spf.TempError(f"DNS {exc}") from None
-    except dns.exception.DNSException as exc:
-        raise spf.TempError(f"DNS {name}/{qtype}: {exc}") from None
-    if answer.rrset is None:
-        return []
+    except TemporaryDnsError as exc:
+        raise spf.TempError(f"DNS {exc.text}") from None
     key = (name, qtype)
     out: list[tuple[tuple[str, str], Any]] = []
-    for rdata in answer.rrset:
+    for rdata in records:
         if qtype in ("A", "AAAA"):
             out.append((key, rdata.address))  # type: ignore[attr-defined]
         elif qtype == "MX":
@@ -109,7 +89,7 @@ class _Query(spf.query):  # type: ignore[misc]
     querytime: float  # set by spf.query: seconds left of the check's time budget
     timeout: float
 
-    def __init__(self, resolver: dns.resolver.Resolver, lookup_timeout: float, **kw: Any) -> None:
+    def __init__(self, resolver: Resolver, lookup_timeout: float, **kw: Any) -> None:
         super().__init__(**kw)
         self._resolver = resolver
         self._lookup_timeout = lookup_timeout
@@ -217,7 +197,8 @@ class SpfResult:
 
 
 class SpfChecker:
-    """Checks senders against SPF with DNS from the ``[dns]`` settings.
+    """Checks senders against SPF through the process's resolver (or one made from
+    ``[dns]`` settings).
 
     ``querytime`` bounds a whole check (RFC 7208 4.6.4), ``settings.timeout``
     each lookup; ``default_explanation`` replaces pyspf's text for fail,
@@ -226,15 +207,15 @@ class SpfChecker:
 
     def __init__(
         self,
-        resolver_settings: DnsSettings,
+        dns: DnsSettings | Resolver,
         *,
         querytime: float = DEFAULT_QUERYTIME,
         default_explanation: str | None = None,
     ) -> None:
-        self.settings = resolver_settings
+        self._resolver = Resolver.of(dns)
+        self.settings = self._resolver.settings
         self.querytime = querytime
         self.default_explanation = default_explanation
-        self._resolver = _build_resolver(resolver_settings)
 
     async def check(self, ip: str, mail_from: str, helo: str) -> SpfResult:
         """check_host() for the MAIL FROM identity (HELO when the sender is null)."""
