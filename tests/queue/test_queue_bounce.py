@@ -9,6 +9,7 @@ from email.message import EmailMessage, Message
 from queue_harness import QueueHarness, eventually, make_config
 
 from elemta.common.envelope import RecipientResult
+from elemta.common.replies import Status
 from elemta.queue.bounce import Failure, build_dsn, failure_from_result, original_headers
 from elemta.queue.dispatch import Dispatcher
 
@@ -96,3 +97,12 @@ async def test_bounce_of_a_large_message_returns_headers_from_the_object_store(
 
 async def _others(harness: QueueHarness, seq: int):  # type: ignore[no-untyped-def]
     return [s for s in await harness.stored() if s[0] != seq]
+
+
+def test_the_diagnostic_code_carries_the_servers_whole_reply() -> None:
+    failure = failure_from_result(
+        RecipientResult("bob@x.test", Status.FAILED, 550, "5.1.1", "no such user"), "mx.x.test"
+    )
+    _, block = list(_dsn([failure], None).iter_parts())[1].get_payload()  # type: ignore[misc]
+    assert block["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
+    assert block["Status"] == "5.1.1"

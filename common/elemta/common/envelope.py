@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .replies import Status
+
 __all__ = [
     "DeliveryJob",
     "Envelope",
@@ -99,7 +101,7 @@ class DeliveryJob:
 @dataclass
 class RecipientResult:
     recipient: str
-    status: str  # "delivered" | "deferred" | "failed"
+    status: Status  # delivered, deferred or failed
     code: int = 0
     enhanced: str = ""
     text: str = ""
@@ -122,5 +124,7 @@ class Outcome:
     @classmethod
     def decode(cls, data: bytes) -> Outcome:
         raw = json.loads(data)
-        raw["results"] = [RecipientResult(**r) for r in raw.get("results", [])]
+        raw["results"] = [
+            RecipientResult(**{**r, "status": Status(r["status"])}) for r in raw.get("results", [])
+        ]
         return cls(**raw)

@@ -15,13 +15,14 @@ Identical lookups that are in flight at the same time share one query.
 Every name is absolute: the search list of ``resolv.conf`` never applies.
 
 Lookups fail with one of these exceptions, each carrying the SMTP reply an MTA
-would give for it (``code``, ``enhanced`` status code per RFC 3463 and ``text``)::
+would give for it (``code``, ``enhanced`` status code per RFC 3463 and ``text``),
+and each on its side of :mod:`elemta.common.replies`' permanent/temporary pair::
 
-    DnsError                    .code .enhanced .text
-    ├── PermanentDnsError       550 5.1.2  the answer is final: do not retry
-    │   ├── NoSuchDomain        550 5.1.2  NXDOMAIN (or a name that cannot exist)
-    │   └── NullMx              556 5.1.10 RFC 7505 null MX: the domain takes no mail
-    └── TemporaryDnsError       451 4.4.3  SERVFAIL, timeout, no usable nameserver
+    DnsError (ReplyError)                     .code .enhanced .text
+    ├── PermanentDnsError (PermanentError)    550 5.1.2  the answer is final: do not retry
+    │   ├── NoSuchDomain                      550 5.1.2  NXDOMAIN (or a name that cannot exist)
+    │   └── NullMx                            556 5.1.10 RFC 7505 null MX: no mail
+    └── TemporaryDnsError (TemporaryError)    451 4.4.3  SERVFAIL, timeout, no usable server
 
 MX lookups follow RFC 5321 section 5.1: hosts sorted by preference (equal
 preferences in random order); no MX records means the domain itself is the
@@ -57,6 +58,7 @@ import dns.rdatatype
 import dns.resolver
 
 from .config import DnsSettings
+from .replies import PermanentError, ReplyError, TemporaryError
 
 __all__ = [
     "configured",
@@ -72,25 +74,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class DnsError(Exception):
+class DnsError(ReplyError):
     """A lookup failed; ``code``/``enhanced``/``text`` read as an SMTP reply."""
 
     code = 451
     enhanced = "4.4.3"
 
-    def __init__(self, text: str, *, code: int | None = None, enhanced: str | None = None) -> None:
-        super().__init__(text)
-        self.text = text
-        if code is not None:
-            self.code = code
-        if enhanced is not None:
-            self.enhanced = enhanced
 
-    def __str__(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
-
-
-class PermanentDnsError(DnsError):
+class PermanentDnsError(DnsError, PermanentError):
     """The DNS answered, and the answer rules delivery out."""
 
     code = 550
@@ -108,7 +99,7 @@ class NullMx(PermanentDnsError):
     enhanced = "5.1.10"
 
 
-class TemporaryDnsError(DnsError):
+class TemporaryDnsError(DnsError, TemporaryError):
     """No answer now (SERVFAIL, timeout, no nameserver reachable); try again later."""
 
     code = 451

@@ -22,11 +22,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from elemta.common import logs
 from elemta.common.config import Config, Route
 from elemta.common.envelope import DeliveryJob
+from elemta.common.replies import Reply
+from elemta.common.replies import Status as RcptStatus
 from elemta.common.resolver import Resolver
 from elemta.common.telemetry import context_from_headers, tracer
 
 from .body import BodyStore, BodyUnavailable
-from .errors import Reply
 from .lmtp import LmtpTransport
 from .maildir import MaildirTransport
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
@@ -40,7 +41,11 @@ log = logging.getLogger("elemta.delivery")
 _tracer = tracer("elemta.delivery")
 
 # Postfix's words for the outcome of a delivery.
-_POSTFIX_STATUS = {"delivered": "sent", "deferred": "deferred", "failed": "bounced"}
+_POSTFIX_STATUS: dict[str, str] = {
+    RcptStatus.DELIVERED: "sent",
+    RcptStatus.DEFERRED: "deferred",
+    RcptStatus.FAILED: "bounced",
+}
 
 
 class Router:

@@ -1,9 +1,10 @@
 """Classification: every result, whatever produced it, becomes an SMTP-style reply.
 
-A :class:`Reply` is what a server said (or what Elemta says in its place when no
-server could be asked) and decides the recipient's status: 2xx delivered, 4xx
-deferred, 5xx failed. The enhanced status code (RFC 3463) is taken from the
-reply text when the server sent one, else derived from the reply class.
+A :class:`~elemta.common.replies.Reply` is what a server said (or what Elemta
+says in its place when no server could be asked) and decides the recipient's
+status: 2xx delivered, 4xx deferred, 5xx failed. The enhanced status code
+(RFC 3463) is taken from the reply text when the server sent one, else derived
+from the reply class. DNS failures carry their reply (``err.reply``).
 
 Replies Elemta makes up itself, when no server answered:
 
@@ -27,86 +28,22 @@ route misconfigured, internal error       451   4.3.5     deferred
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
 
-from elemta.common.envelope import RecipientResult
-from elemta.common.resolver import DnsError
+from elemta.common.replies import Reply, ReplyError
 
 __all__ = [
-    "Reply",
     "SessionFailure",
     "connect_failure",
     "lost_connection",
-    "status_of",
 ]
 
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
-_DEFAULT_ENHANCED = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}
 
-
-def status_of(code: int) -> str:
-    """2xx delivered, 5xx failed, anything else (4xx, nonsense) deferred."""
-    cls = code // 100
-    if cls == 2:
-        return "delivered"
-    if cls == 5:
-        return "failed"
-    return "deferred"
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    code: int
-    enhanced: str
-    text: str
-
-    @classmethod
-    def parse(cls, code: int, message: str) -> Reply:
-        """A server reply; multi-line text joins into one line, each line's
-        repetition of the enhanced code (RFC 2034) dropped."""
-        lines = [line.strip() for line in message.splitlines() if line.strip()]
-        klass = code // 100
-        m = _ENHANCED.match(lines[0]) if lines else None
-        enhanced = f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else ""
-        if enhanced:
-            lines = [
-                line[len(enhanced) :].lstrip() if line.startswith(enhanced) else line
-                for line in lines
-            ]
-        text = " ".join(line for line in lines if line)
-        if klass not in _DEFAULT_ENHANCED:
-            return cls(code, "4.5.0", f"unexpected reply: {code} {text}".strip())
-        if not enhanced or int(enhanced[0]) != klass:  # none, or of another class than the reply
-            enhanced = _DEFAULT_ENHANCED[klass]
-        return cls(code, enhanced, text)
-
-    @classmethod
-    def from_dns(cls, err: DnsError) -> Reply:
-        return cls(err.code, err.enhanced, err.text)
-
-    @property
-    def status(self) -> str:
-        return status_of(self.code)
-
-    @property
-    def ok(self) -> bool:
-        return self.code // 100 == 2
-
-    def result(self, recipient: str) -> RecipientResult:
-        return RecipientResult(recipient, self.status, self.code, self.enhanced, self.text)
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
-
-
-class SessionFailure(Exception):
+class SessionFailure(ReplyError):
     """The session with this host failed before any recipient got an answer:
-    try the next address or MX host."""
+    try the next address or MX host. ``reply`` says why."""
 
     def __init__(self, reply: Reply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
+        super().__init__(reply.text, code=reply.code, enhanced=reply.enhanced)
 
 
 def connect_failure(peer: str, exc: BaseException) -> Reply:

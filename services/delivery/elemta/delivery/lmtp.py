@@ -17,9 +17,10 @@ import re
 
 from elemta.common.config import Config, Route
 from elemta.common.envelope import DeliveryJob, RecipientResult
+from elemta.common.replies import Reply
 from elemta.common.resolver import Resolver
 
-from .errors import Reply, SessionFailure, connect_failure, lost_connection
+from .errors import SessionFailure, connect_failure, lost_connection
 from .outcome import Delivery
 from .pool import Pool
 from .tlspolicy import TlsRequirement

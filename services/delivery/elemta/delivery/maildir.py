@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from elemta.common.envelope import DeliveryJob, RecipientResult
+from elemta.common.replies import Reply
 
-from .errors import Reply
 from .outcome import Delivery
 
 __all__ = ["MaildirTransport", "mailbox_path"]

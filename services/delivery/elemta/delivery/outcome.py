@@ -19,9 +19,8 @@ from nats.js import JetStreamContext
 
 from elemta.common.envelope import DeliveryJob, Outcome, RecipientResult
 from elemta.common.jetstream import OUTCOME_SUBJECT
+from elemta.common.replies import Reply, Status
 from elemta.common.telemetry import headers_with_context
-
-from .errors import Reply
 
 __all__ = ["Delivery", "Reporter", "worker_name"]
 
@@ -54,7 +53,7 @@ class Delivery:
     def first(self) -> RecipientResult | None:
         """The most telling result: the first one that did not succeed, else the first."""
         for r in self.results:
-            if r.status != "delivered":
+            if r.status != Status.DELIVERED:
                 return r
         return self.results[0] if self.results else None
 

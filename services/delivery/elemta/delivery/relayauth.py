@@ -23,8 +23,9 @@ import aiosmtplib
 from aiosmtplib import SMTPAuthenticationError, SMTPException
 
 from elemta.common.config import RelaySettings
+from elemta.common.replies import Reply
 
-from .errors import Reply, SessionFailure, lost_connection
+from .errors import SessionFailure, lost_connection
 
 __all__ = ["credentials", "login"]
 

@@ -41,10 +41,11 @@ from aiosmtplib import (
 
 from elemta.common.config import Config, Route
 from elemta.common.envelope import DeliveryJob, RecipientResult
+from elemta.common.replies import Reply
 from elemta.common.resolver import DnsError, Resolver
 
 from . import dataphase, pipelining
-from .errors import Reply, SessionFailure, connect_failure, lost_connection
+from .errors import SessionFailure, connect_failure, lost_connection
 from .metrics import TLS_SESSIONS
 from .outcome import Delivery
 from .pool import Pool
@@ -248,7 +249,7 @@ class SmtpTransport(SessionTransport[SmtpSession]):
             try:
                 mx, secure = await self.resolver.mx_secure(dest.domain)
             except DnsError as exc:
-                return Delivery.everyone(job, dest.domain, Reply.from_dns(exc))
+                return Delivery.everyone(job, dest.domain, exc.reply)
             hosts = [m.host for m in mx]
         plan = await self.tls.plan(dest, hosts, secure)
         if self.results is not None:

@@ -43,10 +43,11 @@ from typing import Protocol
 
 from elemta.common.config import Config, RelaySettings, Route
 from elemta.common.envelope import DeliveryJob
+from elemta.common.replies import Reply
 from elemta.common.resolver import DnsError, Resolver, TemporaryDnsError
 
 from .dane import Tlsa, usable_for_smtp
-from .errors import Reply, SessionFailure
+from .errors import SessionFailure
 from .mtasts import MtaSts, StsError, StsPolicy
 
 __all__ = [

@@ -22,9 +22,10 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 from elemta.common.envelope import DeliveryJob, RecipientResult
+from elemta.common.replies import Reply, Status
 from elemta.common.resolver import DnsError, Resolver
 
-from .errors import Reply, SessionFailure
+from .errors import SessionFailure
 from .outcome import Delivery
 from .pool import Pool
 from .tlspolicy import TlsRequirement
@@ -75,13 +76,13 @@ class SessionTransport(Generic[S]):
                 addresses = await self.resolver.addresses(name)
                 requirement = await tls(name) if tls is not None else None
             except DnsError as exc:
-                last = (name, Reply.from_dns(exc))
-                if last[1].status == "deferred":
+                last = (name, exc.reply)
+                if last[1].status == Status.DEFERRED:
                     temporary = last
                 continue
             except SessionFailure as exc:
                 last = (name, exc.reply)
-                if exc.reply.status == "deferred":
+                if exc.reply.status == Status.DEFERRED:
                     temporary = last
                 continue
             for addr in addresses:
@@ -90,7 +91,7 @@ class SessionTransport(Generic[S]):
                     return await self._send_via(job, body, name, addr, port, requirement)
                 except SessionFailure as exc:
                     last = (peer, exc.reply)
-                    if exc.reply.status == "deferred":
+                    if exc.reply.status == Status.DEFERRED:
                         temporary = last
         if last is None:
             return Delivery.everyone(job, "", Reply(451, "4.3.5", "no host to deliver to"))

@@ -30,6 +30,7 @@ from opentelemetry.context import Context
 from elemta.common.config import Config
 from elemta.common.envelope import Envelope
 from elemta.common.jetstream import BODIES_BUCKET, ENVELOPE_HEADER, MESSAGES_STREAM, MSG_SUBJECT
+from elemta.common.replies import TemporaryError
 from elemta.common.telemetry import headers_with_context
 
 __all__ = ["Handoff", "QueueUnavailable"]
@@ -40,7 +41,7 @@ CLEANUP_PERIOD = 120.0  # the streams' duplicate window: how long a late store m
 HEADROOM = 64 * 1024  # room for the headers (envelope, trace) within max_payload
 
 
-class QueueUnavailable(Exception):
+class QueueUnavailable(TemporaryError):
     """The message could not be stored (or not confirmed to be) in time."""
 
 

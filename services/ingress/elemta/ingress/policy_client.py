@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 
+from elemta.common.replies import Reply, TemporaryError
 from elemta.common.telemetry import metadata_with_context, tracer
 from elemta.common.tlsfiles import GrpcClientTls
 from elemta.rpc.policy.v1 import policy_pb2 as pb
@@ -55,8 +56,8 @@ _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 POLICY_FAILURE = "451 4.3.0 Temporary policy failure, try again later"
 
 
-class PolicyUnavailable(Exception):
-    """The policy service could not be asked or did not answer in time."""
+class PolicyUnavailable(TemporaryError):
+    """The policy service could not be asked or did not answer in time (451 4.3.0)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _reply(v: pb.Verdict, klass: str, code: int, enhanced: str, reason: str) -> 
     ext = v.enhanced_code if _ENHANCED.match(v.enhanced_code) else enhanced
     if ext[0] != str(smtp_code)[0]:
         ext = str(smtp_code)[0] + ext[1:]
-    return f"{smtp_code} {ext} {_one_line(v.reason) or reason}"
+    return str(Reply(smtp_code, ext, _one_line(v.reason) or reason))
 
 
 def decision_from_verdict(v: pb.Verdict) -> Decision:

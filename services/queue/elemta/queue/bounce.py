@@ -33,6 +33,7 @@ from nats.js.object_store import ObjectStore
 from elemta.common.config import Config
 from elemta.common.envelope import Envelope, RecipientResult, new_queue_id
 from elemta.common.jetstream import ENVELOPE_HEADER, MESSAGES_STREAM, MSG_SUBJECT
+from elemta.common.replies import Reply
 from elemta.common.telemetry import headers_with_context, tracer
 
 from .events import EventPublisher
@@ -58,20 +59,26 @@ class Failure:
     text: str = ""
     host: str = ""
     expired: bool = False
+    enhanced: str = ""  # of the last reply (``status`` is the DSN's verdict)
 
 
 def failure_from_result(result: RecipientResult, host: str, expired: bool = False) -> Failure:
+    """The DSN entry: ``Status: 4.4.7`` when the lifetime ran out, else the
+    permanent enhanced code of the last reply (``5.0.0`` when it had none)."""
     if expired:
         status = "4.4.7"
-    elif result.enhanced and result.enhanced[:1] == "5":
-        status = result.enhanced
     else:
-        status = f"{result.code // 100}.0.0" if 500 <= result.code < 600 else "5.0.0"
-    return Failure(result.recipient, status, result.code, result.text, host, expired)
+        status = result.enhanced if result.enhanced[:1] == "5" else "5.0.0"
+    return Failure(
+        result.recipient, status, result.code, result.text, host, expired, result.enhanced
+    )
 
 
 def _diagnostic(f: Failure) -> str:
+    """The last reply as the DSN's Diagnostic-Code shows it: ``550 5.1.1 text``."""
     text = " ".join(f.text.split())
+    if f.code and f.enhanced and not text.startswith(f.enhanced):
+        return str(Reply(f.code, f.enhanced, text)).strip()
     if f.code:
         return f"{f.code} {text}".strip()
     return text

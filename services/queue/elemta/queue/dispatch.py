@@ -32,6 +32,7 @@ from elemta.common.jetstream import (
     DUE_HEADER,
     MESSAGES_STREAM,
 )
+from elemta.common.replies import Status
 
 from .bounce import Bouncer, Failure
 from .events import EventPublisher
@@ -154,12 +155,14 @@ class Dispatcher:
         bounce_id = await self.bouncer.bounce(st, failures)
         dropped = st.is_bounce or not st.sender  # the bouncer recorded "failed" events
         for f in failures:
-            st.final[f.recipient] = "expired" if f.expired else "failed" if dropped else "bounced"
+            st.final[f.recipient] = (
+                Status.EXPIRED if f.expired else Status.FAILED if dropped else Status.BOUNCED
+            )
             if dropped and not f.expired:
                 continue
             await self.events.emit(
                 st.id,
-                "expired" if f.expired else "bounced",
+                Status.EXPIRED if f.expired else Status.BOUNCED,
                 recipient=f.recipient,
                 status=f.status,
                 code=f.code,

@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 
 from elemta.common.envelope import Outcome, RecipientResult
 from elemta.common.logs import queue_id
+from elemta.common.replies import Status
 from elemta.common.telemetry import context_from_headers, headers_with_context, tracer
 
 from .bounce import Failure, failure_from_result
@@ -99,7 +100,7 @@ class Outcomes:
         retry: list[RecipientResult] = []
         for rcpt in d.recipients:
             r = reported.get(rcpt) or RecipientResult(
-                rcpt, "deferred", text="no result reported for this recipient"
+                rcpt, Status.DEFERRED, text="no result reported for this recipient"
             )
             await self.events.emit(
                 st.id,
@@ -113,16 +114,16 @@ class Outcomes:
                 enhanced=r.enhanced,
                 text=r.text,
             )
-            if r.status == "delivered":
-                st.final[rcpt] = "delivered"
+            if r.status == Status.DELIVERED:
+                st.final[rcpt] = Status.DELIVERED
                 await self.events.emit(
-                    st.id, "delivered", recipient=rcpt, host=outcome.host, code=r.code
+                    st.id, Status.DELIVERED, recipient=rcpt, host=outcome.host, code=r.code
                 )
-            elif r.status == "failed":
+            elif r.status == Status.FAILED:
                 failures.append(failure_from_result(r, outcome.host))
             else:
                 retry.append(r)
-            if r.status != "delivered" or not d.last:
+            if r.status != Status.DELIVERED or not d.last:
                 d.last = last_result(r, outcome.host, now)
 
         d.recipients = []

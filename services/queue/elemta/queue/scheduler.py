@@ -211,6 +211,7 @@ class Scheduler:
                             text=str(last.get("text") or ""),
                             host=str(last.get("host") or ""),
                             expired=True,
+                            enhanced=str(last.get("enhanced") or ""),
                         )
                         for r in d.recipients
                     ]
