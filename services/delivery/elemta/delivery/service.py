@@ -12,17 +12,24 @@ from nats.js import JetStreamContext
 
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
-from elemta.common.jetstream import connect, disconnect, open_bucket
+from elemta.common.jetstream import (
+    DELIVERY_CONSUMER,
+    DELIVERY_STREAM,
+    connect,
+    disconnect,
+    open_bucket,
+)
+from elemta.common.pull import PullConsumer
 from elemta.common.resolver import Resolver
 
 from .attempt import AttemptHandler, Router
 from .body import BodyStore
+from .metrics import INFLIGHT
 from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
 from .outcome import Reporter, worker_name
 from .tlspolicy import TlsPolicy
 from .tlsreport import ReportSender
 from .tlsrpt import KEEP_DAYS, TLSRPT_BUCKET, TlsResults
-from .worker import PullWorker
 
 __all__ = ["DeliveryService"]
 
@@ -51,7 +58,7 @@ class DeliveryService:
         self.mta_sts: MtaSts | None = None
         self.tls_results: TlsResults | None = None
         self.reports: ReportSender | None = None
-        self.worker: PullWorker | None = None
+        self.worker: PullConsumer | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
             health.add_check("consumer", lambda: self.worker is not None and self.worker.bound)
@@ -68,8 +75,15 @@ class DeliveryService:
         handler = AttemptHandler(
             BodyStore(self.js), self.router, Reporter(self.js, cfg.nats.publish_timeout)
         )
-        self.worker = PullWorker(
-            self.nc, self.js, handler, cfg.delivery.concurrency, cfg.delivery.ack_wait
+        self.worker = PullConsumer(
+            self.nc,
+            self.js,
+            DELIVERY_STREAM,
+            DELIVERY_CONSUMER,
+            handler,
+            cfg.delivery.concurrency,
+            cfg.delivery.ack_wait,
+            on_inflight=INFLIGHT.set,
         )
         self.worker.start()
         log.info(

@@ -25,9 +25,9 @@ from elemta.common.jetstream import (
     disconnect,
     ensure_streams,
 )
+from elemta.common.pull import PullConsumer
 
 from .bounce import Bouncer
-from .consumer import PullLoop
 from .control import Control
 from .depth import DepthSampler
 from .dispatch import Dispatcher
@@ -43,6 +43,8 @@ __all__ = ["QueueService", "intake_consumer_config", "outcomes_consumer_config"]
 log = logging.getLogger(__name__)
 
 ACK_WAIT = 30.0  # seconds; handlers take milliseconds, a stuck one is retried after this
+CONCURRENCY = 256  # intake or outcome messages handled at once, per consumer
+RETRY_DELAY = 1.0  # seconds before a message whose handler failed is offered again
 
 
 def intake_consumer_config() -> ConsumerConfig:
@@ -87,7 +89,7 @@ class QueueService:
         self.dispatcher: Dispatcher | None = None
         self.intake: Intake | None = None
         self.outcomes: Outcomes | None = None
-        self._loops: list[PullLoop] = []
+        self._loops: list[PullConsumer] = []
         self._control: Control | None = None
         self._depth: DepthSampler | None = None
         if health is not None:
@@ -116,11 +118,21 @@ class QueueService:
 
         self.intake = intake = Intake(router, store, dispatcher, events)
         self.outcomes = outcomes = Outcomes(store, dispatcher, events)
-        intake_sub = await js.pull_subscribe_bind(INTAKE_CONSUMER, stream=MESSAGES_STREAM)
-        outcome_sub = await js.pull_subscribe_bind(OUTCOMES_CONSUMER, stream=OUTCOMES_STREAM)
         self._loops = [
-            PullLoop("intake", intake_sub, intake.handle),
-            PullLoop("outcomes", outcome_sub, outcomes.handle),
+            PullConsumer(
+                nc,
+                js,
+                stream,
+                consumer,
+                handler,
+                CONCURRENCY,
+                ACK_WAIT,
+                retry_delay=RETRY_DELAY,
+            )
+            for stream, consumer, handler in (
+                (MESSAGES_STREAM, INTAKE_CONSUMER, intake.handle),
+                (OUTCOMES_STREAM, OUTCOMES_CONSUMER, outcomes.handle),
+            )
         ]
         for loop in self._loops:
             loop.start()

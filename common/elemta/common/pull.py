@@ -1,20 +1,25 @@
-"""The pull loop: jobs from the shared durable consumer, ``concurrency`` at a time.
+"""The one pull-consumer loop: messages from a durable consumer, ``concurrency`` at
+a time. The queue reads its intake and outcomes with it, every delivery process
+its jobs.
 
-Every delivery process pulls from the one durable pull consumer ``delivery`` on
-``ELEMTA_DELIVERY`` (the queue service creates it); JetStream hands each job to
-one puller, so scaling out is starting another process. The worker speaks
-JetStream's pull protocol directly on its own inbox: it asks for as many jobs as
-it has free slots (``{"batch": n, "expires": ...}`` to
-``$JS.API.CONSUMER.MSG.NEXT.ELEMTA_DELIVERY.delivery``) and starts each job the
-moment it arrives, rather than waiting for a whole batch as ``fetch()`` does.
-A new request goes out when the previous one is filled or expires, and only
-once a few slots are free, so a busy worker asks once per batch, not per job.
+Each consumer is durable and may be shared (every delivery process pulls from
+``delivery``; JetStream hands each message to one puller, so scaling out is
+starting another process). The loop speaks JetStream's pull protocol directly on
+its own inbox: it asks for as many messages as it has free slots
+(``{"batch": n, "expires": ...}`` to ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``)
+and starts handling each one the moment it arrives, rather than waiting for a
+whole batch as ``fetch()`` does. A new request goes out when the previous one is
+filled or expires, and only once a few slots are free, so a busy loop asks once
+per batch, not per message.
 
-While a job runs, JetStream is told every ``ack_wait/3`` seconds that it is in
-progress, so a slow peer never makes a job look abandoned. On stop the worker
-stops asking, sends back (nak) whatever still arrives, gives running jobs a
-grace period and naks those still running after it, so another worker takes
-them at once instead of after ``ack_wait``.
+While a handler runs, JetStream is told every ``ack_wait/3`` seconds that it is in
+progress, so a slow peer never makes a message look abandoned. A handler that
+raises gets its message nak'ed with ``retry_delay`` (handlers are idempotent: a
+redelivery redoes only what is missing). On stop the loop stops asking, sends
+back (nak) whatever still arrives, gives running handlers a grace period and
+naks those still running after it, so that another process takes them at once
+instead of after ``ack_wait``; every step is bounded in time, so a stop finishes
+while NATS is unreachable too.
 """
 
 from __future__ import annotations
@@ -32,15 +37,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from elemta.common.jetstream import DELIVERY_CONSUMER, DELIVERY_STREAM
-
-from .metrics import INFLIGHT
-
-__all__ = ["PullWorker"]
+__all__ = ["PullConsumer"]
 
 log = logging.getLogger(__name__)
 
-NEXT_SUBJECT = f"$JS.API.CONSUMER.MSG.NEXT.{DELIVERY_STREAM}.{DELIVERY_CONSUMER}"
 Handler = Callable[[Msg], Awaitable[None]]
 
 
@@ -50,22 +50,36 @@ class _Running:
     started: float
 
 
-class PullWorker:
+class PullConsumer:
+    """Pull from ``stream``/``consumer`` (made by its owner, waited for here) and run
+    ``handler`` on each message, at most ``concurrency`` at once. ``on_inflight``
+    hears the number of messages in hand (a metric)."""
+
     def __init__(
         self,
         nc: NATS,
         js: JetStreamContext,
+        stream: str,
+        consumer: str,
         handler: Handler,
         concurrency: int,
         ack_wait: float,
+        *,
         fetch_expires: float = 2.0,
+        retry_delay: float = 5.0,
+        on_inflight: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.nc = nc
         self.js = js
+        self.stream = stream
+        self.consumer = consumer
+        self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.handler = handler
         self.concurrency = concurrency
         self.ack_wait = ack_wait
         self.fetch_expires = fetch_expires
+        self.retry_delay = retry_delay
+        self.on_inflight = on_inflight
         self.min_batch = max(1, min(16, concurrency // 8))
         self.bound = False
         self._running: dict[asyncio.Task[None], _Running] = {}
@@ -83,28 +97,31 @@ class PullWorker:
         return len(self._running)
 
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name="delivery-pull")
-        self._keepalive_task = asyncio.create_task(self._keepalive(), name="delivery-keepalive")
+        name = f"pull-{self.consumer}"
+        self._loop_task = asyncio.create_task(self._run(), name=name)
+        self._keepalive_task = asyncio.create_task(self._keepalive(), name=f"{name}-keepalive")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop pulling, let running jobs finish for ``grace`` seconds, nak the rest."""
+        """Stop pulling, let running handlers finish for ``grace`` seconds, nak the rest."""
         self._stopping = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         if self._sub is not None and not self.nc.is_closed:
+            # what still arrives is nakked by _on_msg; with NATS gone this cannot
+            # complete, so it gets a moment, not the whole grace period
             with contextlib.suppress(Exception):
-                await self._sub.drain()  # what still arrives is nakked by _on_msg
+                await asyncio.wait_for(self._sub.drain(), min(grace, 2.0))
         tasks = list(self._running)
         if tasks:
-            log.info("waiting up to %.0fs for %d jobs in flight", grace, len(tasks))
+            log.info("%s: waiting up to %.0fs for %d in flight", self.consumer, grace, len(tasks))
             _done, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                log.info("returned %d unfinished jobs to the queue", len(pending))
+                await asyncio.wait(pending, timeout=2.0)  # a nak that cannot be sent is dropped
+                log.info("%s: returned %d unfinished to the stream", self.consumer, len(pending))
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -117,14 +134,14 @@ class PullWorker:
         waited = False
         while not self._stopping:
             try:
-                await self.js.consumer_info(DELIVERY_STREAM, DELIVERY_CONSUMER)
+                await self.js.consumer_info(self.stream, self.consumer)
                 break
             except Exception as exc:
                 if not waited:
                     log.info(
                         "waiting for consumer %s/%s (%s); the queue service creates it",
-                        DELIVERY_STREAM,
-                        DELIVERY_CONSUMER,
+                        self.stream,
+                        self.consumer,
                         type(exc).__name__,
                     )
                 waited = True
@@ -135,7 +152,7 @@ class PullWorker:
             self._inbox = self.nc.new_inbox()
             self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
         self.bound = True
-        log.info("bound to consumer %s/%s", DELIVERY_STREAM, DELIVERY_CONSUMER)
+        log.info("bound to consumer %s/%s", self.stream, self.consumer)
 
     # -- pulling ---------------------------------------------------------------
 
@@ -150,7 +167,9 @@ class PullWorker:
             self._request, self._requested = request, free
             body = {"batch": free, "expires": int(self.fetch_expires * 1e9)}
             try:
-                await self.nc.publish(NEXT_SUBJECT, json.dumps(body).encode(), reply=self._inbox)
+                await self.nc.publish(
+                    self.next_subject, json.dumps(body).encode(), reply=self._inbox
+                )
                 status = await asyncio.wait_for(request, self.fetch_expires + 2.0)
             except TimeoutError:
                 continue  # the request was lost (reconnect, server restart): ask again
@@ -165,7 +184,7 @@ class PullWorker:
             if status in ("full", "404", "408"):
                 continue
             if status == "503":  # no responders: the consumer is gone
-                log.warning("consumer %s/%s disappeared", DELIVERY_STREAM, DELIVERY_CONSUMER)
+                log.warning("consumer %s/%s disappeared", self.stream, self.consumer)
                 self.bound = False
             else:  # 409: max ack pending reached, leader change, consumer deleted ...
                 log.debug("pull request ended with status %s", status)
@@ -197,15 +216,15 @@ class PullWorker:
             with contextlib.suppress(Exception):
                 await msg.nak()
             return
-        task = asyncio.create_task(self._run_job(msg))
+        task = asyncio.create_task(self._handle(msg))
         self._running[task] = _Running(msg, time.monotonic())
-        INFLIGHT.set(len(self._running))
-        task.add_done_callback(self._job_done)
+        self.on_inflight(len(self._running))
+        task.add_done_callback(self._handled)
         self._requested -= 1
         if self._requested <= 0 and self._request is not None and not self._request.done():
             self._request.set_result("full")
 
-    async def _run_job(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg) -> None:
         try:
             await self.handler(msg)
         except asyncio.CancelledError:
@@ -213,13 +232,13 @@ class PullWorker:
                 await msg.nak()  # shutting down: let another worker have it now
             raise
         except Exception:
-            log.exception("job handler failed; job returned to the queue")
+            log.exception("%s: handling %s failed; will retry", self.consumer, msg.subject)
             with contextlib.suppress(Exception):
-                await msg.nak(delay=5.0)
+                await msg.nak(delay=self.retry_delay)
 
-    def _job_done(self, task: asyncio.Task[None]) -> None:
+    def _handled(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
-        INFLIGHT.set(len(self._running))
+        self.on_inflight(len(self._running))
         self._slot_freed.set()
 
     # -- keeping long jobs alive -------------------------------------------------
