@@ -1,4 +1,5 @@
-"""Fixtures: a real nats-server, a real DNS server, aiosmtpd sinks, the whole stack."""
+"""Fixtures, defined once for the whole suite: a real nats-server, a real DNS server,
+aiosmtpd sinks, the whole stack, and a clock the test moves by hand."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 # ``support`` is importable because pytest puts this folder (tests/, the first
 # without an __init__.py) on sys.path for this conftest; Elemta itself is the
 # installed package (make install), never found through a path.
+from support.clock import FakeClock
 from support.dnsserver import DnsServer
 from support.natsserver import NatsServer
 from support.rspamd import RspamdServer
@@ -26,7 +28,13 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def dns_server() -> Iterator[DnsServer]:
+def clock() -> FakeClock:
+    """Starts at the real time (stored records carry real timestamps) and stands still."""
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def shared_dns() -> Iterator[DnsServer]:
     server = DnsServer()
     server.start()
     yield server
@@ -39,6 +47,15 @@ def rspamd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RspamdSe
     server = RspamdServer(tmp_path_factory.mktemp("rspamd")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def dns_server(shared_dns: DnsServer) -> DnsServer:
+    """A real DNS server on loopback, empty for each test: one per module, because
+    stopping one takes a second."""
+    shared_dns.clear()
+    shared_dns.queries = 0
+    return shared_dns
 
 
 @pytest.fixture

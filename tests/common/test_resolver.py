@@ -26,22 +26,6 @@ def resolver_for(port: int, timeout: float = 2.0) -> Resolver:
     return Resolver(DnsSettings(nameservers=["127.0.0.1"], port=port, timeout=timeout))
 
 
-@pytest.fixture(scope="module")
-def shared_dns() -> Iterator[DnsServer]:
-    server = DnsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dns_server(shared_dns: DnsServer) -> DnsServer:
-    """One real DNS server for the module (stopping one takes a second), emptied per test."""
-    shared_dns.clear()
-    shared_dns.queries = 0
-    return shared_dns
-
-
 @pytest.fixture
 def resolver(dns_server: DnsServer) -> Resolver:
     return resolver_for(dns_server.port)

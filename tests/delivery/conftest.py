@@ -15,22 +15,6 @@ from support.natsserver import NatsServer
 from support.smtpsink import SmtpSink
 
 
-@pytest.fixture(scope="module")
-def shared_dns() -> Iterator[DnsServer]:
-    server = DnsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dns_server(shared_dns: DnsServer) -> DnsServer:
-    """One real DNS server per module (stopping one takes a second), emptied per test."""
-    shared_dns.clear()
-    shared_dns.queries = 0
-    return shared_dns
-
-
 @pytest.fixture
 def lmtp_sink() -> Iterator[SmtpSink]:
     """An LMTP sink. ``make_sink(lmtp=True)`` cannot start one with aiosmtpd 1.4

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import re
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -41,21 +40,6 @@ from elemta.policy.dmarcrecord import (
 )
 
 from support.dnsserver import DnsServer
-
-
-@pytest.fixture(scope="module")
-def shared_dns() -> Iterator[DnsServer]:
-    server = DnsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dns_server(shared_dns: DnsServer) -> DnsServer:
-    """One real DNS server for the module (stopping one takes a second), emptied per test."""
-    shared_dns.clear()
-    return shared_dns
 
 
 def evaluator(server: DnsServer, seed: int = 0) -> DmarcEvaluator:

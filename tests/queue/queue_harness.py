@@ -96,8 +96,10 @@ class QueueHarness:
         assert self.nc is not None
         return self.nc.jetstream(timeout=5)
 
-    async def start_queue(self, **queue: Any) -> QueueService:
-        svc = QueueService(make_config(self.server.url, **queue))
+    async def start_queue(
+        self, clock: Callable[[], float] = time.time, **queue: Any
+    ) -> QueueService:
+        svc = QueueService(make_config(self.server.url, **queue), clock=clock)
         await svc.start()
         self.services.append(svc)
         if self.nc is None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-import time
 from email.message import EmailMessage
 
 from queue_harness import QueueHarness, eventually
 
 from elemta.common.envelope import Envelope, Outcome, RecipientResult
 from elemta.common.jetstream import DELIVERY_STREAM, MESSAGES_STREAM
+
+from support.clock import FakeClock
 
 
 async def _bounces(harness: QueueHarness, original: set[int]) -> list[tuple[Envelope, bytes]]:
@@ -60,18 +61,19 @@ async def test_large_body_is_deleted_from_the_object_store_when_done(
 
 
 async def test_deferred_job_waits_in_the_deferred_stream_then_returns_with_attempt_2(
-    harness: QueueHarness,
+    harness: QueueHarness, clock: FakeClock
 ) -> None:
-    await harness.start_queue(retry_schedule=[0.6, 0.6])
+    await harness.start_queue(clock, retry_schedule=[300.0, 900.0], lifetime=86400.0)
     env, seq = await harness.store(["b1@a.test", "b2@a.test"])
     [(job, _)] = await harness.take_jobs(1)
-    started = time.monotonic()
     await harness.report(job, "deferred", 451, "4.3.0 try later", "4.3.0", only=["b2@a.test"])
-    assert await eventually(lambda: _deferred_is(harness, 1), within=0.5)
+    assert await eventually(lambda: _deferred_is(harness, 1))
+    clock.advance(299)  # not due yet: the job stays parked
+    assert await harness.no_more_jobs(0.3)
     assert await harness.count(DELIVERY_STREAM) == 0
 
+    clock.advance(2)  # five minutes after the failure, as the schedule says
     [(retry, headers)] = await harness.take_jobs(1, within=5)
-    assert time.monotonic() - started >= 0.5
     assert retry.attempt == 2
     assert retry.recipients == ["b2@a.test"]
     assert retry.msg_seq == seq
@@ -189,8 +191,11 @@ async def test_a_bounce_that_fails_is_not_bounced_again(harness: QueueHarness) -
     assert await harness.no_more_jobs(0.5)
 
 
-async def test_retry_after_the_lifetime_expires_with_status_4_4_7(harness: QueueHarness) -> None:
-    await harness.start_queue(lifetime=2.0, retry_schedule=[5.0])
+async def test_retry_after_the_lifetime_expires_with_status_4_4_7(
+    harness: QueueHarness, clock: FakeClock
+) -> None:
+    await harness.start_queue(clock, lifetime=5 * 86400.0, retry_schedule=[4 * 3600.0])
+    clock.advance(5 * 86400 - 3600)  # an hour of lifetime left, the next retry in four
     env, seq = await harness.store(["slow@a.test"])
     [(job, _)] = await harness.take_jobs(1)
     await harness.report(job, "deferred", 451, "4.7.1 greylisted, come back later", "4.7.1")

@@ -381,6 +381,9 @@ class QueueSettings(_Section):
     lifetime: float = Field(5 * 86400.0, gt=0, description="Seconds before a message bounces")
     bounce_lifetime: float = Field(5 * 86400.0, gt=0, description="Lifetime of a bounce")
     scheduler_interval: float = Field(1.0, gt=0, description="Seconds between due checks")
+    drain_timeout: float = Field(
+        10.0, gt=0, description="Seconds to finish what is in hand on SIGTERM, then exit"
+    )
 
     @field_validator("retry_schedule")
     @classmethod
@@ -459,6 +462,11 @@ class DeliverySettings(_Section):
     )
     smtp_port: int = Field(25, ge=1, le=65535, description="Port for MX delivery")
     helo_name: str = Field("", description="EHLO name; empty: server.hostname")
+    drain_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds running attempts get on SIGTERM; the rest go back to the queue",
+    )
 
     @field_validator("tls_policy")
     @classmethod

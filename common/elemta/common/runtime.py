@@ -4,7 +4,9 @@ A service provides an object with ``start()``, ``stop()`` and readiness checks;
 :func:`run_service` loads the configuration (a file path, else ``ELEMTA_CONFIG``),
 reports a bad configuration on stderr with exit status 78 (EX_CONFIG, as Postfix's
 daemons do for fatal configuration errors), serves health and metrics, and turns
-SIGTERM/SIGINT into a graceful drain. ``elemta serve <service>`` calls it
+SIGTERM/SIGINT into a graceful drain that ends within the service's
+``drain_timeout`` whatever happens -- also while NATS is unreachable, before or
+after the service started. ``elemta serve <service>`` calls it
 (:func:`elemta.cli.service.service_command`).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -27,6 +30,7 @@ __all__ = ["EX_CONFIG", "Factory", "Service", "run_service", "wait_or_stop"]
 log = logging.getLogger(__name__)
 
 EX_CONFIG = 78
+DEFAULT_DRAIN_TIMEOUT = 10.0  # seconds, for a service whose section has no drain_timeout
 
 
 class Service(Protocol):
@@ -74,20 +78,43 @@ async def _main(
     port = await health.start()
     service = factory(cfg, health, stop)
     log.info("%s starting; health on %s:%d", name, health.host, port)
-    try:
-        await service.start()
-    except Exception:
-        log.exception("%s failed to start", name)
+    # Start while listening for SIGTERM: a service waiting for NATS must still stop.
+    starting = asyncio.create_task(service.start(), name=f"{name}-start")
+    signalled = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done() and not stop.is_set() and starting.exception() is not None:
+        log.error("%s failed to start", name, exc_info=starting.exception())
+        signalled.cancel()
         await health.stop()
         return 1
-    await stop.wait()
-    log.info("%s draining", name)
-    try:
-        await service.stop()
-    finally:
-        await health.stop()
+    await signalled
+    drain = drain_timeout(cfg, name)
+    deadline = loop.time() + drain
+    log.info("%s draining (at most %gs)", name, drain)
+    if not starting.done():
+        log.info("%s stopped while starting (is NATS reachable?)", name)
+        starting.cancel()
+        await asyncio.wait({starting}, timeout=max(0.1, deadline - loop.time()))
+    stopping = asyncio.create_task(service.stop(), name=f"{name}-stop")
+    await asyncio.wait({stopping}, timeout=max(0.1, deadline - loop.time()))
+    if not (starting.done() and stopping.done()):
+        # Something ignores cancellation (a connection attempt, a stuck peer): the
+        # drain timeout is a promise to the supervisor, so leave without it.
+        log.error("%s did not stop within %gs; exiting anyway", name, drain)
+        logging.shutdown()
+        os._exit(1)
+    code = 0
+    if not stopping.cancelled() and stopping.exception() is not None:
+        log.error("%s failed while stopping", name, exc_info=stopping.exception())
+        code = 1
+    await health.stop()
     log.info("%s stopped", name)
-    return 0
+    return code
+
+
+def drain_timeout(cfg: Config, name: str) -> float:
+    """``<service>.drain_timeout`` when the service's section has one, else 10 s."""
+    return float(getattr(getattr(cfg, name, None), "drain_timeout", DEFAULT_DRAIN_TIMEOUT))
 
 
 async def wait_or_stop(aw: Awaitable[object], stop: asyncio.Event) -> bool:

@@ -44,14 +44,18 @@ class DeliveryService:
         cfg: Config,
         health: HealthServer | None = None,
         stop_event: asyncio.Event | None = None,
-        drain_grace: float = 10.0,
+        drain_grace: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
         self.health = health
         self.stop_event = stop_event or asyncio.Event()
-        self.drain_grace = drain_grace
+        # Running attempts get most of delivery.drain_timeout; the rest of it is for
+        # handing back what is left and closing connections.
+        self.drain_grace = (
+            drain_grace if drain_grace is not None else max(1.0, cfg.delivery.drain_timeout - 6.0)
+        )
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.router: Router | None = None
@@ -65,7 +69,7 @@ class DeliveryService:
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.nc = await connect(cfg, "elemta-delivery")
+        self.nc = await connect(cfg, "elemta-delivery", stop=self.stop_event)
         self.js = self.nc.jetstream(timeout=cfg.nats.publish_timeout)
         resolver = Resolver(cfg.dns)
         self.mta_sts = await self._mta_sts(resolver)
@@ -133,4 +137,4 @@ class DeliveryService:
         if self.tls_results is not None:
             await self.tls_results.stop()
         if self.nc is not None:
-            await disconnect(self.nc)
+            await disconnect(self.nc, wait=2.0)

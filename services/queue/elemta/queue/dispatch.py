@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
@@ -81,8 +82,12 @@ class Dispatcher:
         events: EventPublisher,
         bouncer: Bouncer,
         objects: ObjectStore | None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        # The queue's one clock (epoch seconds): retries, lifetimes and the scheduler
+        # read it, so that tests move time instead of waiting for it.
+        self.clock = clock
         self.nc = nc
         self.js = js
         self.store = store

@@ -24,7 +24,6 @@ of something handled already and is only acknowledged.
 from __future__ import annotations
 
 import logging
-import time
 
 from nats.aio.msg import Msg
 
@@ -94,7 +93,7 @@ class Outcomes:
         OUTCOMES.inc()
 
     async def apply(self, st: MessageState, key: str, d: DestState, outcome: Outcome) -> None:
-        now = time.time()
+        now = self.dispatcher.clock()
         reported = {r.recipient: r for r in outcome.results}
         failures: list[Failure] = []
         retry: list[RecipientResult] = []

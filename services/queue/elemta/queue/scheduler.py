@@ -25,7 +25,6 @@ import asyncio
 import heapq
 import logging
 import secrets
-import time
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -142,11 +141,16 @@ class Scheduler:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="queue-scheduler")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 2.0) -> None:
+        """End the loop; a pass still running after ``grace`` seconds (NATS gone,
+        every call waiting for its timeout) is cancelled: its jobs stay parked."""
         self._stopping.set()
         self._wake.set()
         if self._task is not None:
-            await self._task
+            _done, pending = await asyncio.wait({self._task}, timeout=grace)
+            for task in pending:
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -164,7 +168,7 @@ class Scheduler:
 
     async def run_due(self, now: float | None = None) -> int:
         """Move every job due by ``now``; returns how many were looked at."""
-        now = time.time() if now is None else now
+        now = self.dispatcher.clock() if now is None else now
         due: list[tuple[float, int, str]] = []
         while self._heap and self._heap[0][0] <= now:
             entry = heapq.heappop(self._heap)
@@ -181,7 +185,7 @@ class Scheduler:
             await self._move_one(seq, qid)
         except Exception as exc:
             log.warning("deferred job %d not moved, trying again later: %s", seq, exc)
-            self.add(time.time() + max(BACKOFF, self.interval), seq, qid)
+            self.add(self.dispatcher.clock() + max(BACKOFF, self.interval), seq, qid)
 
     async def _move_one(self, seq: int, qid: str) -> None:
         try:
@@ -201,7 +205,7 @@ class Scheduler:
             with self.tracer.start_as_current_span("queue.schedule", context=ctx) as span:
                 span.set_attribute("elemta.queue_id", st.id)
                 span.set_attribute("elemta.attempt", d.attempt)
-                if time.time() > self.dispatcher.expires_at(st):
+                if self.dispatcher.clock() > self.dispatcher.expires_at(st):
                     last = d.last or {}
                     failures = [
                         Failure(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -78,9 +80,14 @@ class QueueService:
     """The queue: owns the streams, takes messages in, schedules, retries, bounces."""
 
     def __init__(
-        self, cfg: Config, health: HealthServer | None = None, stop: asyncio.Event | None = None
+        self,
+        cfg: Config,
+        health: HealthServer | None = None,
+        stop: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self.clock = clock  # epoch seconds; a test passes one it can move
         self.stop_event = stop
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
@@ -98,7 +105,7 @@ class QueueService:
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.nc = nc = await connect(cfg, "elemta-queue")
+        self.nc = nc = await connect(cfg, "elemta-queue", stop=self.stop_event)
         self.js = js = nc.jetstream(timeout=cfg.nats.publish_timeout)
         await ensure_streams(js, cfg)
         await js.add_consumer(DELIVERY_STREAM, delivery_consumer_config(cfg))
@@ -110,7 +117,9 @@ class QueueService:
         objects = await js.object_store(BODIES_BUCKET)
         events = EventPublisher(nc)
         bouncer = Bouncer(cfg, js, objects, events)
-        self.dispatcher = dispatcher = Dispatcher(cfg, nc, js, store, events, bouncer, objects)
+        self.dispatcher = dispatcher = Dispatcher(
+            cfg, nc, js, store, events, bouncer, objects, self.clock
+        )
         router = Router(cfg)
         self.scheduler = scheduler = Scheduler(js, store, dispatcher, cfg.queue.scheduler_interval)
         # Rebuild before any outcome can park a new job.
@@ -139,7 +148,7 @@ class QueueService:
         scheduler.start()
         self._control = Control(nc, router, store, dispatcher, scheduler, events)
         await self._control.start()
-        self._depth = DepthSampler(js)
+        self._depth = DepthSampler(js, clock=self.clock)
         self._depth.start()
         log.info("queue started; %d deferred job(s) scheduled", len(scheduler))
 
@@ -149,9 +158,10 @@ class QueueService:
             await self._depth.stop()
         if self._control is not None:
             await self._control.stop()
-        await asyncio.gather(*(loop.stop() for loop in self._loops))
+        grace = max(1.0, self.cfg.queue.drain_timeout - 6.0)  # within queue.drain_timeout
+        await asyncio.gather(*(loop.stop(grace) for loop in self._loops))
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.nc is not None:
-            await disconnect(self.nc)
+            await disconnect(self.nc, wait=2.0)
         self.streams_ready = False
