@@ -56,15 +56,21 @@ def summary(doc: str | None) -> str:
 def service_command(
     name: str,
     factory: str,
-    http_listen: Callable[[Config], str],
-    doc: str | None,
+    http_listen: Callable[[Config], str] | None = None,
+    doc: str | None = None,
 ) -> click.Command:
     """The ``elemta serve <name>`` command of a service run by
     :func:`elemta.common.runtime.run_service`.
 
     ``factory`` is ``"module:attribute"``, imported only when the service starts,
-    so that listing the services stays quick.
+    so that listing the services stays quick. ``http_listen`` defaults to the
+    ``http_listen`` key of the service's own section, ``doc`` to the docstring of
+    the package ``elemta.<name>``.
     """
+    if http_listen is None:
+        http_listen = lambda cfg: getattr(cfg, name).http_listen  # noqa: E731
+    if doc is None:
+        doc = importlib.import_module(f"elemta.{name}").__doc__
 
     def start(config_path: str | None) -> None:
         module, _, attr = factory.partition(":")

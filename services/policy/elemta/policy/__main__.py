@@ -4,15 +4,9 @@ The service re-reads the same configuration file on SIGHUP (plugins and milters)
 ``PolicyService`` takes the path as ``config_path``.
 """
 
-import elemta.policy
 from elemta.cli.service import service_command
 
-command = service_command(
-    "policy",
-    "elemta.policy.service:PolicyService",
-    lambda cfg: cfg.policy.http_listen,
-    elemta.policy.__doc__,
-)
+command = service_command("policy", "elemta.policy.service:PolicyService")
 
 if __name__ == "__main__":
     command.main(prog_name="python -m elemta.policy")
