@@ -105,13 +105,32 @@ class ServiceProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
+        moves = 0
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                if moves < 3 and self._health_port_was_taken():
+                    moves += 1
+                    self._move_health_port()
+                    continue
                 raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
             if self.ready():
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
+
+    def _health_port_was_taken(self) -> bool:
+        """The port picked for health was free when picked and taken by the time the
+        service bound it (other suites on the machine pick ports too)."""
+        return f"('127.0.0.1', {self.http_port}): address already in use" in self.log()
+
+    def _move_health_port(self) -> None:
+        self.http_port = free_port()
+        key = (
+            "ELEMTA_API_LISTEN" if self.name == "api" else f"ELEMTA_{self.name.upper()}_HTTP_LISTEN"
+        )
+        self.env[key] = f"127.0.0.1:{self.http_port}"
+        self.proc = None
+        self.start()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None:
