@@ -32,6 +32,15 @@ SAMPLES: dict[tuple[str, str], Any] = {
         {"address": "unix:/run/milter.sock", "default_action": "accept", "protocol": 2},
     ],
     ("policy", "milter_protocol"): 4,
+    ("delivery", "tls_policy"): {"example.org": "verify", ".corp.example": "encrypt"},
+    ("delivery", "relays"): {
+        "[smtp.example.net]:465": {
+            "security_level": "verify",
+            "implicit_tls": True,
+            "username_file": "/run/secrets/relay/username",
+            "password_file": "/run/secrets/relay/password",
+        }
+    },
     ("transport", "routes"): {"example.net": "smtp:[192.0.2.5]:2525", ".corp.example": "local"},
     ("telemetry", "log_level"): "DEBUG",
 }

@@ -27,6 +27,10 @@ Key-value buckets and object stores:
     Greylisting triplets.
 ``ELEMTA_RATELIMIT`` (KV, policy service)
     Rate-limit counters.
+``ELEMTA_MTA_STS`` (KV, delivery)
+    MTA-STS policies, cached for their ``max_age``.
+``ELEMTA_TLSRPT`` (KV, delivery)
+    TLS-RPT result counts per day, domain and process.
 ``ELEMTA_BODIES`` (Object Store)
     Bodies larger than ``nats.inline_body_limit``.
 
@@ -60,6 +64,8 @@ __all__ = [
     "RATELIMIT_BUCKET",
     "REBUILD_CONSUMER_PREFIX",
     "STATE_BUCKET",
+    "STS_BUCKET",
+    "TLSRPT_BUCKET",
 ]
 
 # Streams and the subject prefix each one holds (``<prefix>.<queue id>``).
@@ -85,6 +91,8 @@ REBUILD_CONSUMER_PREFIX = "queue-rebuild-"
 STATE_BUCKET = "ELEMTA_STATE"
 GREYLIST_BUCKET = "ELEMTA_GREYLIST"
 RATELIMIT_BUCKET = "ELEMTA_RATELIMIT"
+STS_BUCKET = "ELEMTA_MTA_STS"
+TLSRPT_BUCKET = "ELEMTA_TLSRPT"
 BODIES_BUCKET = "ELEMTA_BODIES"
 
 # Message headers.

@@ -41,6 +41,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from nats.js.kv import KeyValue
 
+from elemta.common.names import STS_BUCKET
 from elemta.common.resolver import DnsError, Resolver, TemporaryDnsError
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STS_BUCKET = "ELEMTA_MTA_STS"
 MAX_POLICY_BYTES = 64 * 1024
 MAX_AGE_LIMIT = 31557600  # one year, RFC 8461 3.2
 FAILURE_BACKOFF = 300.0  # seconds before a failed fetch is tried again

@@ -32,13 +32,14 @@ from typing import Any
 
 from nats.js.kv import KeyValue
 
+from elemta.common.names import TLSRPT_BUCKET
+
 from .tlspolicy import PolicyReport
 
 __all__ = ["DayCounts", "TLSRPT_BUCKET", "TlsResults", "day_of", "merge"]
 
 log = logging.getLogger(__name__)
 
-TLSRPT_BUCKET = "ELEMTA_TLSRPT"
 KEEP_DAYS = 8
 
 
