@@ -24,7 +24,7 @@ from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 from support.dnsserver import DnsServer
 from support.misbehaving import install
 from support.natsserver import NatsServer
-from support.stack import ROOT, ServiceProcess, Stack, python_path, toml_dumps
+from support.stack import ROOT, ServiceProcess, Stack, toml_dumps
 
 EXAMPLE = ROOT / "docs" / "plugins" / "example"
 EXE = (
@@ -68,8 +68,7 @@ class Policy:
         self.stack = Stack(root, nats.url, dns.port)
         self.stack.config["policy"]["reload_check_interval"] = 0.2
         self.stack.write_config()
-        path = os.pathsep.join([python_path(), *map(str, site)])
-        self.proc: ServiceProcess = self.stack.service("policy", PYTHONPATH=path)
+        self.proc: ServiceProcess = self.stack.service("policy").with_site(*site)
 
     def configure(self, **policy: Any) -> None:
         """A new file swapped in at once, as a ConfigMap update swaps its target."""

@@ -8,7 +8,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -77,7 +77,7 @@ def service_command(
         made: Factory = getattr(importlib.import_module(module), attr)
         if "config_path" in inspect.signature(made).parameters:
             # a service that re-reads its file (on SIGHUP) is told which one
-            made = functools.partial(made, config_path=config_path)
+            made = functools.partial(cast(Any, made), config_path=config_path)
         raise SystemExit(run_service(name, made, http_listen, config_path))
 
     return config_option(VerbatimCommand(name, callback=start, help=doc, short_help=summary(doc)))

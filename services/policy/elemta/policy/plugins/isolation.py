@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import struct
 import sys
@@ -101,8 +100,16 @@ class WorkerPool:
         start_timeout: float = 30.0,
     ) -> None:
         self.name = name
+        # The worker sees the modules this process sees: its sys.path travels with the
+        # init message (third-party plugins installed into a directory on it included).
         self.init = json.dumps(
-            {"name": name, "options": options, "cpu_seconds": cpu_seconds, "memory_mb": memory_mb}
+            {
+                "name": name,
+                "options": options,
+                "cpu_seconds": cpu_seconds,
+                "memory_mb": memory_mb,
+                "path": [p for p in sys.path if p],
+            }
         ).encode()
         self.size = workers
         self.start_timeout = start_timeout
@@ -112,16 +119,12 @@ class WorkerPool:
         self._replacing: set[asyncio.Task[None]] = set()
 
     async def _spawn(self) -> _Worker:
-        # The worker sees the modules this process sees (third-party plugins
-        # installed into a target directory on sys.path included).
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "elemta.policy.plugins.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env=env,
         )
         worker = _Worker(proc)
         self.all.add(worker)

@@ -100,6 +100,7 @@ def main() -> int:
     if first is None:
         return 1
     init = json.loads(first)
+    sys.path[:0] = [p for p in init.get("path", []) if p not in sys.path]
     loop = asyncio.new_event_loop()
     try:
         _limit_memory(int(init["memory_mb"]))
