@@ -46,6 +46,21 @@ SAMPLES: dict[tuple[str, str], Any] = {
 }
 
 
+# Keys that need another one set with them (a certificate and its key).
+COMPANIONS: dict[tuple[str, str], dict[str, str]] = {
+    ("nats", "tls_cert"): {"ELEMTA_NATS_TLS_KEY": "/tls/client.key"},
+    ("nats", "tls_key"): {"ELEMTA_NATS_TLS_CERT": "/tls/client.pem"},
+    ("policy", "tls_cert"): {"ELEMTA_POLICY_TLS_KEY": "/tls/policy.key"},
+    ("policy", "tls_key"): {"ELEMTA_POLICY_TLS_CERT": "/tls/policy.pem"},
+    ("policy", "tls_client_ca"): {
+        "ELEMTA_POLICY_TLS_CERT": "/tls/policy.pem",
+        "ELEMTA_POLICY_TLS_KEY": "/tls/policy.key",
+    },
+    ("policy", "client_cert"): {"ELEMTA_POLICY_CLIENT_KEY": "/tls/client.key"},
+    ("policy", "client_key"): {"ELEMTA_POLICY_CLIENT_CERT": "/tls/client.pem"},
+}
+
+
 def fields() -> list[tuple[str, str, FieldInfo]]:
     out = []
     for section, section_field in Config.model_fields.items():
@@ -110,7 +125,12 @@ def as_text(value: Any) -> str:
 
 def expected(section: str, key: str, value: Any) -> Any:
     """What the model makes of the value when it comes from a TOML file."""
-    return getattr(getattr(Config.model_validate({section: {key: value}}), section), key)
+    companions = {
+        name.removeprefix(f"ELEMTA_{section.upper()}_").lower(): v
+        for name, v in COMPANIONS.get((section, key), {}).items()
+    }
+    table = {section: {key: value, **companions}}
+    return getattr(getattr(Config.model_validate(table), section), key)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +143,7 @@ def test_every_key_is_set_by_its_environment_variable(
 ) -> None:
     value = sample(section, key, field)
     name = variable(section, key)
-    cfg = load_config(env={name: as_text(value)})
+    cfg = load_config(env={name: as_text(value), **COMPANIONS.get((section, key), {})})
     got = getattr(getattr(cfg, section), key)
     assert got == expected(section, key, value)
     assert got != getattr(getattr(Config(), section), key), f"{name} changed nothing"

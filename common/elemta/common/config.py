@@ -135,8 +135,10 @@ class NatsSettings(_Section):
     tls_cert: str = Field("", description="Client certificate (PEM) for servers that ask one")
     tls_key: str = Field("", description="Key of tls_cert")
     user: str = Field("", description="User name (with password)")
-    password: str = Field("", description="Password of user")
-    token: str = Field("", description="Authentication token (instead of user and password)")
+    password: Secret = Field(Secret(""), description="Password of user")
+    token: Secret = Field(
+        Secret(""), description="Authentication token (instead of user and password)"
+    )
     creds_file: str = Field(
         "", description=".creds file (JWT and NKey seed); re-read at each reconnection"
     )

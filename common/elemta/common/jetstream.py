@@ -215,8 +215,8 @@ def nats_auth(cfg: Config) -> NatsAuth:
         tls_cert=n.tls_cert,
         tls_key=n.tls_key,
         user=n.user,
-        password=n.password,
-        token=n.token,
+        password=n.password.get_secret_value(),
+        token=n.token.get_secret_value(),
         creds_file=n.creds_file,
     )
 
