@@ -104,6 +104,7 @@ async def send(harness: Harness, relay: Relay, **entry: Any) -> tuple[str, int, 
     return r.status, r.code, r.enhanced, r.text
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 async def test_a_smarthost_with_implicit_tls_gets_mail_after_authenticating(
     harness: Harness, dns_server: DnsServer, smtps: Relay, ca_file: str, secrets: dict[str, str]
 ) -> None:

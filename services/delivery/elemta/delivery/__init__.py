@@ -69,7 +69,15 @@ DIAGNOSTICS
     /metrics: elemta_delivery_attempts_total{result},
     elemta_delivery_recipients_total{status}, elemta_delivery_attempt_seconds,
     elemta_delivery_inflight, elemta_delivery_connections_opened_total,
-    elemta_delivery_connections_reused_total. Each attempt is a
+    elemta_delivery_connections_reused_total,
+    elemta_delivery_tls_sessions_total{policy,outcome} (policy: none, may,
+    encrypt, verify, dane, sts; outcome: verified, encrypted, plain, failed).
+    Every TLS session is logged, Postfix style: "Verified TLS connection
+    established to mx.example.org[192.0.2.1]:25: TLSv1.3 with cipher ..."
+    ("Untrusted" when the certificate was not checked or did not hold).
+    TLS failures defer with 4.7.4 (STARTTLS required, not offered) or 4.7.5
+    (handshake, certificate, DANE or MTA-STS failure), SMTP AUTH refusals with
+    454 4.7.0. Each attempt is a
     "delivery.attempt" span in the message's trace.
 
 CONFIGURATION PARAMETERS

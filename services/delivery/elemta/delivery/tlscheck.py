@@ -21,10 +21,12 @@ import datetime as dt
 import logging
 import re
 import ssl
+import warnings
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -99,7 +101,9 @@ def _load_bundle(path: str) -> list[x509.Certificate]:
     out = []
     for block in _PEM.findall(Path(path).read_bytes()):
         try:
-            out.append(x509.load_pem_x509_certificate(block))
+            with warnings.catch_warnings():  # old roots with a serial number of 0 or less
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                out.append(x509.load_pem_x509_certificate(block))
         except ValueError:
             continue  # a certificate this library cannot use is no trust anchor for us
     return out
