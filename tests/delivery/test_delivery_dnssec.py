@@ -78,6 +78,9 @@ mx-none 300 IN A 127.0.0.1
         self.dns.add("plain.test", "MX", "10 mx.plain.test.")
         self.dns.add("mx.plain.test", "A", "127.0.0.1")
         self.dns.add(f"_{p}._tcp.mx.plain.test", "TLSA", f"3 1 1 {WRONG}")
+        # An unsigned domain whose MX is a signed host with a TLSA record that would
+        # not match: the MX answer is insecure, so DANE does not apply (RFC 7672 2.2.1).
+        self.dns.add("insecure-mx.test", "MX", "10 mx-bad.dane.test.")
         self.unbound = Unbound(tmp / "unbound", self.dns.port, [self.zone.trust_anchor])
         self.unbound.start()
 
@@ -153,6 +156,14 @@ async def test_tlsa_records_from_an_unsigned_zone_are_ignored(
 ) -> None:
     await start(harness, world)
     assert (await deliver(harness, "mx", "bob@plain.test"))[0] == "delivered"
+
+
+async def test_tlsa_records_of_a_host_named_by_an_insecure_mx_answer_are_not_used(
+    harness: Harness, world: World
+) -> None:
+    await start(harness, world)
+    assert (await deliver(harness, "mx", "bob@insecure-mx.test"))[0] == "delivered"
+    assert (await deliver(harness, "mx", "bob@bad.dane.test"))[0] == "deferred"
 
 
 async def test_unusable_tlsa_records_still_make_tls_mandatory(

@@ -182,3 +182,20 @@ async def test_level_none_sends_in_clear_even_when_tls_is_offered(
     qid = await harness.submit("mx", ["bob@clear.test"])
     assert (await harness.outcome(qid)).results[0].status == "delivered"
     assert not peer.sink.wait_for(1)[0].tls
+
+
+async def test_a_testing_policy_does_not_lower_a_level_that_requires_tls(
+    harness: Harness, dns_server: DnsServer, policy_host: PolicyHost, sink: SmtpSink, ca_file: str
+) -> None:
+    publish(dns_server, policy_host, policy=TESTING)
+    await harness.start(
+        smtp_port=sink.port,
+        tls_ca_file=ca_file,
+        mta_sts_port=policy_host.port,
+        tls_policy={"sts.test": "encrypt"},
+    )
+
+    qid = await harness.submit("mx", ["bob@sts.test"])
+    [result] = (await harness.outcome(qid)).results
+    assert (result.status, result.enhanced) == ("deferred", "4.7.4")
+    assert sink.messages == []

@@ -325,7 +325,7 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         verdict = self.verifier.check(req, peer_chain(ssl_object))
         if not verdict.ok:
             self._record(req, verdict.result_type, name, addr, verdict.reason, client)
-            if req.mandatory:
+            if req.enforced:
                 client.close()
                 TLS_SESSIONS.labels(_policy(req), "failed").inc()
                 raise SessionFailure(Reply(451, "4.7.5", f"{peer}: {verdict.reason}"))

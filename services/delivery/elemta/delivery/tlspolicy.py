@@ -103,12 +103,19 @@ class TlsRequirement:
     report: PolicyReport | None = None
     implicit: bool = False  # TLS from the first byte (SMTPS)
     unusable_tlsa: bool = False  # TLSA records exist but none can be used: report tlsa-invalid
+    tls_floor: bool = False  # TLS required by the administrator's level, whatever a policy says
     ca_file: str = ""
     relay: RelaySettings | None = None
 
     @property
     def mandatory(self) -> bool:
-        return self.level in MANDATORY and not self.testing
+        """No TLS, no delivery: STARTTLS must be offered and the handshake succeed."""
+        return self.tls_floor or (self.level in MANDATORY and not self.testing)
+
+    @property
+    def enforced(self) -> bool:
+        """The certificate must hold (not only be checked and reported)."""
+        return self.authenticated and not self.testing
 
     @property
     def authenticated(self) -> bool:
@@ -255,6 +262,7 @@ class TlsPolicy:
                 testing=sts.mode == "testing",
                 report=report,
                 ca_file=self.ca_file,
+                tls_floor=level in MANDATORY,
             )
         return TlsRequirement(level=level, names=(host,), sni=host, ca_file=self.ca_file)
 
