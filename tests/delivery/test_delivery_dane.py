@@ -11,12 +11,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from dane_vectors import BASE_DOMAIN, DIGEST_ORDER, Case, anchors, cases
 
+from elemta.delivery.certnames import name_matches
 from elemta.delivery.dane import (
     X509_V_ERR_CERT_HAS_EXPIRED,
     X509_V_ERR_DANE_NO_MATCH,
     X509_V_ERR_HOSTNAME_MISMATCH,
     Tlsa,
-    name_matches,
     spki_der,
     usable_for_smtp,
     verify,

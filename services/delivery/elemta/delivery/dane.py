@@ -45,7 +45,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
+from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
+
+from .certnames import name_matches
 
 __all__ = [
     "DaneVerdict",
@@ -54,7 +56,6 @@ __all__ = [
     "X509_V_ERR_DANE_NO_MATCH",
     "X509_V_ERR_HOSTNAME_MISMATCH",
     "X509_V_OK",
-    "name_matches",
     "spki_der",
     "usable_for_smtp",
     "verify",
@@ -183,51 +184,6 @@ def spki_der(cert_der: bytes) -> bytes:
     for _ in range(5):  # serial, signature, issuer, validity, subject
         pos = _tlv(cert_der, pos)[2]
     return cert_der[pos : _tlv(cert_der, pos)[2]]
-
-
-def _dns_names(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-    except x509.ExtensionNotFound:
-        san = None
-    except ValueError:  # a malformed extension: no names to trust
-        return []
-    if san is not None:
-        names = san.value.get_values_for_type(x509.DNSName)  # type: ignore[attr-defined]
-        if names:
-            return [str(n) for n in names]
-    # No DNS-ID: the Common Name, as RFC 7672 3.2.3 allows and OpenSSL does.
-    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-
-
-def _label_match(pattern: str, name: str) -> bool:
-    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
-    if pattern == name:
-        return True
-    if pattern.startswith("*.") and "*" not in pattern[2:]:
-        head, _, tail = name.partition(".")
-        return bool(head) and tail == pattern[2:] and tail.count(".") >= 1
-    return False
-
-
-def name_matches(cert: x509.Certificate, references: Iterable[str]) -> bool:
-    """Whether the certificate is valid for one of the reference identifiers.
-
-    A reference starting with a dot (``.example.org``) stands for any subdomain,
-    as in Postfix's ``match=`` lists; a presented ``*.example.org`` covers one
-    whole leftmost label only (RFC 6125 6.4.3, RFC 7672 3.2.3).
-    """
-    presented = _dns_names(cert)
-    for ref in references:
-        ref = ref.lower().rstrip(".")
-        for pattern in presented:
-            p = pattern.lower().rstrip(".")
-            if ref.startswith("."):
-                if p.endswith(ref) and "*" not in p or p.startswith("*.") and p[1:].endswith(ref):
-                    return True
-            elif _label_match(p, ref):
-                return True
-    return False
 
 
 # -- signatures --------------------------------------------------------------------

@@ -31,21 +31,20 @@ import enum
 import json
 import logging
 import re
-import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from nats.js.kv import KeyValue
 
 from elemta.common.names import STS_BUCKET
 from elemta.common.resolver import DnsError, Resolver, TemporaryDnsError
 
+from .webclient import https_session
+
 __all__ = [
-    "AiohttpResolver",
     "Discovery",
     "MtaSts",
     "PolicyCache",
@@ -194,35 +193,6 @@ class StsLookup:
     error: StsError | None = None
 
 
-class AiohttpResolver(AbstractResolver):
-    """aiohttp looks up the policy host through Elemta's own resolver."""
-
-    def __init__(self, resolver: Resolver) -> None:
-        self.resolver = resolver
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        try:
-            addresses = await self.resolver.addresses(host)
-        except DnsError as exc:
-            raise OSError(f"cannot resolve {host}: {exc.text}") from None
-        return [
-            ResolveResult(
-                hostname=host,
-                host=a,
-                port=port,
-                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for a in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
 class PolicyFetcher:
     """HTTPS GET of ``/.well-known/mta-sts.txt`` with the limits of RFC 8461 3.3."""
 
@@ -237,12 +207,7 @@ class PolicyFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                resolver=AiohttpResolver(self.resolver), ssl=self.ssl, limit_per_host=2
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": "Elemta MTA-STS"}
-            )
+            self._session = https_session(self.resolver, self.ssl, "Elemta MTA-STS")
         return self._session
 
     async def fetch(self, domain: str) -> str:

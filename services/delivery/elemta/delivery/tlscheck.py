@@ -36,6 +36,7 @@ from cryptography.x509.verification import (
 )
 
 from . import dane
+from .certnames import name_matches
 from .tlspolicy import TlsRequirement
 
 __all__ = ["TlsVerdict", "Verifier", "peer_chain"]
@@ -160,7 +161,7 @@ class Verifier:
         except ValueError as exc:
             return TlsVerdict("validation-failure", f"unreadable certificate: {exc}")
         leaf = certs[0]
-        matched = next((n for n in req.names if dane.name_matches(leaf, [n])), None)
+        matched = next((n for n in req.names if name_matches(leaf, [n])), None)
         if matched is None:
             return TlsVerdict(
                 "certificate-host-mismatch",

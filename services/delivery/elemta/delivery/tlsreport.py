@@ -39,7 +39,6 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -48,8 +47,8 @@ from elemta.common.envelope import Envelope, new_queue_id
 from elemta.common.jetstream import store_message
 from elemta.common.resolver import DnsError, Resolver
 
-from .mtasts import AiohttpResolver
 from .tlsrpt import KEEP_DAYS, DayCounts, day_of, merge
+from .webclient import https_session
 
 __all__ = ["ReportSender", "build_report", "parse_rua", "report_message"]
 
@@ -239,8 +238,7 @@ class ReportSender:
 
     async def _post(self, report: dict[str, Any], uri: str) -> None:
         body = gzip.compress(json.dumps(report).encode())
-        connector = aiohttp.TCPConnector(resolver=AiohttpResolver(self.resolver), ssl=self.ssl)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with https_session(self.resolver, self.ssl, "Elemta TLS-RPT") as session:
             async with asyncio.timeout(60):
                 async with session.post(
                     uri, data=body, headers={"Content-Type": CONTENT_TYPE}, allow_redirects=False
