@@ -69,6 +69,10 @@ def toml_dumps(data: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _port_taken(log: str) -> bool:
+    return "address already in use" in log or "Address already in use" in log
+
+
 class ServiceProcess:
     def __init__(
         self, name: str, config: Path, log: Path, http_port: int, env: dict[str, str]
@@ -243,15 +247,39 @@ class Stack:
         return ServiceProcess(name, self.config_path, log, port, self.env(**env))
 
     def start(self, *names: str) -> Stack:
-        self.write_config()
         names = names or ("policy", "queue", "delivery", "ingress")
-        for name in names:
-            proc = self.service(name)
-            self.processes[name] = proc
-            proc.start()
-        for name in names:
-            self.processes[name].wait_ready()
+        for attempt in range(3):
+            self.write_config()
+            for name in names:
+                proc = self.service(name)
+                self.processes[name] = proc
+                proc.start()
+            try:
+                for name in names:
+                    self.processes[name].wait_ready()
+                return self
+            except RuntimeError as exc:
+                # A port picked free was taken by another suite before the service
+                # bound it: stop what started and try again on fresh ports.
+                if attempt == 2 or not _port_taken(str(exc)):
+                    raise
+                for name in names:
+                    self.processes.pop(name).stop()
+                self._repick_ports()
         return self
+
+    def _repick_ports(self) -> None:
+        """New free ports for the SMTP and gRPC listeners the stack picked itself."""
+        old_smtp, old_policy = self.smtp_port, self.policy_port
+        ingress, policy = self.config["ingress"], self.config["policy"]
+        if ingress.get("listen") == f"127.0.0.1:{old_smtp}":
+            self.smtp_port = free_port()
+            ingress["listen"] = f"127.0.0.1:{self.smtp_port}"
+        if policy.get("listen") == f"127.0.0.1:{old_policy}":
+            self.policy_port = free_port()
+            policy["listen"] = f"127.0.0.1:{self.policy_port}"
+            if policy.get("address") == f"127.0.0.1:{old_policy}":
+                policy["address"] = f"127.0.0.1:{self.policy_port}"
 
     def add_delivery(self) -> ServiceProcess:
         port = free_port()
