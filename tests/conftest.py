@@ -13,6 +13,7 @@ import pytest
 # installed package (make install), never found through a path.
 from support.clock import FakeClock
 from support.dnsserver import DnsServer
+from support.elemta_run import Run
 from support.natsserver import NatsServer
 from support.rspamd import RspamdServer
 from support.smtpsink import SmtpSink
@@ -95,3 +96,12 @@ def stack_factory(
     yield make
     for st in stacks:
         st.stop()
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Run]]:
+    """``elemta run`` processes a test starts; stopped (or killed) at its end."""
+    started: list[Run] = []
+    yield started
+    for run in started:
+        run.kill()

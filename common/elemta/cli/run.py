@@ -14,7 +14,9 @@ from .service import EX_CONFIG, config_option, load_or_exit
 
 __all__ = ["run"]
 
-HELP = """Run the whole Elemta system locally, one process per service.
+HELP = """Run the whole Elemta system on this machine, one process per service:
+for trying it out (make run) and for production on one host (under systemd,
+see docs/running.md).
 
 It reads the configuration as the services do (--config or $ELEMTA_CONFIG,
 ELEMTA_<SECTION>_<KEY> overrides; with neither, the embedded defaults: SMTP on
@@ -25,11 +27,16 @@ state under ./var), then:
    127.0.0.1, port 4222 when free and any free port otherwise, writing with
    `sync_interval: always` so that an accepted message survives a machine
    crash (as Postfix's fsync does) -- unless --nats-url or $ELEMTA_NATS_URL
-   names a server to use instead;
+   names a server to use instead. With --nats-cluster 3 it starts a
+   JetStream cluster of three nodes instead (stores under
+   <state_dir>/nats-cluster/node-<i>, logs nats-<i>.log) and the streams are
+   replicated on all three (nats.replicas, unless configured otherwise): a
+   250 then means a majority of the nodes stored the message, and the loss
+   of any one node loses nothing;
 2. starts policy, queue, --delivery N delivery workers, --ingress N SMTP
    listeners (sharing the SMTP port through SO_REUSEPORT) and the api, each
    as `elemta serve <service>` with ELEMTA_NATS_URL set, logging to
-   <state_dir>/log/<service>[-i].log;
+   <state_dir>/log/<service>[-i].log, its pid in <state_dir>/run/<name>.pid;
 3. waits until every /readyz answers 200 and prints where everything is.
 
 Extra instances get their own health port: the configured http_listen port
@@ -37,20 +44,27 @@ plus i, skipping ports that the configuration uses or that are taken. A port 0
 in the configuration is replaced by a free port, so that the address printed
 and probed is the real one.
 
-If a service exits on its own, its log tail is printed and everything stops
-with exit status 1. Ctrl-C, SIGTERM or SIGHUP stop the services in order --
-ingress (no new mail), api, delivery, queue, policy -- each with SIGTERM and up
-to --stop-timeout seconds before SIGKILL, then nats-server; a second Ctrl-C
-kills what is left at once. The services run in their own process groups, so
-a Ctrl-C reaches only this launcher, which keeps that order; on Linux they also
-get SIGTERM should the launcher itself die.
+Once everything is ready, a service or nats-server node that exits or is
+killed is started again, as Postfix's master(8) restarts its daemons: after
+--restart-delay seconds, the pause doubling (up to 60 s) for each further
+failure within 30 s of a start. Each exit and restart is logged on
+stderr; while a service behind it restarts, ingress answers 451 4.3.0 and
+clients retry. Only a signal to this launcher stops the system: Ctrl-C,
+SIGTERM or SIGHUP stop the services in order -- ingress (no new mail), api,
+delivery, queue, policy -- each with SIGTERM and up to --stop-timeout seconds
+before SIGKILL, then nats-server; a second Ctrl-C kills what is left at once.
+The services run in their own process groups, so a Ctrl-C reaches only this
+launcher, which keeps that order; on Linux they also get SIGTERM should the
+launcher itself die. A service that exits while the system is still
+starting stops everything with its log tail (a configuration or port
+problem is shown, not retried).
 
 --only api,queue starts a subset. Without the queue service, which owns the
 streams, the launcher creates them itself on the embedded nats-server so that
 the services it started can become ready.
 
-Exit status: 0 after Ctrl-C, 1 when something did not start or stopped on its
-own, 2 for a usage error, 78 for a bad configuration.
+Exit status: 0 after Ctrl-C, 1 when something did not start, 2 for a usage
+error, 78 for a bad configuration.
 """
 
 
@@ -83,6 +97,14 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int
     default=4222,
     show_default=True,
     help="Port for the embedded nats-server when free (else any free port).",
+)
+@click.option(
+    "--nats-cluster",
+    type=click.Choice(["1", "3", "5"]),
+    default="1",
+    show_default=True,
+    callback=lambda ctx, param, value: int(value),
+    help="Embedded nats-server nodes: 3 or 5 form a JetStream cluster.",
 )
 @click.option(
     "--delivery",
@@ -121,6 +143,13 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int
     default=30.0,
     show_default=True,
     help="Seconds each service gets to stop before SIGKILL.",
+)
+@click.option(
+    "--restart-delay",
+    type=click.FloatRange(0.0, 60.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds before a stopped service is started again (doubles while it keeps failing).",
 )
 def run(config_path: str | None, **options: object) -> None:
     opts = Options(config=config_path, **options)  # type: ignore[arg-type]

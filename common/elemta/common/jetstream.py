@@ -78,8 +78,10 @@ __all__ = [
     "disconnect",
     "ensure_streams",
     "open_bucket",
+    "set_replicas",
     "store_message",
     "stream_configs",
+    "stream_replicas",
     "wait_for_streams",
 ]
 
@@ -257,24 +259,109 @@ async def _any_reachable(servers: list[str], wait: float) -> bool:
     return False
 
 
-async def ensure_streams(js: JetStreamContext, cfg: Config) -> None:
-    """Create or update every stream, the state bucket and the body store."""
-    for sc in stream_configs(cfg):
-        assert sc.name is not None
+#: What :func:`ensure_streams` compares before it updates a stream: an update is a
+#: round through the cluster's metadata leader, skipped when nothing changed.
+_COMPARED = (
+    "subjects",
+    "retention",
+    "discard",
+    "duplicate_window",
+    "allow_direct",
+    "max_age",
+    "num_replicas",
+    "max_msg_size",
+)
+ENSURE_PATIENCE = 60.0  # seconds ensure_streams keeps trying through elections and timeouts
+
+
+def _differs(have: StreamConfig, want: StreamConfig) -> bool:
+    return any(
+        getattr(want, f) is not None and getattr(have, f) != getattr(want, f) for f in _COMPARED
+    )
+
+
+async def _patiently(what: str, op: Callable[[], Awaitable[Any]], deadline: float) -> Any:
+    """Run ``op`` again after a timeout or an unavailable cluster (a leader election,
+    a node restarting, a peer creating the same stream) until ``deadline``."""
+    loop = asyncio.get_running_loop()
+    while True:
         try:
-            await js.stream_info(sc.name)
-            await js.update_stream(sc)
-        except NotFoundError:
-            await js.add_stream(sc)
+            return await op()
+        except (NotFoundError, BadRequestError):
+            raise
+        except Exception as exc:
+            if loop.time() > deadline:
+                raise
+            log.info("%s not done yet, trying again: %r", what, exc)
+            await asyncio.sleep(1.0)
+
+
+async def ensure_streams(js: JetStreamContext, cfg: Config) -> None:
+    """Create or update every stream, the state bucket and the body store.
+
+    Several processes may do it at once (two queue processes, a restart): each
+    step is idempotent and is tried again through the timeouts of a JetStream
+    cluster that is electing leaders or creating replicas."""
     from nats.js.api import ObjectStoreConfig
 
-    await js.create_key_value(
-        KeyValueConfig(bucket=STATE_BUCKET, history=1, replicas=cfg.nats.replicas)
-    )
-    await js.create_object_store(
-        BODIES_BUCKET,
-        ObjectStoreConfig(bucket=BODIES_BUCKET, replicas=cfg.nats.replicas),
-    )
+    deadline = asyncio.get_running_loop().time() + ENSURE_PATIENCE
+    for sc in stream_configs(cfg):
+        assert sc.name is not None
+        name = sc.name
+
+        async def ensure(sc: StreamConfig = sc, name: str = name) -> None:
+            try:
+                info = await js.stream_info(name)
+            except NotFoundError:
+                try:
+                    await js.add_stream(sc)
+                    return
+                except BadRequestError:  # created meanwhile by another process
+                    info = await js.stream_info(name)
+            if _differs(info.config, sc):
+                await js.update_stream(sc)
+
+        await _patiently(f"stream {name}", ensure, deadline)
+
+    replicas = cfg.nats.replicas
+
+    async def state() -> None:
+        try:
+            await js.create_key_value(
+                KeyValueConfig(bucket=STATE_BUCKET, history=1, replicas=replicas)
+            )
+        except BadRequestError:  # there, with other settings: keep them, but replicate
+            await set_replicas(js, f"KV_{STATE_BUCKET}", replicas)
+
+    async def bodies() -> None:
+        try:
+            await js.create_object_store(
+                BODIES_BUCKET, ObjectStoreConfig(bucket=BODIES_BUCKET, replicas=replicas)
+            )
+        except BadRequestError:
+            await set_replicas(js, f"OBJ_{BODIES_BUCKET}", replicas)
+
+    await _patiently(f"bucket {STATE_BUCKET}", state, deadline)
+    await _patiently(f"object store {BODIES_BUCKET}", bodies, deadline)
+
+
+async def set_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Give an existing stream (a bucket's) ``replicas`` copies, keeping the rest."""
+    info = await js.stream_info(stream)
+    if info.config.num_replicas != replicas:
+        info.config.num_replicas = replicas
+        await js.update_stream(info.config)
+        log.info("stream %s now has %d replica(s)", stream, replicas)
+
+
+async def stream_replicas(js: JetStreamContext) -> int:
+    """The replicas of ``ELEMTA_MESSAGES`` (set from ``nats.replicas`` by the queue
+    service), which the buckets of the other services follow; 1 when unknown."""
+    try:
+        info = await js.stream_info(MESSAGES_STREAM)
+    except Exception:
+        return 1
+    return int(info.config.num_replicas or 1)
 
 
 async def wait_for_streams(
@@ -298,9 +385,12 @@ async def open_bucket(js: JetStreamContext, bucket: str, ttl: float) -> KeyValue
     """A KV bucket a service keeps for itself (greylist, rate limits, MTA-STS
     policies ...): created with ``ttl`` (0: entries never expire), or used as it
     is when it already exists with another configuration (a changed setting must
-    not stop the service)."""
+    not stop the service). It is replicated as ``ELEMTA_MESSAGES`` is."""
+    replicas = await stream_replicas(js)
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl, history=1))
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, ttl=ttl, history=1, replicas=replicas)
+        )
     except BadRequestError as exc:
         log.warning("bucket %s exists with another configuration, using it: %s", bucket, exc)
         return await js.key_value(bucket)

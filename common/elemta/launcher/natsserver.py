@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NatsServer",
     "PortTaken",
+    "Routes",
     "check_external",
     "create_streams",
     "nats_config",
@@ -58,17 +60,41 @@ def nats_server_binary() -> str:
     return found
 
 
-def nats_config(port: int, store: Path, monitor_port: int = 0) -> str:
-    return (
-        "# Written by Elemta at every start; edits are overwritten.\n"
+@dataclass(frozen=True)
+class Routes:
+    """A node's place in a cluster: its name, cluster name, route port and peers."""
+
+    server_name: str
+    cluster_name: str
+    port: int
+    peers: tuple[int, ...]  # the route ports of the other nodes
+
+
+def nats_config(port: int, store: Path, monitor_port: int = 0, routes: Routes | None = None) -> str:
+    text = "# Written by Elemta at every start; edits are overwritten.\n"
+    if routes is not None:
+        text += f"server_name: {routes.server_name}\n"
+    text += (
         f"listen: 127.0.0.1:{port}\n"
         "max_payload: 8MB\n"
         "jetstream {\n"
         f"  store_dir: {json.dumps(str(store))}\n"
         "  # fsync every write before the PubAck: a 250 survives a machine crash\n"
         "  sync_interval: always\n"
-        "}\n" + (f"http: 127.0.0.1:{monitor_port}\n" if monitor_port else "")
+        "}\n"
     )
+    if monitor_port:
+        text += f"http: 127.0.0.1:{monitor_port}\n"
+    if routes is not None:
+        peers = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes.peers)
+        text += (
+            "cluster {\n"
+            f"  name: {routes.cluster_name}\n"
+            f"  listen: 127.0.0.1:{routes.port}\n"
+            f"  routes: [{peers}]\n"
+            "}\n"
+        )
+    return text
 
 
 class PortTaken(Failure):
@@ -82,7 +108,9 @@ class NatsServer(Child):
     ``port=None`` picks a free port; with ``fallback`` a taken port is replaced by a
     free one (``moved_from`` then says which was asked for). A restart keeps the
     port and the store. ``monitor_port`` turns on the HTTP monitoring endpoint
-    (``/healthz``, ``/jsz``) there.
+    (``/healthz``, ``/jsz``) there. ``routes`` makes it a node of a cluster
+    (:class:`elemta.launcher.cluster.NatsCluster`); ``name`` is its name in the
+    launcher's messages and pid file.
     """
 
     def __init__(
@@ -93,14 +121,17 @@ class NatsServer(Child):
         *,
         fallback: bool = False,
         monitor_port: int = 0,
+        routes: Routes | None = None,
+        name: str = "nats-server",
     ) -> None:
         self.monitor_port = monitor_port
+        self.routes = routes
         self.store = Path(store).resolve()
         self.conf = self.store / "nats.conf"
         self.port = port or any_free_port()
         self._may_move = fallback or port is None
         self.moved_from: int | None = None
-        super().__init__("nats-server", "nats", [], log_path or self.store / "nats.log")
+        super().__init__(name, "nats", [], log_path or self.store / "nats.log")
 
     @property
     def url(self) -> str:
@@ -126,7 +157,7 @@ class NatsServer(Child):
 
     def _start(self, timeout: float, stopping: Callable[[], bool]) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(nats_config(self.port, self.store, self.monitor_port))
+        self.conf.write_text(nats_config(self.port, self.store, self.monitor_port, self.routes))
         self.cmd = [nats_server_binary(), "-c", str(self.conf)]
         super().start()
         deadline = time.monotonic() + timeout
@@ -138,12 +169,26 @@ class NatsServer(Child):
                     raise PortTaken(f"port {self.port} is taken")
                 raise Failure("nats-server did not start:\n" + self.log_tail())
             if "Server is ready" in log and _accepts(self.port):
+                self.ready = True
                 return
             if stopping():
                 return
             time.sleep(0.05)
         self.stop(kill=True)
         raise Failure(f"nats-server did not start in {timeout:g} s:\n" + self.log_tail())
+
+    def respawn(self) -> None:
+        """Start again on the same port and store, without waiting (the supervisor
+        notices readiness through :meth:`check_ready`)."""
+        if not self.cmd:
+            self.start()
+            return
+        super().start()
+
+    def check_ready(self) -> bool:
+        if not self.ready:
+            self.ready = self.running and "Server is ready" in self._log_since_start()
+        return self.ready
 
     def _log_since_start(self) -> str:
         try:

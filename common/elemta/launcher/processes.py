@@ -1,5 +1,5 @@
-"""Service processes: starting them in their own session and log file, readiness
-through ``/readyz``, following and tailing their logs."""
+"""Service processes: starting them in their own session and log file, a pid file
+each, readiness through ``/readyz``, following and tailing their logs."""
 
 from __future__ import annotations
 
@@ -76,6 +76,8 @@ class Child:
     log_offset: int = 0
     follow_offset: int = 0
     ready: bool = False
+    pid_file: Path | None = None  # <state_dir>/run/<name>.pid while it runs
+    started_at: float = 0.0  # time.monotonic() of the last start
 
     def start(self) -> None:
         try:
@@ -83,7 +85,20 @@ class Child:
         except FileNotFoundError:
             self.log_offset = 0
         self.follow_offset = self.log_offset
+        self.ready = False
         self.proc = spawn(self.cmd, self.log_path, self.env)
+        self.started_at = time.monotonic()
+        if self.pid_file is not None:
+            self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            self.pid_file.write_text(f"{self.proc.pid}\n")
+
+    def respawn(self) -> None:
+        """Start again after an exit (the supervisor's restart); no waiting."""
+        self.start()
+
+    def forget_pid(self) -> None:
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
 
     @property
     def running(self) -> bool:

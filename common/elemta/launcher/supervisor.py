@@ -1,5 +1,6 @@
-"""The supervisor: starts nats-server and the services in order, waits until they
-are ready, prints where everything is, watches them and stops them in order."""
+"""The supervisor: starts nats-server (one, or a cluster) and the services in
+order, waits until they are ready, prints where everything is, restarts whatever
+stops on its own (:mod:`.restart`) and stops everything in order on a signal."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -20,9 +22,11 @@ from .addresses import (
     probe_host,
     split_hostport,
 )
+from .cluster import NatsCluster
 from .failure import Failure
 from .natsserver import NatsServer, check_external, create_streams
 from .processes import Child
+from .restart import Backoff, Restarter
 
 if TYPE_CHECKING:
     from elemta.common.config import Config
@@ -39,12 +43,15 @@ class Options:
     config: str | None = None
     nats_url: str | None = None
     nats_port: int = 4222
+    nats_cluster: int = 1
     delivery: int = 2
     ingress: int = 1
+    queue: int = 1
     only: list[str] | None = None
     foreground_logs: bool = False
     ready_timeout: float = 60.0
     stop_timeout: float = 30.0
+    restart_delay: float = 1.0
 
 
 class Launcher:
@@ -53,9 +60,12 @@ class Launcher:
         self.cfg = cfg
         self.state_dir = Path(cfg.server.state_dir)
         self.log_dir = self.state_dir / "log"
+        self.run_dir = self.state_dir / "run"
         self.children: list[Child] = []
         self.nats: NatsServer | None = None
+        self.cluster: NatsCluster | None = None
         self.nats_url = ""
+        self.restarter = Restarter(Backoff(first=args.restart_delay))
         # A plain flag, not a threading.Event: setting an Event from a signal
         # handler can deadlock on the lock its wait() holds.
         self.signals = 0
@@ -88,32 +98,61 @@ class Launcher:
                 f"{SERVICES_GROUP}); start a subset with --only, e.g. --only api"
             )
 
+    @property
+    def nats_nodes(self) -> list[NatsServer]:
+        if self.cluster is not None:
+            return list(self.cluster.nodes)
+        return [self.nats] if self.nats is not None else []
+
     def start_nats(self) -> None:
         url = self.args.nats_url or os.environ.get("ELEMTA_NATS_URL", "")
         if url:
             self.nats_url = url
             check_external(url)
             return
-        self.nats = NatsServer(
-            self.state_dir / "nats",
-            self.args.nats_port,
-            self.log_dir / "nats-server.log",
-            fallback=True,
-        )
-        self.nats.start(stopping=lambda: self.stopping)
-        if self.nats.moved_from is not None:
+        if self.args.nats_cluster > 1:
+            self.cluster = NatsCluster(
+                self.state_dir / "nats-cluster",
+                self.args.nats_cluster,
+                self.log_dir,
+                first_port=self.args.nats_port,
+            )
+            self.cluster.start(stopping=lambda: self.stopping)
+            self.nats_url = self.cluster.url
+        else:
+            self.nats = NatsServer(
+                self.state_dir / "nats",
+                self.args.nats_port,
+                self.log_dir / "nats-server.log",
+                fallback=True,
+            )
+            self.nats.start(stopping=lambda: self.stopping)
+            self.nats_url = self.nats.url
+        first = self.nats_nodes[0]
+        if first.moved_from is not None:
             print(
-                f"elemta: port {self.nats.moved_from} is in use (another NATS server?); "
-                f"the embedded nats-server listens on 127.0.0.1:{self.nats.port}",
+                f"elemta: port {first.moved_from} is in use (another NATS server?); "
+                f"the embedded nats-server listens on 127.0.0.1:{first.port}",
                 flush=True,
             )
-        self.nats_url = self.nats.url
+        for node in self.nats_nodes:
+            node.pid_file = self.run_dir / f"{node.name}.pid"
+            if node.proc is not None:
+                node.pid_file.write_text(f"{node.proc.pid}\n")
+
+    def replicas(self) -> int:
+        """Stream replicas: the configured number, or every node of the embedded
+        cluster (at most 5) when the configuration keeps the default of 1."""
+        if self.cluster is not None and self.cfg.nats.replicas == 1:
+            return min(5, len(self.cluster.nodes))
+        return self.cfg.nats.replicas
 
     def ensure_streams(self) -> None:
         """Create the streams when the queue service, their owner, is not started."""
         if "queue" in self.only or self.args.nats_url or os.environ.get("ELEMTA_NATS_URL"):
             return
-        create_streams(self.nats_url, self.cfg)
+        nats = self.cfg.nats.model_copy(update={"replicas": self.replicas()})
+        create_streams(self.nats_url, self.cfg.model_copy(update={"nats": nats}))
 
     def plan(self) -> None:
         """Decide every child's command, environment, log file and health address."""
@@ -124,6 +163,8 @@ class Launcher:
         self.env_overrides = concrete_addresses(cfg, taken)
         base_env = dict(os.environ)
         base_env["ELEMTA_NATS_URL"] = self.nats_url
+        if self.cluster is not None:
+            base_env["ELEMTA_NATS_REPLICAS"] = str(self.replicas())
         base_env.update(self.env_overrides)
         cmd_tail = ["--config", str(Path(self.args.config).resolve())] if self.args.config else []
 
@@ -137,7 +178,11 @@ class Launcher:
             "ingress": address("ELEMTA_INGRESS_HTTP_LISTEN", cfg.ingress.http_listen),
             "api": address("ELEMTA_API_LISTEN", cfg.api.listen),
         }
-        counts = {"delivery": self.args.delivery, "ingress": self.args.ingress}
+        counts = {
+            "delivery": self.args.delivery,
+            "ingress": self.args.ingress,
+            "queue": self.args.queue,
+        }
         for svc in SERVICES:
             if svc not in self.only:
                 continue
@@ -160,6 +205,7 @@ class Launcher:
                         self.log_dir / f"{name}.log",
                         env,
                         listen,
+                        pid_file=self.run_dir / f"{name}.pid",
                     )
                 )
 
@@ -167,9 +213,21 @@ class Launcher:
         for child in self.children:
             child.start()
 
+    @property
+    def everyone(self) -> list[Child]:
+        return [*self.nats_nodes, *self.children]
+
+    def follow_logs(self) -> None:
+        everyone = self.everyone
+        if self.args.foreground_logs:
+            width = max(len(c.name) for c in everyone)
+            for child in everyone:
+                for line in child.follow():
+                    print(f"{child.name:<{width}} | {line}", flush=True)
+
     def watch(self) -> None:
-        """Raise :class:`Failure` when a child exited; print followed logs."""
-        everyone = ([self.nats] if self.nats else []) + self.children
+        """While starting: raise :class:`Failure` when a child exited; print followed logs."""
+        everyone = self.everyone
         if self.args.foreground_logs:
             width = max(len(c.name) for c in everyone)
             for child in everyone:
@@ -210,18 +268,29 @@ class Launcher:
             api = self.env_overrides.get("ELEMTA_API_LISTEN", cfg.api.listen)
             host, port = split_hostport(api)
             lines.append(f"  API/UI   http://{join_hostport(probe_host(host), port)}/")
-        where = f"embedded, store {self.state_dir / 'nats'}" if self.nats else "external"
+        if self.cluster is not None:
+            where = (
+                f"embedded cluster of {len(self.cluster.nodes)}, streams replicated "
+                f"{self.replicas()}x, stores under {self.cluster.root}"
+            )
+        elif self.nats is not None:
+            where = f"embedded, store {self.state_dir / 'nats'}"
+        else:
+            where = "external"
         lines.append(f"  NATS     {self.nats_url} ({where})")
         lines.append(f"  Maildir  {cfg.maildir_root}")
         lines.append("  Health   " + ", ".join(f"{c.name} {c.health}" for c in self.children))
-        lines.append(f"  Logs     {self.log_dir}/")
-        lines.append("Press Ctrl-C to stop.")
+        lines.append(f"  Logs     {self.log_dir}/ (pid files in {self.run_dir}/)")
+        lines.append("A service that stops on its own is restarted. Press Ctrl-C to stop.")
         return "\n".join(lines)
 
     def run(self) -> int:
         self.install_signals()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        pid_file = self.run_dir / "elemta.pid"  # systemd's PIDFile=, as Postfix's master.pid
+        pid_file.write_text(f"{os.getpid()}\n")
         try:
             self.check_services()
             self.start_nats()
@@ -234,8 +303,9 @@ class Launcher:
             if not self.stopping:
                 print(self.banner(), flush=True)
             while not self.stopping:
-                self.watch()
-                time.sleep(0.2)
+                self.follow_logs()
+                self.restarter.poll(self.everyone)
+                time.sleep(0.1)
             print("elemta: stopping", flush=True)
             return 0
         except Failure as exc:
@@ -243,10 +313,11 @@ class Launcher:
             return 1
         finally:
             self.shutdown()
+            pid_file.unlink(missing_ok=True)
 
     # stop ------------------------------------------------------------------------
 
-    def _stop_group(self, name: str, children: list[Child]) -> None:
+    def _stop_group(self, name: str, children: Sequence[Child]) -> None:
         running = [c for c in children if c.running]
         if not running:
             return
@@ -280,5 +351,6 @@ class Launcher:
     def shutdown(self) -> None:
         for group in STOP_ORDER:
             self._stop_group(group, [c for c in self.children if c.service == group])
-        if self.nats is not None:
-            self._stop_group("nats", [self.nats])
+        self._stop_group("nats", self.nats_nodes)
+        for child in self.everyone:
+            child.forget_pid()

@@ -1,0 +1,97 @@
+"""The final destination of crash tests: an SMTP server that counts deliveries per
+token.
+
+Every test message carries a unique token in its ``X-Elemta-Token`` header; the
+sink answers ``250`` to everything and counts how often each token arrived, so a
+message delivered twice (by a retry after a crash, or a ``451`` that was stored
+after all) shows up as a count of 2. It keeps no bodies: ten thousand messages
+cost a dictionary.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from .dnsserver import free_port
+
+__all__ = ["TOKEN_HEADER", "CountingSink"]
+
+TOKEN_HEADER = "X-Elemta-Token"
+_TOKEN = re.compile(rb"^" + TOKEN_HEADER.encode() + rb": *([A-Za-z0-9._-]+)\r?$", re.M | re.I)
+
+
+class _Handler:
+    def __init__(self, sink: CountingSink) -> None:
+        self.sink = sink
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        header_end = content.find(b"\r\n\r\n")
+        found = _TOKEN.search(content, 0, header_end if header_end >= 0 else len(content))
+        self.sink._arrived(found.group(1).decode() if found else "")
+        return "250 2.0.0 OK: counted"
+
+
+class CountingSink:
+    """An SMTP sink on ``127.0.0.1:<port>`` counting deliveries per token."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.counts: Counter[str] = Counter()
+        self.untokened = 0  # messages without a token (bounces, reports)
+        self._cond = threading.Condition()
+        self.controller = Controller(
+            _Handler(self),
+            hostname="127.0.0.1",
+            port=self.port,
+            server_hostname="sink.test",
+            data_size_limit=64 * 1024 * 1024,
+        )
+
+    def _arrived(self, token: str) -> None:
+        with self._cond:
+            if token:
+                self.counts[token] += 1
+            else:
+                self.untokened += 1
+            self._cond.notify_all()
+
+    def start(self) -> CountingSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    @property
+    def deliveries(self) -> int:
+        with self._cond:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> Counter[str]:
+        with self._cond:
+            return Counter(self.counts)
+
+    def missing(self, tokens: set[str]) -> set[str]:
+        with self._cond:
+            return {t for t in tokens if not self.counts.get(t)}
+
+    def wait_for(self, tokens: set[str], timeout: float) -> set[str]:
+        """Until every token arrived at least once; returns those still missing."""
+        deadline = time.monotonic() + timeout
+        missing = set(tokens)
+        while True:
+            with self._cond:
+                missing = {t for t in missing if not self.counts.get(t)}
+                left = deadline - time.monotonic()
+                if not missing or left <= 0:
+                    return missing
+                # woken by arrivals, but looking at most five times a second
+                self._cond.wait(min(left, 1.0))
+            time.sleep(0.2)
