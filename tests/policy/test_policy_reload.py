@@ -67,8 +67,9 @@ class Policy:
     def __init__(self, root: Path, nats: NatsServer, dns: DnsServer, site: list[Path]) -> None:
         self.stack = Stack(root, nats.url, dns.port)
         self.stack.config["policy"]["reload_check_interval"] = 0.2
+        self.stack.config["policy"]["plugin_dirs"] = [str(p) for p in site]
         self.stack.write_config()
-        self.proc: ServiceProcess = self.stack.service("policy").with_site(*site)
+        self.proc: ServiceProcess = self.stack.service("policy")
 
     def configure(self, **policy: Any) -> None:
         """A new file swapped in at once, as a ConfigMap update swaps its target."""

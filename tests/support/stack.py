@@ -85,18 +85,6 @@ class ServiceProcess:
         self.command = [ELEMTA, "serve", name, "--config", str(config)]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def with_site(self, *site: Path) -> ServiceProcess:
-        """Run with ``site`` folders on the import path too: third-party packages
-        installed beside Elemta (pip --target), which a deployment installs into
-        the same environment."""
-        boot = (
-            "import sys; sys.path[:0] = sys.argv.pop(1).split(chr(10));"
-            " from elemta.cli.main import main; main()"
-        )
-        folders = "\n".join(str(p) for p in site)
-        self.command = [sys.executable, "-c", boot, folders, *self.command[1:]]
-        return self
-
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -301,6 +301,11 @@ class PolicySettings(_Section):
     )
     rate_limit_per_sender_window: float = Field(3600.0, gt=0, description="Sender window, s")
     kv_timeout: float = Field(2.0, gt=0, description="Seconds per shared-state check; then accept")
+    plugin_dirs: list[str] = Field(
+        default_factory=list,
+        description="Folders put first on the import path for plugins installed there"
+        " (pip install --target)",
+    )
     plugins: list[PluginSettings] = Field(
         default_factory=list, description="Content scanners at end of DATA, in order"
     )

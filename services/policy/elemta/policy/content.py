@@ -11,7 +11,9 @@ generation it started with, which is closed once its last call is done.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 from typing import Any
 
 from elemta.common.config import Config
@@ -81,8 +83,19 @@ def milter_settings(cfg: Config) -> list[MilterSettings]:
     return out
 
 
+def add_plugin_dirs(dirs: list[str]) -> None:
+    """Put ``dirs`` first on the import path, so plugins installed there with
+    ``pip install --target`` (a mounted volume, an init container) are found by
+    their entry points, here and in isolated workers, which get this path."""
+    for folder in reversed(dirs):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    importlib.invalidate_caches()
+
+
 async def build_content(cfg: Config) -> ContentChecks:
     """A new generation from ``cfg``; raises (naming the plugin or milter) if it cannot be."""
+    add_plugin_dirs(cfg.policy.plugin_dirs)
     specs = [plugin_spec(p) for p in cfg.policy.plugins]
     host = PluginHost(specs) if specs else None
     if host is not None:
