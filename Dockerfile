@@ -12,7 +12,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN python3 -m venv /opt/build && /opt/build/bin/pip wheel -q --wheel-dir /wheels .
+RUN python3 -m venv /opt/build && /opt/build/bin/pip wheel -q -c requirements.lock --wheel-dir /wheels .
 
 FROM debian:bookworm-slim
 RUN apt-get update \

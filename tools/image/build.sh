@@ -2,7 +2,8 @@
 # Build the Elemta container image without Docker or a registry, from Debian's
 # packages and the project's wheels - the same recipe as the Dockerfile:
 #
-#   1. wheels: `pip wheel` of this tree and its pinned dependencies (cp311)
+#   1. wheels: `pip wheel` of this tree and its dependencies at the versions
+#      requirements.lock pins, the ones the suite ran with (cp311)
 #   2. root filesystem: mmdebstrap (bookworm, minbase, no recommends, no docs,
 #      no perl: only usrmerge needed it, and the tree is merged already)
 #      with python3 and a venv in /opt/elemta holding the wheels, user 10001
@@ -24,7 +25,7 @@ done
 rm -rf "$OUT"
 mkdir -p "$OUT/wheels"
 echo "== wheels"
-"$PY" -m pip wheel -q --wheel-dir "$OUT/wheels" "$ROOT"
+"$PY" -m pip wheel -q -c "$ROOT/requirements.lock" --wheel-dir "$OUT/wheels" "$ROOT"
 
 echo "== root filesystem (mmdebstrap)"
 mmdebstrap --mode=root --variant=minbase \
