@@ -137,7 +137,7 @@ def test_rcpt_arguments_give_the_recipient_or_the_refusal():
     assert read_rcpt("TO:<postmaster@[127.0.0.1>", True, False) == (
         "501 5.1.3 Bad recipient address syntax"
     )
-    assert read_rcpt("TO:<b@c.test> NOTIFY=NEVER", True, False).startswith("555 5.5.4 ")
+    assert read_rcpt("TO:<b@c.test> XNOTIFY=NEVER", True, False).startswith("555 5.5.4 ")
     assert read_rcpt("TO:<b@c.test>", True, False).options == []
     assert read_rcpt("TO:<j\u00f6rg@b.test>", True, False).startswith("553 5.6.7 ")
     assert read_rcpt("TO:<j\u00f6rg@b.test>", True, True).recipient == "j\u00f6rg@b.test"

@@ -27,7 +27,7 @@ def test_ehlo_advertises_size_8bitmime_smtputf8_pipelining_enhancedstatuscodes_a
     code, text = s.ehlo()
     assert code == 250
     assert text.splitlines()[0] == b"mx.elemta.test"
-    for ext in ("pipelining", "8bitmime", "smtputf8", "enhancedstatuscodes", "starttls"):
+    for ext in ("pipelining", "8bitmime", "smtputf8", "enhancedstatuscodes", "starttls", "dsn"):
         assert s.has_extn(ext), ext
     assert s.esmtp_features["size"] == str(64 * 1024)
     assert not s.has_extn("auth")
@@ -191,7 +191,7 @@ def test_more_recipients_than_allowed_get_452_4_5_3(ingress, smtp):
     assert s.data(MESSAGE)[0] == 250
 
 
-@pytest.mark.parametrize("length", [600, 5000])
+@pytest.mark.parametrize("length", [700, 5000])
 def test_an_over_long_command_line_gets_500_5_5_2(ingress, length):
     with RawSMTP(ingress.port) as c:
         c.reply()

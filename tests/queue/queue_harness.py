@@ -127,6 +127,7 @@ class QueueHarness:
         hold: bool = False,
         is_bounce: bool = False,
         body_object: bool = False,
+        **envelope: Any,
     ) -> tuple[Envelope, int]:
         """Store a message exactly as ingress does; returns the envelope and its seq."""
         qid = new_queue_id()
@@ -141,6 +142,7 @@ class QueueHarness:
             size=len(data),
             hold=hold,
             is_bounce=is_bounce,
+            **envelope,
         )
         if body_object:
             objects = await self.js.object_store(BODIES_BUCKET)
@@ -200,12 +202,13 @@ class QueueHarness:
         enhanced: str = "",
         only: list[str] | None = None,
         host: str = "mx1.a.test",
+        dsn_passed: bool = False,
     ) -> Outcome:
         """Report an attempt of ``job``: ``status`` for ``only`` (default: all), others delivered."""
         results = [
-            RecipientResult(r, status, code, enhanced, text)
+            RecipientResult(r, status, code, enhanced, text, dsn_passed)
             if only is None or r in only
-            else RecipientResult(r, "delivered", 250, "2.0.0", "Ok")
+            else RecipientResult(r, "delivered", 250, "2.0.0", "Ok", dsn_passed)
             for r in job.recipients
         ]
         outcome = Outcome(

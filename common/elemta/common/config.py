@@ -388,6 +388,11 @@ class QueueSettings(_Section):
     lifetime: float = Field(5 * 86400.0, gt=0, description="Seconds before a message bounces")
     bounce_lifetime: float = Field(5 * 86400.0, gt=0, description="Lifetime of a bounce")
     scheduler_interval: float = Field(1.0, gt=0, description="Seconds between due checks")
+    delay_warning_time: float = Field(
+        4 * 3600.0,
+        ge=0,
+        description="Seconds a message waits before its sender is warned of the delay; 0: never",
+    )
     drain_timeout: float = Field(
         10.0, gt=0, description="Seconds to finish what is in hand on SIGTERM, then exit"
     )

@@ -67,6 +67,11 @@ class Envelope:
     hold: bool = False
     smtputf8: bool = False
     body_8bit: bool = False
+    # DSN (RFC 3461), as the client asked at MAIL and RCPT; ENVID and ORCPT in xtext.
+    dsn_ret: str = ""  # "FULL", "HDRS" or "" (not asked)
+    dsn_envid: str = ""
+    dsn_notify: dict[str, str] = field(default_factory=dict)  # recipient -> "NEVER" | "SUCCESS,…"
+    dsn_orcpt: dict[str, str] = field(default_factory=dict)  # recipient -> "rfc822;<xtext>"
 
     def to_header(self) -> str:
         return _dump(self).decode()
@@ -89,6 +94,11 @@ class DeliveryJob:
     attempt: int = 1
     smtputf8: bool = False
     body_8bit: bool = False
+    # DSN parameters to pass on to a next hop that offers DSN (see Envelope).
+    dsn_ret: str = ""
+    dsn_envid: str = ""
+    dsn_notify: dict[str, str] = field(default_factory=dict)
+    dsn_orcpt: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return _dump(self)
@@ -105,6 +115,8 @@ class RecipientResult:
     code: int = 0
     enhanced: str = ""
     text: str = ""
+    # The next hop took the DSN parameters (it offers DSN): notices are its to send.
+    dsn_passed: bool = False
 
 
 @dataclass

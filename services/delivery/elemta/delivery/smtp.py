@@ -14,7 +14,8 @@ SMTP AUTH after TLS (:mod:`.relayauth`).
 Per message: MAIL FROM (with SIZE when offered, BODY=8BITMIME when the message
 has 8-bit content and the peer offers it, SMTPUTF8 when the envelope needs it —
 a peer without SMTPUTF8 then fails the message with 5.6.7, RFC 6531), one RCPT
-TO per recipient, each answered on its own, and DATA for the accepted ones.
+TO per recipient, each answered on its own, and DATA for the accepted ones. A
+peer offering DSN gets the sender's DSN parameters (:mod:`.dsnrelay`).
 A peer offering PIPELINING gets MAIL, the RCPTs and DATA in one packet; one
 offering CHUNKING gets the message as a single ``BDAT <size> LAST`` (see
 :mod:`.pipelining`).
@@ -44,7 +45,7 @@ from elemta.common.envelope import DeliveryJob, RecipientResult
 from elemta.common.replies import Reply
 from elemta.common.resolver import DnsError, Resolver
 
-from . import dataphase, pipelining
+from . import dataphase, dsnrelay, pipelining
 from .errors import SessionFailure, connect_failure, lost_connection
 from .metrics import TLS_SESSIONS
 from .outcome import Delivery
@@ -138,6 +139,9 @@ class SmtpSession:
             options.append(b"BODY=8BITMIME")
         if c.supports_extension("size"):
             options.append(b"SIZE=%d" % len(body))
+        dsn = c.supports_extension("dsn")
+        if dsn:
+            options.extend(dsnrelay.mail_options(job))
         try:
             sender = _address(job.sender)
         except ValueError as exc:
@@ -145,7 +149,8 @@ class SmtpSession:
         rcpts: list[tuple[str, bytes]] = []
         for rcpt in dict.fromkeys(job.recipients):
             try:
-                rcpts.append((rcpt, b"RCPT TO:" + _address(rcpt)))
+                extra = dsnrelay.rcpt_options(job, rcpt) if dsn else b""
+                rcpts.append((rcpt, b"RCPT TO:" + _address(rcpt) + extra))
             except ValueError as exc:
                 results[rcpt] = Reply(553, "5.1.3", str(exc)).result(rcpt)
         mail = b" ".join([b"MAIL FROM:" + sender, *options])
@@ -216,7 +221,10 @@ class SmtpSession:
             reply = Reply(451, "4.5.0", f"protocol error with {self.peer} while {stage}: {exc}")
             for rcpt in job.recipients:
                 results.setdefault(rcpt, reply.result(rcpt))
-        return [results[r] for r in job.recipients]
+        ordered = [results[r] for r in job.recipients]
+        if dsn:
+            dsnrelay.mark_passed(ordered)
+        return ordered
 
 
 class SmtpTransport(SessionTransport[SmtpSession]):

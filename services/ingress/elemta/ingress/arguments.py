@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import dsnparams
 from .address import AddressError, ParameterError, parse_parameters, parse_path
 from .replies import TOO_BIG
 
@@ -45,12 +46,16 @@ class Mail:
     size: int = 0
     body: str = "7BIT"
     smtputf8: bool = False
+    ret: str = ""  # DSN: FULL or HDRS (RFC 3461), "" when not asked
+    envid: str = ""  # DSN: the sender's envelope id, xtext as received
 
 
 @dataclass
 class Rcpt:
     recipient: str
     options: list[str] = field(default_factory=list)
+    notify: str = ""  # DSN: "NEVER" or e.g. "SUCCESS,FAILURE"; "" when not asked
+    orcpt: str = ""  # DSN: "<addr-type>;<xtext>" as received
 
 
 MailParameter = Callable[[Mail, str | None, int], str | None]
@@ -87,12 +92,50 @@ def _smtputf8(mail: Mail, value: str | None, max_size: int) -> str | None:
     return None
 
 
+def _ret(mail: Mail, value: str | None, max_size: int) -> str | None:
+    """RET=FULL|HDRS (RFC 3461): what a failure notice returns."""
+    ret = dsnparams.read_ret(value)
+    if dsnparams.is_refusal(ret):
+        return ret
+    mail.ret = ret
+    return None
+
+
+def _envid(mail: Mail, value: str | None, max_size: int) -> str | None:
+    """ENVID=<xtext> (RFC 3461): shown in every notice about this message."""
+    envid = dsnparams.read_envid(value)
+    if dsnparams.is_refusal(envid):
+        return envid
+    mail.envid = envid
+    return None
+
+
+def _notify(rcpt: Rcpt, value: str | None) -> str | None:
+    """NOTIFY=NEVER|SUCCESS,FAILURE,DELAY (RFC 3461): which notices the sender wants."""
+    notify = dsnparams.read_notify(value)
+    if dsnparams.is_refusal(notify):
+        return notify
+    rcpt.notify = notify
+    return None
+
+
+def _orcpt(rcpt: Rcpt, value: str | None) -> str | None:
+    """ORCPT=<addr-type>;<xtext> (RFC 3461): the recipient as the sender first gave it."""
+    orcpt = dsnparams.read_orcpt(value)
+    if dsnparams.is_refusal(orcpt):
+        return orcpt
+    rcpt.orcpt = orcpt
+    return None
+
+
 MAIL_PARAMETERS: dict[str, MailParameter] = {
     "SIZE": _size,
     "BODY": _body,
     "SMTPUTF8": _smtputf8,
+    "RET": _ret,
+    "ENVID": _envid,
 }
-RCPT_PARAMETERS: dict[str, RcptParameter] = {}
+RCPT_PARAMETERS: dict[str, RcptParameter] = {"NOTIFY": _notify, "ORCPT": _orcpt}
 
 
 def _keyword(arg: str | None, keyword: str) -> str | None:

@@ -11,8 +11,8 @@ mail transfer agent needs changed:
 * Every reply carries an RFC 2034 enhanced status code, aiosmtpd's own included
   (the greeting, the HELO/EHLO answer and 354 excepted, as RFC 2034 says), and
   is printable ASCII: client bytes are never sent back raw.
-* EHLO advertises PIPELINING, SIZE, STARTTLS, ENHANCEDSTATUSCODES, 8BITMIME and
-  SMTPUTF8; AUTH is not offered.
+* EHLO advertises PIPELINING, SIZE, STARTTLS, ENHANCEDSTATUSCODES, 8BITMIME,
+  SMTPUTF8 and DSN (its parameters are read in ``dsnparams``); AUTH is not offered.
 * Relay control and the recipient limit at RCPT; idle and DATA timeouts answer
   ``421 4.4.2`` before closing; so do 20 errors in a session (``421 4.7.0``,
   Postfix's ``smtpd_hard_error_limit``); a draining server says ``421 4.3.2``
@@ -49,6 +49,7 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
 from . import metrics
 from .arguments import Mail, read_mail, read_rcpt
 from .data import check_data, read_data
+from .dsnparams import DsnRequest
 from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
 from .stages import Client, StageChecks
@@ -127,7 +128,11 @@ class IngressSMTP(SMTP):
         # aiosmtpd keeps these limits in one class-wide dict; keep ours per session.
         # MAIL may carry SIZE=, BODY=8BITMIME and SMTPUTF8 (RFC 1870, 6152, 6531).
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
-        self.command_size_limits["MAIL"] = SMTP.command_size_limit + 26 + 14 + 10
+        # DSN (RFC 3461 section 5) adds 110 characters to MAIL (RET, ENVID) and
+        # 500 to RCPT (NOTIFY, ORCPT).
+        self.command_size_limits["MAIL"] = SMTP.command_size_limit + 26 + 14 + 10 + 110
+        self.command_size_limits["RCPT"] = SMTP.command_size_limit + 500
+        self.dsn = DsnRequest()
         # Raw DATA may be larger than the message: dot-stuffing adds up to a third.
         self._data_limit = settings.max_message_size + settings.max_message_size // 3 + 1024
 
@@ -198,6 +203,7 @@ class IngressSMTP(SMTP):
 
     def _new_transaction(self) -> None:
         self.envelope = Envelope()
+        self.dsn = DsnRequest()
 
     # -- replies -----------------------------------------------------------------
 
@@ -277,7 +283,7 @@ class IngressSMTP(SMTP):
         keywords = [self.hostname, "PIPELINING", f"SIZE {self.settings.max_message_size}"]
         if self.tls_context is not None and not self.tls:
             keywords.append("STARTTLS")
-        keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
+        keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "DSN"]
         last = len(keywords) - 1
         await self._send([f"250{' ' if i == last else '-'}{k}" for i, k in enumerate(keywords)])
 
@@ -345,6 +351,7 @@ class IngressSMTP(SMTP):
         self.envelope.mail_from = mail.sender
         self.envelope.mail_options.extend(mail.options)
         self.envelope.smtp_utf8 = mail.smtputf8
+        self.dsn.ret, self.dsn.envid = mail.ret, mail.envid
         await self.push("250 2.1.0 Ok")
 
     def _client(self) -> Client:
@@ -397,6 +404,7 @@ class IngressSMTP(SMTP):
         if to not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(to)
             envelope.rcpt_options.extend(rcpt.options)
+            self.dsn.add_recipient(to, rcpt.notify, rcpt.orcpt)
         return "250 2.1.5 Ok"
 
     def _log_reject(
@@ -486,6 +494,7 @@ class IngressSMTP(SMTP):
             smtputf8=bool(envelope.smtp_utf8),
             body_8bit="BODY=8BITMIME" in envelope.mail_options,
             data_ended=ended,
+            dsn=self.dsn,
         )
         # The client waits for us now; only a safety net of a timeout applies.
         self._arm(self.settings.processing_timeout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -22,6 +22,7 @@ from elemta.common.message import join_message, split_message
 from elemta.common.telemetry import tracer
 
 from . import metrics
+from .dsnparams import DsnRequest
 from .handoff import Handoff, QueueUnavailable
 from .policy_client import (
     DISCARD,
@@ -65,6 +66,7 @@ class Transaction:
     smtputf8: bool = False
     body_8bit: bool = False
     data_ended: float = 0.0  # perf_counter at the end-of-data mark
+    dsn: DsnRequest = field(default_factory=DsnRequest)
 
 
 def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) -> bytes:
@@ -252,6 +254,10 @@ class MessageProcessor:
             hold=decision.action == HOLD,
             smtputf8=tx.smtputf8,
             body_8bit=tx.body_8bit,
+            dsn_ret=tx.dsn.ret,
+            dsn_envid=tx.dsn.envid,
+            dsn_notify={r: n for r, n in tx.dsn.notify.items() if r in recipients},
+            dsn_orcpt={r: o for r, o in tx.dsn.orcpt.items() if r in recipients},
         )
         with self._tracer.start_as_current_span(
             "ingress.store",

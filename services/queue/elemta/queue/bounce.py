@@ -1,4 +1,11 @@
-"""Delivery status notifications (RFC 3464) for recipients that cannot be delivered.
+"""Delivery status notifications (RFC 3464): failures, and the notices of RFC 3461.
+
+Every notice is built here: failures (``Action: failed``), and, for senders who
+asked through the DSN extension (see :mod:`.notices` for when), delay warnings
+(``delayed``) and success notices (``delivered``, or ``relayed`` when the next
+hop does not speak DSN). Each carries the sender's ``ENVID``
+(``Original-Envelope-Id``) and each recipient's ``ORCPT``
+(``Original-Recipient``).
 
 A bounce is an ordinary message to the original sender: it is stored in
 ELEMTA_MESSAGES with the null sender and ``is_bounce`` in its envelope, and the
@@ -12,11 +19,14 @@ message is dropped.
 
 Only the headers of the original message are returned (``text/rfc822-headers``):
 enough for the sender to recognise it, never the whole body back to a possibly
-forged sender.
+forged sender — unless the sender asked for the whole message with ``RET=FULL``,
+and then only in a failure notice (``message/rfc822``, up to
+:data:`MAX_RETURNED_MESSAGE`; larger messages return their headers).
 """
 
 from __future__ import annotations
 
+import email
 import email.charset
 import logging
 import time
@@ -35,16 +45,41 @@ from elemta.common.envelope import Envelope, RecipientResult, new_queue_id
 from elemta.common.jetstream import ENVELOPE_HEADER, MESSAGES_STREAM, MSG_SUBJECT
 from elemta.common.replies import Reply
 from elemta.common.telemetry import headers_with_context, tracer
+from elemta.common.xtext import xtext_decode
 
 from .events import EventPublisher
 from .metrics import BOUNCES
 from .state import MessageState
 
-__all__ = ["Bouncer", "Failure", "build_dsn", "failure_from_result", "original_headers"]
+__all__ = [
+    "Bouncer",
+    "Failure",
+    "build_dsn",
+    "failure_from_result",
+    "original_headers",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_RETURNED_HEADERS = 64 * 1024
+MAX_RETURNED_MESSAGE = 10 * 1024 * 1024
+# Notice kind -> (Subject, what the text says happened).
+_KINDS = {
+    "failed": (
+        "Undelivered Mail Returned to Sender",
+        "I'm sorry to have to inform you that your message could not\n"
+        "be delivered to one or more recipients.",
+    ),
+    "delayed": (
+        "Delayed Mail (still being retried)",
+        "Your message could not be delivered yet to one or more recipients.\n"
+        "It will be retried until it is too old; you need not send it again.",
+    ),
+    "delivered": (
+        "Successful Mail Delivery Report",
+        "Your message was successfully delivered to the destination(s)\nlisted below.",
+    ),
+}
 _QP_UTF8 = email.charset.Charset("utf-8")
 _QP_UTF8.body_encoding = email.charset.QP
 
@@ -60,6 +95,14 @@ class Failure:
     host: str = ""
     expired: bool = False
     enhanced: str = ""  # of the last reply (``status`` is the DSN's verdict)
+    action: str = "failed"  # RFC 3464 Action: failed, delayed, delivered or relayed
+    orcpt: str = ""  # the sender's ORCPT for this recipient ("rfc822;<xtext>")
+
+
+def _typed(value: str) -> str:
+    """``rfc822;a+2Bb@x`` as a notice shows it: ``rfc822; a+b@x``."""
+    addr_type, _, address = value.partition(";")
+    return f"{addr_type}; {xtext_decode(address)}"
 
 
 def failure_from_result(result: RecipientResult, host: str, expired: bool = False) -> Failure:
@@ -96,12 +139,11 @@ def _text_part(subtype: str, text: str) -> MIMEBase:
     return part
 
 
-def _human_text(hostname: str, failures: list[Failure]) -> str:
+def _human_text(hostname: str, failures: list[Failure], kind: str = "failed") -> str:
     lines = [
         f"This is the mail system at host {hostname}.",
         "",
-        "I'm sorry to have to inform you that your message could not",
-        "be delivered to one or more recipients. Its headers are attached below.",
+        *_KINDS[kind][1].split("\n"),
         "",
         "For further assistance, please send mail to postmaster.",
         "",
@@ -109,7 +151,13 @@ def _human_text(hostname: str, failures: list[Failure]) -> str:
         "",
     ]
     for f in failures:
-        if f.expired:
+        if f.action in ("delivered", "relayed"):
+            where = f" via {f.host}" if f.host and f.host not in ("maildir", "local") else ""
+            lines.append(f"<{f.recipient}>: {f.action}{where}: {_diagnostic(f)}".rstrip(": "))
+            continue
+        if f.action == "delayed":
+            reason = f"delayed; last error: {_diagnostic(f) or 'none reported'}"
+        elif f.expired:
             reason = "delivery time expired"
             if f.code or f.text:
                 reason += f"; last error: {_diagnostic(f)}"
@@ -130,31 +178,43 @@ def build_dsn(
     failures: list[Failure],
     headers: bytes | None,
     now: float | None = None,
+    kind: str = "failed",
+    envid: str = "",
+    message: bytes | None = None,
 ) -> bytes:
-    """The complete DSN message, CRLF line endings, ready to store."""
+    """The complete DSN message, CRLF line endings, ready to store.
+
+    ``kind`` is ``failed``, ``delayed`` or ``delivered`` (success, the entries'
+    own ``action`` saying delivered or relayed); ``envid`` the sender's ENVID
+    (xtext); ``message``, when given, is returned whole instead of ``headers``.
+    """
     now = time.time() if now is None else now
     outer = MIMEMultipart("report", report_type="delivery-status", policy=SMTP)
     outer["From"] = f"Mail Delivery System <MAILER-DAEMON@{hostname}>"
     outer["To"] = to
-    outer["Subject"] = "Undelivered Mail Returned to Sender"
+    outer["Subject"] = _KINDS[kind][0]
     outer["Date"] = formatdate(now, usegmt=True)
     outer["Message-ID"] = make_msgid(domain=hostname)
     outer["Auto-Submitted"] = "auto-replied"
     outer.preamble = "This is a MIME-encapsulated message."
 
-    outer.attach(_text_part("plain", _human_text(hostname, failures)))
+    outer.attach(_text_part("plain", _human_text(hostname, failures, kind)))
 
     report = MIMEBase("message", "delivery-status", policy=SMTP)
     del report["MIME-Version"]
     per_message = Message(policy=SMTP)
+    if envid:
+        per_message["Original-Envelope-Id"] = xtext_decode(envid)
     per_message["Reporting-MTA"] = f"dns; {hostname}"
     per_message["X-Elemta-Queue-ID"] = original_id
     per_message["Arrival-Date"] = formatdate(received_at, usegmt=True)
     report.attach(per_message)
     for f in failures:
         block = Message(policy=SMTP)
+        if f.orcpt:
+            block["Original-Recipient"] = _typed(f.orcpt)
         block["Final-Recipient"] = f"rfc822; {f.recipient}"
-        block["Action"] = "failed"
+        block["Action"] = f.action
         block["Status"] = f.status
         if f.host and f.host not in ("maildir", "local"):
             block["Remote-MTA"] = f"dns; {f.host}"
@@ -165,7 +225,12 @@ def build_dsn(
         report.attach(block)
     outer.attach(report)
 
-    if headers:
+    if message is not None:
+        returned = MIMEBase("message", "rfc822", policy=SMTP)
+        del returned["MIME-Version"]
+        returned.set_payload([email.message_from_bytes(message, policy=SMTP)])
+        outer.attach(returned)
+    elif headers:
         outer.attach(_text_part("rfc822-headers", headers.decode("utf-8", errors="replace")))
     return outer.as_bytes(policy=SMTP)
 
@@ -196,7 +261,7 @@ class Bouncer:
         self.events = events
         self.tracer = tracer(__name__)
 
-    async def _headers(self, st: MessageState) -> bytes | None:
+    async def _original(self, st: MessageState) -> bytes | None:
         try:
             raw = await self.js.get_msg(MESSAGES_STREAM, st.msg_seq, direct=True)
             data = raw.data or b""
@@ -206,16 +271,20 @@ class Bouncer:
         except Exception as exc:  # the DSN is still worth sending without them
             log.warning("cannot read original message %s: %s", st.id, exc)
             return None
-        return original_headers(data) or None
+        return data or None
 
-    async def bounce(self, st: MessageState, failures: list[Failure]) -> str:
-        """Send one DSN for ``failures``; returns its queue id ("" when none was sent).
+    async def bounce(self, st: MessageState, failures: list[Failure], kind: str = "failed") -> str:
+        """Send one notice of ``kind`` about ``failures``; its queue id ("" when none was sent).
 
-        Increments ``st.bounces``; the caller saves the state afterwards.
+        ``kind`` is ``failed`` (the default: a bounce), ``delayed`` or
+        ``delivered``. Increments ``st.bounces``; the caller saves the state
+        afterwards.
         """
         if not failures:
             return ""
         if st.is_bounce or not st.sender:
+            if kind != "failed":
+                return ""
             log.warning(
                 "undeliverable bounce dropped",
                 extra={"recipients": [f.recipient for f in failures]},
@@ -231,8 +300,16 @@ class Bouncer:
                     text=f.text,
                 )
             return ""
+        for f in failures:
+            f.orcpt = f.orcpt or st.dsn_orcpt.get(f.recipient, "")
         with self.tracer.start_as_current_span("queue.bounce") as span:
-            headers = await self._headers(st)
+            original = await self._original(st)
+            full = (
+                kind == "failed"
+                and st.dsn_ret == "FULL"
+                and original is not None
+                and len(original) <= MAX_RETURNED_MESSAGE
+            )
             st.bounces += 1
             bounce_id = new_queue_id()
             data = build_dsn(
@@ -241,7 +318,10 @@ class Bouncer:
                 original_id=st.id,
                 received_at=st.received_at,
                 failures=failures,
-                headers=headers,
+                headers=(original_headers(original) or None) if original else None,
+                kind=kind,
+                envid=st.dsn_envid,
+                message=original if full else None,
             )
             env = Envelope(
                 id=bounce_id,
@@ -257,13 +337,17 @@ class Bouncer:
             )
             ack = await self.js.publish(f"{MSG_SUBJECT}.{bounce_id}", data, headers=hdrs)
             span.set_attribute("elemta.bounce_id", bounce_id)
+            span.set_attribute("elemta.notice", kind)
             if ack.duplicate:
-                log.info("bounce %d already sent", st.bounces)
+                log.info("notice %d already sent", st.bounces)
                 return ""
-        BOUNCES.inc()
+        if kind == "failed":
+            BOUNCES.inc()
+        what = {"failed": "non-delivery", "delayed": "delay", "delivered": "success"}[kind]
         log.info(
-            "sender non-delivery notification %s",
+            "sender %s notification %s",
+            what,
             bounce_id,
-            extra={"recipients": [f.recipient for f in failures]},
+            extra={"recipients": [f.recipient for f in failures], "notice": kind},
         )
         return bounce_id

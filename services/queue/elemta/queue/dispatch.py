@@ -37,6 +37,7 @@ from elemta.common.replies import Status
 
 from .bounce import Bouncer, Failure
 from .events import EventPublisher
+from .notices import Notices, failures_to_notify
 from .routing import dest_hash
 from .state import DestState, MessageState, StateStore
 
@@ -93,6 +94,7 @@ class Dispatcher:
         self.store = store
         self.events = events
         self.bouncer = bouncer
+        self.notices = Notices(bouncer, cfg.queue.delay_warning_time)
         self.objects = objects
         # Set by the scheduler: told about every job parked in ELEMTA_DEFERRED.
         self.on_deferred: Callable[[float, int, str], None] = lambda due, seq, qid: None
@@ -127,6 +129,10 @@ class Dispatcher:
             attempt=d.attempt,
             smtputf8=st.smtputf8,
             body_8bit=st.body_8bit,
+            dsn_ret=st.dsn_ret,
+            dsn_envid=st.dsn_envid,
+            dsn_notify={r: st.dsn_notify[r] for r in d.recipients if r in st.dsn_notify},
+            dsn_orcpt={r: st.dsn_orcpt[r] for r in d.recipients if r in st.dsn_orcpt},
         )
 
     async def send(self, st: MessageState, key: str, d: DestState, trace: dict[str, str]) -> None:
@@ -154,10 +160,11 @@ class Dispatcher:
     # -- giving up and finishing -------------------------------------------
 
     async def give_up(self, st: MessageState, failures: list[Failure]) -> None:
-        """Mark recipients final, record why, and send one DSN for all of them."""
+        """Mark recipients final, record why, and send one DSN for all of them
+        (those whose sender asked for it: see :mod:`.notices`)."""
         if not failures:
             return
-        bounce_id = await self.bouncer.bounce(st, failures)
+        bounce_id = await self.bouncer.bounce(st, failures_to_notify(st, failures))
         dropped = st.is_bounce or not st.sender  # the bouncer recorded "failed" events
         for f in failures:
             st.final[f.recipient] = (

@@ -5,7 +5,7 @@ Per recipient of an attempt:
 ``delivered``
     final.
 ``failed`` (5xx)
-    final; the recipient goes into a DSN to the sender.
+    final; the recipient goes into a DSN to the sender (unless NOTIFY says no).
 ``deferred`` (4xx, connection trouble, or no result reported)
     retried after ``retry_schedule[attempt-1]`` (last entry repeating, with
     jitter) — unless that retry would fall after the message's lifetime, in which
@@ -15,6 +15,9 @@ Per recipient of an attempt:
 The retry is a new job with ``attempt + 1`` for the deferred recipients only,
 parked in ELEMTA_DEFERRED (never a delayed nak, which would hold one of the
 consumer's ack-pending slots for hours).
+
+Success notices and delay warnings, for senders who asked (RFC 3461), are sent
+from here through :mod:`.notices`.
 
 Idempotency: the state records the attempt each destination is waiting for. An
 outcome for another attempt, or for a destination already done, is a redelivery
@@ -97,6 +100,7 @@ class Outcomes:
         reported = {r.recipient: r for r in outcome.results}
         failures: list[Failure] = []
         retry: list[RecipientResult] = []
+        delivered: list[RecipientResult] = []
         for rcpt in d.recipients:
             r = reported.get(rcpt) or RecipientResult(
                 rcpt, Status.DEFERRED, text="no result reported for this recipient"
@@ -115,6 +119,7 @@ class Outcomes:
             )
             if r.status == Status.DELIVERED:
                 st.final[rcpt] = Status.DELIVERED
+                delivered.append(r)
                 await self.events.emit(
                     st.id, Status.DELIVERED, recipient=rcpt, host=outcome.host, code=r.code
                 )
@@ -126,6 +131,11 @@ class Outcomes:
                 d.last = last_result(r, outcome.host, now)
 
         d.recipients = []
+        notices = self.dispatcher.notices
+        kind = str(d.route.get("kind", ""))
+        success = await notices.delivered(st, delivered, outcome.host, kind)
+        if success:
+            await self.events.emit(st.id, "notice", notice="delivered", dsn=success)
         if retry:
             due = now + self.dispatcher.retry_delay(outcome.attempt)
             if due > self.dispatcher.expires_at(st):
@@ -135,6 +145,9 @@ class Outcomes:
                 d.attempt = outcome.attempt + 1
                 d.status = "deferred"
                 d.next_attempt = due
+                warning = await notices.delayed(st, retry, outcome.host, now)
+                if warning:
+                    await self.events.emit(st.id, "notice", notice="delayed", dsn=warning)
                 await self.dispatcher.defer(st, key, d, due, headers_with_context())
                 for r in retry:
                     await self.events.emit(

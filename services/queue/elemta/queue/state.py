@@ -12,7 +12,9 @@ the contract::
                "attempt", "status": "queued" | "deferred" | "done",
                "next_attempt", "last": {"code", "enhanced", "text", "host", "at"}}},
      "final": {<recipient>: "delivered" | "bounced" | "expired" | "failed"},
-     "trace": {"traceparent", "tracestate"}, "bounces": <DSNs sent so far>}
+     "trace": {"traceparent", "tracestate"}, "bounces": <DSNs sent so far>,
+     "dsn_ret", "dsn_envid", "dsn_notify": {<recipient>: <NOTIFY>},
+     "dsn_orcpt": {<recipient>: <ORCPT>}, "delay_warned": [<recipient>, ...]}
 
 Updates use the KV revision (compare-and-set), so a concurrent writer (the API
 releasing or deleting a message) makes the queue's write fail and the work is
@@ -75,6 +77,12 @@ class MessageState:
     final: dict[str, str] = field(default_factory=dict)
     trace: dict[str, str] = field(default_factory=dict)
     bounces: int = 0
+    # DSN (RFC 3461) as the sender asked; see :mod:`.notices`.
+    dsn_ret: str = ""
+    dsn_envid: str = ""
+    dsn_notify: dict[str, str] = field(default_factory=dict)
+    dsn_orcpt: dict[str, str] = field(default_factory=dict)
+    delay_warned: list[str] = field(default_factory=list)  # recipients told of a delay
 
     @classmethod
     def from_envelope(
@@ -94,6 +102,10 @@ class MessageState:
             smtputf8=env.smtputf8,
             body_8bit=env.body_8bit,
             trace=trace,
+            dsn_ret=env.dsn_ret,
+            dsn_envid=env.dsn_envid,
+            dsn_notify=dict(env.dsn_notify),
+            dsn_orcpt=dict(env.dsn_orcpt),
         )
 
     def is_final(self) -> bool:
