@@ -61,3 +61,7 @@ def test_smtp_ports_are_published_and_nats_syncs_every_write() -> None:
     assert {"25:2525", "587:2587", "465:2465"} <= set(ports)
     conf = (ROOT / "compose/nats.conf").read_text()
     assert re.search(r"sync_interval:\s*always", conf)
+
+
+def test_two_queue_containers_run_one_active_and_one_standing_by() -> None:
+    assert compose()["services"]["queue"]["deploy"]["replicas"] == 2

@@ -61,8 +61,13 @@ async def test_children_carry_the_fields_the_spec_asked_for(operator: Harness) -
 
     assert (await operator.get("Deployment", "mail-ingress"))["spec"]["replicas"] == 3
     queue = await operator.get("Deployment", "mail-queue")
-    assert queue["spec"]["replicas"] == 1
-    assert queue["spec"]["strategy"] == {"type": "Recreate"}
+    # two queue pods, one active through its lease: a rolling update hands over
+    assert queue["spec"]["replicas"] == 2
+    assert queue["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert (await operator.get("PodDisruptionBudget", "mail-queue"))["spec"]["maxUnavailable"] == 1
     # The HPA owns delivery's replica count; the Deployment leaves it out.
     assert "replicas" not in (await operator.get("Deployment", "mail-delivery"))["spec"]
     hpa = await operator.get("HorizontalPodAutoscaler", "mail-delivery")

@@ -215,7 +215,7 @@ class Stack:
             self.config.setdefault(section, {}).update(values)
         self.config_path = workdir / "elemta.toml"
         self.processes: dict[str, ServiceProcess] = {}
-        self.extra_delivery: list[ServiceProcess] = []
+        self.extra_processes: list[ServiceProcess] = []
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -229,8 +229,9 @@ class Stack:
     def service(self, name: str, **env: str) -> ServiceProcess:
         section = self.config[name]
         port = int(section["http_listen"].rsplit(":", 1)[1])
-        if "ELEMTA_DELIVERY_HTTP_LISTEN" in env:
-            port = int(env["ELEMTA_DELIVERY_HTTP_LISTEN"].rsplit(":", 1)[1])
+        listen = env.get(f"ELEMTA_{name.upper()}_HTTP_LISTEN")
+        if listen:
+            port = int(listen.rsplit(":", 1)[1])
         log = self.workdir / f"{name}-{port}.log"
         return ServiceProcess(name, self.config_path, log, port, self.env(**env))
 
@@ -274,16 +275,26 @@ class Stack:
         proc = self.service("delivery", ELEMTA_DELIVERY_HTTP_LISTEN=f"127.0.0.1:{port}")
         proc.start()
         proc.wait_ready()
-        self.extra_delivery.append(proc)
+        self.extra_processes.append(proc)
+        return proc
+
+    def add_queue(self) -> ServiceProcess:
+        """A second queue process (it stands by while the first holds the lease)."""
+        port = free_port()
+        proc = self.service("queue", ELEMTA_QUEUE_HTTP_LISTEN=f"127.0.0.1:{port}")
+        proc.start()
+        proc.wait_ready()
+        self.extra_processes.append(proc)
         return proc
 
     def stop(self) -> None:
-        for proc in [*self.extra_delivery, *reversed(list(self.processes.values()))]:
+        for proc in [*self.extra_processes, *reversed(list(self.processes.values()))]:
             proc.stop()
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name} ---\n{p.log()}" for p in [*self.processes.values(), *self.extra_delivery]
+            f"--- {p.name} ---\n{p.log()}"
+            for p in [*self.processes.values(), *self.extra_processes]
         )
 
     def smtp(self) -> smtplib.SMTP:

@@ -33,8 +33,10 @@ state under ./var), then:
    replicated on all three (nats.replicas, unless configured otherwise): a
    250 then means a majority of the nodes stored the message, and the loss
    of any one node loses nothing;
-2. starts policy, queue, --delivery N delivery workers, --ingress N SMTP
-   listeners (sharing the SMTP port through SO_REUSEPORT) and the api, each
+2. starts policy, --queue N queue processes (one active through a lease in
+   JetStream KV, the others standing by to take over within queue.lease_time),
+   --delivery N delivery workers, --ingress N SMTP listeners (sharing the SMTP
+   port through SO_REUSEPORT) and the api, each
    as `elemta serve <service>` with ELEMTA_NATS_URL set, logging to
    <state_dir>/log/<service>[-i].log, its pid in <state_dir>/run/<name>.pid;
 3. waits until every /readyz answers 200 and prints where everything is.
@@ -121,6 +123,14 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int
     show_default=True,
     callback=_at_least_one,
     help="SMTP processes.",
+)
+@click.option(
+    "--queue",
+    type=int,
+    default=1,
+    show_default=True,
+    callback=_at_least_one,
+    help="Queue processes: one active, the others standing by to take over it.",
 )
 @click.option(
     "--only",

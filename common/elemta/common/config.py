@@ -396,6 +396,11 @@ class QueueSettings(_Section):
     drain_timeout: float = Field(
         10.0, gt=0, description="Seconds to finish what is in hand on SIGTERM, then exit"
     )
+    lease_time: float = Field(
+        10.0,
+        ge=1.0,
+        description="Seconds within which a standby queue process takes over from a dead active one",
+    )
 
     @field_validator("retry_schedule")
     @classmethod

@@ -31,6 +31,9 @@ Key-value buckets and object stores:
     MTA-STS policies, cached for their ``max_age``.
 ``ELEMTA_TLSRPT`` (KV, delivery)
     TLS-RPT result counts per day, domain and process.
+``ELEMTA_QUEUE_LEASE`` (KV, queue service)
+    Key ``active``: which queue process is the active one (the others stand
+    by); its TTL makes a dead holder's lease expire.
 ``ELEMTA_BODIES`` (Object Store)
     Bodies larger than ``nats.inline_body_limit``.
 
@@ -56,6 +59,8 @@ __all__ = [
     "EVENTS_SUBJECT",
     "GREYLIST_BUCKET",
     "INTAKE_CONSUMER",
+    "LEASE_BUCKET",
+    "LEASE_KEY",
     "MESSAGES_STREAM",
     "MSG_SUBJECT",
     "OUTCOMES_CONSUMER",
@@ -94,6 +99,8 @@ RATELIMIT_BUCKET = "ELEMTA_RATELIMIT"
 STS_BUCKET = "ELEMTA_MTA_STS"
 TLSRPT_BUCKET = "ELEMTA_TLSRPT"
 BODIES_BUCKET = "ELEMTA_BODIES"
+LEASE_BUCKET = "ELEMTA_QUEUE_LEASE"
+LEASE_KEY = "active"  # the one key of LEASE_BUCKET
 
 # Message headers.
 ENVELOPE_HEADER = "Elemta-Envelope"

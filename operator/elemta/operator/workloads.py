@@ -4,8 +4,10 @@ Each service is one Deployment running ``elemta serve <service>`` from the same
 image and the same ConfigMap. Pods run as a non-root user on a read-only root
 filesystem with every capability dropped; state and ``/tmp`` are ``emptyDir``.
 The ConfigMap's hash is a pod-template annotation, so a configuration change
-rolls the pods. The queue runs as one pod with the ``Recreate`` strategy (two
-schedulers must never overlap); delivery leaves ``replicas`` to its autoscaler.
+rolls the pods. The queue runs two pods by default: one is active through a
+lease in JetStream KV, the other stands by, so a rolling update (and a lost
+node) hands the work over within ``queue.lease_time`` instead of stopping it;
+delivery leaves ``replicas`` to its autoscaler.
 """
 
 from __future__ import annotations
@@ -56,8 +58,6 @@ def dkim_secret_name(cluster: Cluster, key: dict[str, Any]) -> str:
 
 
 def _replicas(cluster: Cluster, component: str) -> int | None:
-    if component == "queue":
-        return 1
     if component == "delivery" and cluster.spec["delivery"]["autoscaling"]["enabled"]:
         return None  # the autoscaler owns it
     return int(cluster.spec[component]["replicas"])
@@ -190,7 +190,7 @@ def _pod_template(cluster: Cluster, component: str, config_hash: str) -> dict[st
     }
     if cluster.spec.get("imagePullSecrets"):
         spec["imagePullSecrets"] = [{"name": n} for n in cluster.spec["imagePullSecrets"]]
-    if component in ("ingress", "delivery", "policy"):
+    if component in ("ingress", "delivery", "policy", "queue"):
         # Spread replicas over nodes, so one node going away leaves the others serving.
         spec["topologySpreadConstraints"] = [
             {
@@ -216,14 +216,13 @@ def render_deployment(cluster: Cluster, component: str, config_hash: str) -> dic
         "template": _pod_template(cluster, component, config_hash),
         "revisionHistoryLimit": 5,
     }
-    if component == "queue":
-        spec["strategy"] = {"type": "Recreate"}
-    else:
-        # Surge first: a rolling update never lowers the serving capacity.
-        spec["strategy"] = {
-            "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-        }
+    # Surge first: a rolling update never lowers the serving capacity. For the
+    # queue the new pod starts as a standby; the old active one releases its
+    # lease when it stops, and a standby takes over at once.
+    spec["strategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     replicas = _replicas(cluster, component)
     if replicas is not None:
         spec["replicas"] = replicas
@@ -242,7 +241,7 @@ def render_deployments(cluster: Cluster, config_hash: str) -> list[dict[str, Any
 def render_pdbs(cluster: Cluster) -> list[dict[str, Any]]:
     """At most one pod of each scaled service is evicted at a time (drains, upgrades)."""
     out = []
-    for component in ("ingress", "policy", "delivery"):
+    for component in ("ingress", "policy", "queue", "delivery"):
         replicas = _replicas(cluster, component)
         if replicas is not None and replicas < 2:
             continue

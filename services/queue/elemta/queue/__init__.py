@@ -46,11 +46,15 @@ DIAGNOSTICS
     connected, streams ensured) and ``/metrics`` on ``queue.http_listen``:
     elemta_queue_intake_total, elemta_queue_intake_seconds,
     elemta_queue_outcomes_total, elemta_queue_events_total{type},
-    elemta_queue_deferred_messages, elemta_queue_bounces_total.
+    elemta_queue_deferred_messages, elemta_queue_bounces_total,
+    elemta_queue_active.
 
-BUGS
-    One queue process per system: the retry heap is in memory (see
-    :mod:`elemta.queue.scheduler`).
+HIGH AVAILABILITY
+    Run two: the process holding the lease in KV ELEMTA_QUEUE_LEASE is active,
+    the other stands by (ready, connected, idle) and takes over within
+    queue.lease_time when the active one dies, rebuilding the retry schedule
+    from ELEMTA_DEFERRED; elemta_queue_active is 1 in the active one. See
+    :mod:`elemta.queue.lease`.
 
 CONFIGURATION PARAMETERS
     queue.http_listen (127.0.0.1:9103): health and metrics address.
@@ -62,6 +66,7 @@ CONFIGURATION PARAMETERS
     queue.bounce_lifetime (432000): the same for bounces; Postfix's
         bounce_queue_lifetime.
     queue.scheduler_interval (1.0): seconds between checks for due retries.
+    queue.lease_time (10): seconds within which a standby takes over.
     server.hostname (localhost): Reporting-MTA and the MAILER-DAEMON address.
     server.local_domains (localhost): domains routed to local (Maildir) delivery.
     transport.routes ({}): domain -> route; see elemta.common.config.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "ACTIVE",
     "BOUNCES",
     "DEFERRED",
     "EVENTS",
@@ -30,4 +31,7 @@ QUEUED = Gauge(
 )
 OLDEST_AGE = Gauge(
     "elemta_queue_oldest_message_age_seconds", "Age of the oldest message in the queue"
+)
+ACTIVE = Gauge(
+    "elemta_queue_active", "1 in the queue process holding the lease (the active one), else 0"
 )

@@ -14,9 +14,8 @@ dropped), checked against the lifetime (expired: bounce instead), published to
 only then deleted from ELEMTA_DEFERRED — a crash in between re-sends at most a
 job JetStream then drops as a duplicate.
 
-Current limit: one queue process. The heap is not shared; two processes would
-both move the same jobs (harmless for the dedup window, wasteful after it). A
-second replica needs a leader lease first (e.g. a KV key with a TTL).
+The heap is not shared: only the queue process holding the lease
+(:mod:`.lease`) runs a scheduler; a standby builds its own when it takes over.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ from .depth import DepthSampler
 from .dispatch import Dispatcher
 from .events import EventPublisher
 from .intake import Intake
+from .lease import Lease
+from .metrics import ACTIVE
 from .outcomes import Outcomes
 from .routing import Router
 from .scheduler import Scheduler
@@ -77,7 +79,12 @@ def outcomes_consumer_config() -> ConsumerConfig:
 
 
 class QueueService:
-    """The queue: owns the streams, takes messages in, schedules, retries, bounces."""
+    """The queue: owns the streams, takes messages in, schedules, retries, bounces.
+
+    Several processes may run; the one holding the lease (:mod:`.lease`) is
+    *active* and does the work, the others stand by with the streams ensured and
+    take over when its lease expires. :meth:`activate` and :meth:`deactivate`
+    are the only places that start and stop the work."""
 
     def __init__(
         self,
@@ -92,6 +99,8 @@ class QueueService:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.streams_ready = False
+        self.lease: Lease | None = None
+        self.active = False
         self.scheduler: Scheduler | None = None
         self.dispatcher: Dispatcher | None = None
         self.intake: Intake | None = None
@@ -99,11 +108,14 @@ class QueueService:
         self._loops: list[PullConsumer] = []
         self._control: Control | None = None
         self._depth: DepthSampler | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
             health.add_check("streams", lambda: self.streams_ready)
 
     async def start(self) -> None:
+        """Connect, ensure the streams, then become active or stand by."""
         cfg = self.cfg
         self.nc = nc = await connect(cfg, "elemta-queue", stop=self.stop_event)
         self.js = js = nc.jetstream(timeout=cfg.nats.publish_timeout)
@@ -113,6 +125,21 @@ class QueueService:
         await js.add_consumer(OUTCOMES_STREAM, outcomes_consumer_config())
         self.streams_ready = True
 
+        self.lease = lease = Lease(js, cfg.queue.lease_time, cfg.nats.replicas)
+        await lease.open()
+        if await lease.acquire():
+            await self.activate()
+        else:
+            holder = await lease.current()
+            log.info("standing by: %s is the active queue process", holder or "another")
+        self._lease_task = asyncio.create_task(self._hold_lease(), name="queue-lease")
+
+    async def activate(self) -> None:
+        """Start the work: rebuild the retry heap from ELEMTA_DEFERRED, then the
+        consumers, the scheduler, operator requests and the depth sampler."""
+        cfg = self.cfg
+        nc, js = self.nc, self.js
+        assert nc is not None and js is not None
         store = await StateStore.open(js)
         objects = await js.object_store(BODIES_BUCKET)
         events = EventPublisher(nc)
@@ -150,18 +177,70 @@ class QueueService:
         await self._control.start()
         self._depth = DepthSampler(js, clock=self.clock)
         self._depth.start()
-        log.info("queue started; %d deferred job(s) scheduled", len(scheduler))
+        self.active = True
+        ACTIVE.set(1)
+        holder = self.lease.holder if self.lease is not None else "this process"
+        log.info("queue active (%s); %d deferred job(s) scheduled", holder, len(scheduler))
+
+    async def deactivate(self, grace: float) -> None:
+        """Stop the work: no more fetching, what is in hand gets ``grace`` seconds."""
+        self.active = False
+        ACTIVE.set(0)
+        if self._depth is not None:
+            await self._depth.stop()
+            self._depth = None
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
+        await asyncio.gather(*(loop.stop(grace) for loop in self._loops))
+        self._loops = []
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+
+    async def _hold_lease(self) -> None:
+        """Renew the lease while active, try to take it while standing by."""
+        lease = self.lease
+        assert lease is not None
+        while not self._stopping.is_set():
+            pause = lease.renew_every if self.active else lease.try_every
+            try:
+                await asyncio.wait_for(self._stopping.wait(), pause)
+                return
+            except TimeoutError:
+                pass
+            try:
+                if self.active:
+                    renewed: bool | None = await asyncio.wait_for(lease.renew(), pause)
+                else:
+                    if await asyncio.wait_for(lease.acquire(), pause):
+                        log.info("took over the lease")
+                        await self.activate()
+                    continue
+            except Exception as exc:  # NATS unreachable or slow: the lease may yet hold
+                log.debug("lease not renewed: %s", exc)
+                renewed = None
+            if renewed is False or not lease.held:
+                why = "another process holds it" if renewed is False else "cannot renew it"
+                log.warning("standing by: lost the lease (%s)", why)
+                await self.deactivate(grace=lease.renew_every)
 
     async def stop(self) -> None:
         """Stop fetching, finish what is in hand, then drain the connection."""
-        if self._depth is not None:
-            await self._depth.stop()
-        if self._control is not None:
-            await self._control.stop()
+        self._stopping.set()
+        if self._lease_task is not None:
+            # an activation in progress is let finish, briefly, then stopped below
+            _done, pending = await asyncio.wait({self._lease_task}, timeout=5.0)
+            for task in pending:
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
         grace = max(1.0, self.cfg.queue.drain_timeout - 6.0)  # within queue.drain_timeout
-        await asyncio.gather(*(loop.stop(grace) for loop in self._loops))
-        if self.scheduler is not None:
-            await self.scheduler.stop()
+        if self.active or self._loops:
+            await self.deactivate(grace)
+        if self.lease is not None and self.nc is not None and self.nc.is_connected:
+            try:
+                await asyncio.wait_for(self.lease.release(), 1.0)
+            except Exception as exc:  # it expires on its own
+                log.info("lease not released: %s", exc)
         if self.nc is not None:
             await disconnect(self.nc, wait=2.0)
         self.streams_ready = False
