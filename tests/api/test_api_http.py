@@ -1,19 +1,15 @@
 """The REST API in-process against a real nats-server: queue counts, message state
-and history, errors as JSON, readiness, health and metrics on the API port."""
+and history, errors as RFC 9457 problems, readiness, health and metrics on the API port."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
+import httpx
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from nats.js import JetStreamContext
 
-from elemta.api.app import create_app
 from elemta.common.config import Config, load_config
 from elemta.common.envelope import new_queue_id
 from elemta.common.jetstream import (
@@ -24,68 +20,20 @@ from elemta.common.jetstream import (
     ensure_streams,
 )
 
+from support.apiserver import api_server, wait_status
 from support.dnsserver import free_port
 from support.natsserver import NatsServer
 
-
-@pytest.fixture
-def cfg(nats_server: NatsServer) -> Config:
-    return load_config(
-        env={
-            "ELEMTA_NATS_URL": nats_server.url,
-            "ELEMTA_NATS_PUBLISH_TIMEOUT": "2",
-            "ELEMTA_NATS_CONNECT_TIMEOUT": "1",
-            "ELEMTA_API_LISTEN": f"127.0.0.1:{free_port()}",
-        }
-    )
+# A well-formed key that nobody created: checking it needs NATS.
+SOME_KEY = "elemta_000000000000_" + "A" * 43
 
 
-@pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    yield nc.jetstream()
-    await nc.close()
-
-
-async def started(cfg: Config) -> TestClient[Any, Any]:
-    port = int(cfg.api.listen.rsplit(":", 1)[1])
-    c: TestClient[Any, Any] = TestClient(TestServer(create_app(cfg), host="127.0.0.1", port=port))
-    await c.start_server()
-    return c
-
-
-@pytest.fixture
-async def client(cfg: Config) -> AsyncIterator[TestClient[Any, Any]]:
-    """The API before the queue service has created the streams."""
-    c = await started(cfg)
-    yield c
-    await c.close()
-
-
-@pytest.fixture
-async def api(js: JetStreamContext, cfg: Config) -> AsyncIterator[TestClient[Any, Any]]:
-    """A ready API: the streams exist (as the queue service creates them)."""
-    await ensure_streams(js, cfg)
-    c = await started(cfg)
-    await wait_status(c, "/readyz", 200)
-    yield c
-    await c.close()
-
-
-async def wait_status(client: TestClient[Any, Any], path: str, status: int) -> None:
-    for _ in range(200):
-        resp = await client.get(path)
-        if resp.status == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never answered {status}; last {resp.status}")
-
-
-async def get_json(client: TestClient[Any, Any], path: str, status: int = 200) -> Any:
+async def get_json(client: httpx.AsyncClient, path: str, status: int = 200) -> Any:
     resp = await client.get(path)
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == "application/json"
-    return await resp.json()
+    assert resp.status_code == status, resp.text
+    kind = "application/json" if status < 400 else "application/problem+json"
+    assert resp.headers["content-type"] == kind
+    return resp.json()
 
 
 async def publish_events(js: JetStreamContext, qid: str, *types: str) -> list[dict[str, Any]]:
@@ -98,27 +46,28 @@ async def publish_events(js: JetStreamContext, qid: str, *types: str) -> list[di
 
 
 async def test_readyz_answers_503_until_the_events_stream_exists_then_200(
-    client: TestClient[Any, Any], js: JetStreamContext, cfg: Config
+    client: httpx.AsyncClient, js: JetStreamContext, cfg: Config
 ) -> None:
     resp = await client.get("/readyz")
-    assert resp.status == 503
-    assert "streams" in await resp.text()
+    assert resp.status_code == 503
+    assert "streams" in resp.text
+    client.headers["Authorization"] = f"Bearer {SOME_KEY}"
     body = await get_json(client, "/api/v1/queue", 503)
-    assert body["error"] == "unavailable"
+    assert body["type"].endswith("/unavailable")
     await ensure_streams(js, cfg)
     await wait_status(client, "/readyz", 200)
 
 
-async def test_healthz_and_metrics_are_served_on_the_api_port(api: TestClient[Any, Any]) -> None:
+async def test_healthz_and_metrics_are_served_on_the_api_port(api: httpx.AsyncClient) -> None:
     resp = await api.get("/healthz")
-    assert resp.status == 200
+    assert resp.status_code == 200
     await get_json(api, "/api/v1/queue")
-    metrics = await (await api.get("/metrics")).text()
+    metrics = (await api.get("/metrics")).text
     assert 'elemta_api_requests_total{code="200",route="/api/v1/queue"}' in metrics
 
 
 async def test_queue_counts_report_messages_delivery_jobs_deferred_jobs_and_consumers(
-    api: TestClient[Any, Any], js: JetStreamContext, cfg: Config
+    api: httpx.AsyncClient, js: JetStreamContext, cfg: Config
 ) -> None:
     empty = await get_json(api, "/api/v1/queue")
     assert (empty["messages"], empty["delivery_waiting"], empty["deferred"]) == (0, 0, 0)
@@ -154,7 +103,7 @@ async def test_queue_counts_report_messages_delivery_jobs_deferred_jobs_and_cons
 
 
 async def test_a_message_shows_its_state_and_its_events_oldest_first(
-    api: TestClient[Any, Any], js: JetStreamContext
+    api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
     qid, other = new_queue_id(), new_queue_id()
     state = {"id": qid, "sender": "a@example.org", "recipients_left": ["b@example.net"]}
@@ -169,7 +118,7 @@ async def test_a_message_shows_its_state_and_its_events_oldest_first(
 
 
 async def test_a_finished_message_without_state_still_shows_its_history(
-    api: TestClient[Any, Any], js: JetStreamContext
+    api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
     qid = new_queue_id()
     events = await publish_events(js, qid, "accepted", "delivered")
@@ -184,7 +133,7 @@ async def test_a_finished_message_without_state_still_shows_its_history(
 
 
 async def test_a_message_with_state_but_no_events_yet_is_found(
-    api: TestClient[Any, Any], js: JetStreamContext
+    api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
     qid = new_queue_id()
     kv = await js.key_value(STATE_BUCKET)
@@ -199,7 +148,7 @@ async def test_a_message_with_state_but_no_events_yet_is_found(
 
 
 async def test_the_events_endpoint_returns_only_that_messages_events(
-    api: TestClient[Any, Any], js: JetStreamContext
+    api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
     qid, other = new_queue_id(), new_queue_id()
     await publish_events(js, other, "accepted", "bounced")
@@ -210,7 +159,7 @@ async def test_the_events_endpoint_returns_only_that_messages_events(
 
 
 async def test_an_event_that_is_not_json_is_shown_raw(
-    api: TestClient[Any, Any], js: JetStreamContext
+    api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
     qid = new_queue_id()
     await js.publish(f"elemta.events.{qid}", b"not json")
@@ -220,7 +169,7 @@ async def test_an_event_that_is_not_json_is_shown_raw(
 
 
 async def test_a_lower_case_queue_id_names_the_same_message(
-    api: TestClient[Any, Any], js: JetStreamContext
+    api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
     qid = new_queue_id()
     await publish_events(js, qid, "accepted")
@@ -232,12 +181,14 @@ async def test_a_lower_case_queue_id_names_the_same_message(
 
 @pytest.mark.parametrize("path", ["", "/events"])
 async def test_an_unknown_queue_id_is_404_with_a_json_error(
-    api: TestClient[Any, Any], path: str
+    api: httpx.AsyncClient, path: str
 ) -> None:
     qid = new_queue_id()
     body = await get_json(api, f"/api/v1/messages/{qid}{path}", 404)
-    assert body["error"] == "not_found"
+    assert body["status"] == 404
+    assert body["title"] == "Not Found"
     assert qid in body["detail"]
+    assert body["instance"] == f"/api/v1/messages/{qid}{path}"
 
 
 @pytest.mark.parametrize(
@@ -253,44 +204,45 @@ async def test_an_unknown_queue_id_is_404_with_a_json_error(
 )
 @pytest.mark.parametrize("path", ["", "/events"])
 async def test_a_malformed_queue_id_is_400_with_a_json_error(
-    api: TestClient[Any, Any], bad: str, path: str
+    api: httpx.AsyncClient, bad: str, path: str
 ) -> None:
     body = await get_json(api, f"/api/v1/messages/{bad}{path}", 400)
-    assert body["error"] == "bad_request"
+    assert body["type"].endswith("/bad-queue-id")
     assert "queue id" in body["detail"]
 
 
 async def test_unknown_api_paths_and_methods_answer_json_errors(
-    api: TestClient[Any, Any],
+    api: httpx.AsyncClient,
 ) -> None:
     body = await get_json(api, "/api/v1/nothing-here", 404)
-    assert body["error"] == "not_found"
+    assert body["detail"] == "no such path: /api/v1/nothing-here"
     resp = await api.post("/api/v1/queue")
-    assert resp.status == 405
-    assert (await resp.json())["error"] == "method_not_allowed"
+    assert resp.status_code == 405
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["status"] == 405
 
 
 async def test_the_dashboard_page_is_html_that_fetches_the_queue_counts(
-    api: TestClient[Any, Any],
+    api: httpx.AsyncClient,
 ) -> None:
     resp = await api.get("/")
-    assert resp.status == 200
-    assert resp.content_type == "text/html"
-    page = await resp.text()
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/html")
+    page = resp.text
     assert "api/v1/queue" in page
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_while_nats_is_down_the_api_is_not_ready_and_answers_503_in_json(
-    api: TestClient[Any, Any], nats_server: NatsServer
+    api: httpx.AsyncClient, nats_server: NatsServer
 ) -> None:
     nats_server.stop()
     await wait_status(api, "/readyz", 503)
-    assert "nats" in await (await api.get("/readyz")).text()
+    assert "nats" in (await api.get("/readyz")).text
     body = await get_json(api, "/api/v1/queue", 503)
-    assert body["error"] == "unavailable"
+    assert body["type"].endswith("/unavailable")
     body = await get_json(api, f"/api/v1/messages/{new_queue_id()}", 503)
-    assert body["error"] == "unavailable"
+    assert body["type"].endswith("/unavailable")
 
     nats_server.start()
     await wait_status(api, "/readyz", 200)
@@ -304,12 +256,10 @@ async def test_healthz_answers_while_nats_has_never_been_reachable() -> None:
             "ELEMTA_API_LISTEN": f"127.0.0.1:{free_port()}",
         }
     )
-    c = await started(cfg)
-    try:
-        assert (await c.get("/healthz")).status == 200
+    async with api_server(cfg) as url, httpx.AsyncClient(base_url=url) as c:
+        assert (await c.get("/healthz")).status_code == 200
         resp = await c.get("/readyz")
-        assert resp.status == 503
-        assert "nats" in await resp.text()
-        assert (await get_json(c, "/api/v1/queue", 503))["error"] == "unavailable"
-    finally:
-        await c.close()
+        assert resp.status_code == 503
+        assert "nats" in resp.text
+        c.headers["Authorization"] = f"Bearer {SOME_KEY}"
+        assert (await get_json(c, "/api/v1/queue", 503))["status"] == 503

@@ -100,7 +100,7 @@ def test_the_api_process_becomes_ready_and_stops_cleanly_on_sigterm(
             assert proc.poll() is None, finish(proc)
             assert time.monotonic() < deadline, "api not ready"
             time.sleep(0.1)
-        assert status(f"http://127.0.0.1:{port}/api/v1/queue") == 200
+        assert status(f"http://127.0.0.1:{port}/api/v1/queue") == 401  # no key
     finally:
         proc.send_signal(signal.SIGTERM)
         out = finish(proc)

@@ -53,7 +53,7 @@ def test_the_api_alone_starts_with_its_own_nats_server_and_ctrl_c_stops_both(
     assert f"Maildir  {tmp_path / 'var' / 'mail'}" in out
     assert f"api {api}" in out
     assert http_status(f"http://{api}/readyz") == 200
-    assert http_status(f"http://{api}/api/v1/queue") == 200  # the launcher made the streams
+    assert http_status(f"http://{api}/api/v1/queue") == 401  # ready (streams made), keys asked
     nats = nats_port(out)
     assert listening(nats)
     conf = (tmp_path / "var" / "nats" / "nats.conf").read_text()

@@ -50,6 +50,8 @@ SAMPLES: dict[tuple[str, str], Any] = {
 COMPANIONS: dict[tuple[str, str], dict[str, str]] = {
     ("nats", "tls_cert"): {"ELEMTA_NATS_TLS_KEY": "/tls/client.key"},
     ("nats", "tls_key"): {"ELEMTA_NATS_TLS_CERT": "/tls/client.pem"},
+    ("api", "tls_cert"): {"ELEMTA_API_TLS_KEY": "/tls/api.key"},
+    ("api", "tls_key"): {"ELEMTA_API_TLS_CERT": "/tls/api.pem"},
     ("policy", "tls_cert"): {"ELEMTA_POLICY_TLS_KEY": "/tls/policy.key"},
     ("policy", "tls_key"): {"ELEMTA_POLICY_TLS_CERT": "/tls/policy.pem"},
     ("policy", "tls_client_ca"): {

@@ -560,8 +560,19 @@ class TlsRptSettings(_Section):
 
 class ApiSettings(_Section):
     listen: str = Field("127.0.0.1:8025", description="REST API and web UI address")
+    tls_cert: str = Field("", description="PEM certificate; empty: plain HTTP")
+    tls_key: str = Field("", description="PEM key matching tls_cert")
+    audit_retention: float = Field(
+        365 * 86400.0, gt=0, description="Seconds the audit log keeps each record"
+    )
 
     _v_listen = field_validator("listen")(_listen)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
 
 class TelemetrySettings(_Section):

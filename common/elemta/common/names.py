@@ -18,6 +18,10 @@ Streams (subjects in parentheses) — created by the queue service:
     ``queue-rebuild-<random>``.
 ``ELEMTA_EVENTS`` (``elemta.events.<id>``)
     Per-message history.
+``ELEMTA_AUDIT`` (``elemta.audit.<action>``)
+    Every change made through the API or the ``elemta`` command: who, what,
+    when, from where. Created by the api service (and ``elemta key create
+    --bootstrap``).
 
 Key-value buckets and object stores:
 
@@ -36,14 +40,19 @@ Key-value buckets and object stores:
     by); its TTL makes a dead holder's lease expire.
 ``ELEMTA_BODIES`` (Object Store)
     Bodies larger than ``nats.inline_body_limit``.
+``ELEMTA_API_KEYS`` (KV, api service)
+    API keys by key id: label, role, expiry and the SHA-256 of the secret (never
+    the secret).
 
-Core NATS requests (no stream): ``elemta.queue.release``, ``elemta.queue.delete``,
-``elemta.queue.flush``, answered by the queue group ``elemta-queue``.
+Core NATS requests (no stream): ``elemta.queue.<verb>`` for each verb of
+``CONTROL_VERBS``, answered by the queue group ``elemta-queue``.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AUDIT_STREAM",
+    "AUDIT_SUBJECT",
     "BODIES_BUCKET",
     "CONTROL_QUEUE_GROUP",
     "CONTROL_SUBJECT",
@@ -61,6 +70,7 @@ __all__ = [
     "INTAKE_CONSUMER",
     "LEASE_BUCKET",
     "LEASE_KEY",
+    "KEYS_BUCKET",
     "MESSAGES_STREAM",
     "MSG_SUBJECT",
     "OUTCOMES_CONSUMER",
@@ -79,12 +89,14 @@ DELIVERY_STREAM = "ELEMTA_DELIVERY"
 OUTCOMES_STREAM = "ELEMTA_OUTCOMES"
 DEFERRED_STREAM = "ELEMTA_DEFERRED"
 EVENTS_STREAM = "ELEMTA_EVENTS"
+AUDIT_STREAM = "ELEMTA_AUDIT"
 
 MSG_SUBJECT = "elemta.msg"
 DELIVERY_SUBJECT = "elemta.delivery"
 OUTCOME_SUBJECT = "elemta.outcome"
 DEFERRED_SUBJECT = "elemta.deferred"
 EVENTS_SUBJECT = "elemta.events"
+AUDIT_SUBJECT = "elemta.audit"
 
 # Durable consumers, and the prefix of the queue's short-lived rebuild consumer.
 INTAKE_CONSUMER = "queue-intake"
@@ -101,6 +113,7 @@ TLSRPT_BUCKET = "ELEMTA_TLSRPT"
 BODIES_BUCKET = "ELEMTA_BODIES"
 LEASE_BUCKET = "ELEMTA_QUEUE_LEASE"
 LEASE_KEY = "active"  # the one key of LEASE_BUCKET
+KEYS_BUCKET = "ELEMTA_API_KEYS"
 
 # Message headers.
 ENVELOPE_HEADER = "Elemta-Envelope"

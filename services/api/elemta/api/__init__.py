@@ -1,36 +1,35 @@
 """elemta-api: the REST API and web dashboard, a window on the queue.
 
 DESCRIPTION
-    The api service reads what the other services keep in JetStream and answers
-    in JSON. It writes nothing: no message is changed, held or deleted through it
-    (yet).
+    The api service is the administration interface: a REST API under
+    ``/api/v1`` (FastAPI under uvicorn) with an OpenAPI 3.1 document generated
+    from the code at ``/api/v1/openapi.json`` and a browsable page at
+    ``/api/v1/docs``, and a small web page at ``/``. Reads come from JetStream
+    (KV ``ELEMTA_STATE``, streams); changes to messages are asked of the queue
+    service, which owns their state. docs/api.md describes the endpoints,
+    the roles and the errors (RFC 9457 problem details).
 
     ``GET /api/v1/queue``
-        Counts: messages in ``ELEMTA_MESSAGES``, delivery jobs in
-        ``ELEMTA_DELIVERY`` (waiting and in flight), jobs in ``ELEMTA_DEFERRED``,
-        outcomes not yet digested, and per stream the state and its durable
-        consumers (pending, ack-pending, redelivered, waiting pulls).
-    ``GET /api/v1/messages/<queue id>``
-        The message's state from KV ``ELEMTA_STATE`` (``null`` once the message
-        is finished and the queue removed it) and its history from
-        ``ELEMTA_EVENTS`` (subject ``elemta.events.<queue id>``), oldest first.
-    ``GET /api/v1/messages/<queue id>/events``
-        The history alone.
-    ``GET /``
-        A small HTML page that shows the queue counts and looks up a queue id.
-
-    A queue id is 20 characters of Crockford base32 (``[0-9A-HJKMNP-TV-Z]``);
-    lower case is accepted and folded to upper case. A malformed id is answered
-    400, an id with neither state nor history 404. Errors are JSON objects
-    ``{"error": <code>, "detail": <text>}``; while NATS is unreachable or the
-    streams do not exist yet, the ``/api`` endpoints answer 503.
+        Counts of messages and jobs, and every stream's state and durable
+        consumers.
+    ``GET /api/v1/messages/<queue id>`` and ``.../events``
+        A message's state and its history, oldest first.
+    ``GET|POST /api/v1/keys``, ``DELETE /api/v1/keys/<key id>``
+        API keys; a new key is shown once.
+    ``GET /api/v1/audit``
+        The audit log, newest first.
+    ``GET /api/v1/me``
+        The caller's key: id, label, role, addresses.
 
 SECURITY
-    There is no authentication and no TLS yet. The service binds to
-    127.0.0.1:8025 by default; do not expose it beyond the host (or, in
-    Kubernetes, beyond the namespace) until it has authentication. It reveals
-    envelope senders and recipients, never message bodies. It holds no
-    privileges and needs no writable storage.
+    Every ``/api`` path but the OpenAPI document and its page needs an API key
+    (``Authorization: Bearer``); a missing or bad key is ``401``, a role without
+    the permission ``403``. Keys are stored as SHA-256 hashes in KV
+    ``ELEMTA_API_KEYS`` and shown only when created; every change is recorded in
+    stream ``ELEMTA_AUDIT``. With ``api.tls_cert`` and ``api.tls_key`` the API
+    listens with TLS; without, keep it on localhost (the default, 127.0.0.1:8025)
+    or behind a TLS-terminating proxy. It holds no privileges and needs no
+    writable storage.
 
 DIAGNOSTICS
     Structured logs on stderr (access lines for ``/api`` and ``/`` only).
@@ -43,6 +42,9 @@ DIAGNOSTICS
 CONFIGURATION PARAMETERS
     api.listen (127.0.0.1:8025): the HTTP address of the API, the page and the
         health endpoints.
+    api.tls_cert, api.tls_key (empty): PEM certificate and key; set, the API
+        listens with TLS.
+    api.audit_retention (31536000): seconds the audit log keeps a record.
     nats.url (nats://127.0.0.1:4222): where the streams live.
     nats.connect_timeout (2.0): seconds per connection attempt.
     nats.publish_timeout (5.0): seconds to wait for any JetStream request.

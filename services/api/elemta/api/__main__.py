@@ -1,18 +1,23 @@
-"""``elemta serve api`` (or ``python -m elemta.api``): run the api service.
+"""``elemta serve api`` (or ``python -m elemta.api``): run the api service under uvicorn.
 
 The shared :func:`elemta.common.runtime.run_service` serves health and metrics on
 a separate ``http_listen`` address, which the ``[api]`` section does not have;
 this command loads the configuration the same way but serves ``/healthz``,
-``/readyz`` and ``/metrics`` from the API's own port.
+``/readyz`` and ``/metrics`` from the API's own port. The socket is bound here,
+not by uvicorn, so a taken port is one clear log line and exit status 1; signals
+are this process's too (uvicorn's own handlers would re-raise SIGTERM on exit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
+from collections.abc import Iterator
 
-from aiohttp import web
+import uvicorn
 
 import elemta.api
 from elemta.cli.entrypoints import VerbatimCommand
@@ -21,9 +26,31 @@ from elemta.common.config import Config, split_hostport
 from elemta.common.logs import setup_logging
 from elemta.common.telemetry import setup_tracing, shutdown_tracing
 
-from .app import AccessLogger, create_app
+from .app import create_app
 
 log = logging.getLogger("elemta.api")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(listen: str) -> socket.socket:
+    host, port = split_hostport(listen)
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 async def serve(cfg: Config, stop: asyncio.Event | None = None) -> int:
@@ -32,22 +59,31 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    host, port = split_hostport(cfg.api.listen)
-    runner = web.AppRunner(
-        create_app(cfg), handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=5
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host or None, port)
     try:
-        await site.start()
+        sock = _bind(cfg.api.listen)
     except OSError as exc:
         log.error("cannot listen on %s: %s", cfg.api.listen, exc)
-        await runner.cleanup()
         return 1
-    log.info("api listening on %s", ", ".join(str(a) for a in runner.addresses))
-    await stop.wait()
+    config = uvicorn.Config(
+        create_app(cfg),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        ssl_certfile=cfg.api.tls_cert or None,
+        ssl_keyfile=cfg.api.tls_key or None,
+        server_header=False,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("api listening on %s%s", cfg.api.listen, " (TLS)" if cfg.api.tls_cert else "")
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("api stopping")
-    await runner.cleanup()
+    server.should_exit = True
+    await task
+    stopper.cancel()
+    sock.close()
     log.info("api stopped")
     return 0
 

@@ -1,4 +1,8 @@
-"""The dashboard placeholder: queue counts every two seconds and a queue id lookup."""
+"""The dashboard placeholder: queue counts every two seconds and a queue id lookup.
+
+The API needs a key: the page asks for one and keeps it in the tab's
+sessionStorage (gone when the tab closes), sending it as ``Authorization: Bearer``.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ pre { background: #f4f4f4; padding: 1em; overflow: auto; }
 </head>
 <body>
 <h1>Elemta</h1>
+<form id="keyform"><input id="key" type="password" size="40" placeholder="API key" autocomplete="off">
+<button>Use key</button></form>
 <h2>Queue</h2>
 <table id="counts"><tbody></tbody></table>
 <p id="err"></p>
@@ -37,10 +43,19 @@ const labels = {
   deferred: "Deferred jobs",
   outcomes_pending: "Outcomes not yet processed",
 };
+function auth() {
+  return { headers: { Authorization: "Bearer " + (sessionStorage.getItem("elemta-key") || "") } };
+}
+document.getElementById("keyform").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem("elemta-key", document.getElementById("key").value.trim());
+  document.getElementById("key").value = "";
+  refresh();
+});
 async function refresh() {
   const err = document.getElementById("err");
   try {
-    const r = await fetch("api/v1/queue");
+    const r = await fetch("api/v1/queue", auth());
     const data = await r.json();
     if (!r.ok) throw new Error(data.detail || r.statusText);
     const body = document.querySelector("#counts tbody");
@@ -61,7 +76,7 @@ document.getElementById("lookup").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const out = document.getElementById("msg");
   const id = document.getElementById("qid").value.trim();
-  const r = await fetch("api/v1/messages/" + encodeURIComponent(id));
+  const r = await fetch("api/v1/messages/" + encodeURIComponent(id), auth());
   out.textContent = JSON.stringify(await r.json(), null, 2);
   out.hidden = false;
 });

@@ -1,7 +1,7 @@
-"""The read-only view of the queue in JetStream that the HTTP handlers answer from.
+"""The reads of the queue in JetStream that the HTTP handlers answer from.
 
-It owns the NATS connection, knows when the streams exist (readiness) and turns
-stream state, KV entries and event messages into plain JSON-ready values.
+It turns stream state, KV entries and event messages into plain JSON-ready
+values. The connection and readiness are :mod:`.backend`'s.
 """
 
 from __future__ import annotations
@@ -10,17 +10,14 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from elemta.common.config import Config
 from elemta.common.jetstream import (
     DEFERRED_STREAM,
     DELIVERY_CONSUMER,
@@ -30,10 +27,9 @@ from elemta.common.jetstream import (
     MESSAGES_STREAM,
     OUTCOMES_STREAM,
     STATE_BUCKET,
-    connect,
-    disconnect,
-    wait_for_streams,
 )
+
+from .backend import Backend, Unavailable
 
 __all__ = ["MAX_EVENTS", "QUEUE_ID", "QueueView", "Unavailable", "normalize_queue_id"]
 
@@ -46,10 +42,6 @@ QUEUE_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")
 MAX_EVENTS = 1000
 
 QUEUE_STREAMS = (MESSAGES_STREAM, DELIVERY_STREAM, DEFERRED_STREAM, OUTCOMES_STREAM, EVENTS_STREAM)
-
-
-class Unavailable(Exception):
-    """NATS cannot answer now (not connected, timed out, stream missing)."""
 
 
 def normalize_queue_id(text: str) -> str | None:
@@ -89,78 +81,16 @@ def _stream_json(info: StreamInfo, consumers: list[ConsumerInfo]) -> dict[str, A
     }
 
 
-async def _cancel(task: asyncio.Task[None], patience: float = 5.0) -> None:
-    """Cancel ``task`` and wait for it, cancelling again while it swallows the request.
-
-    nats-py retries the first connection inside ``connect()``, and on Python 3.11
-    ``asyncio.wait_for`` loses a cancellation that arrives as a connection
-    attempt fails; one ``cancel()`` may never land.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience
-    while not task.done() and loop.time() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    if not task.done():
-        log.warning("could not stop the NATS connection task")
-        return
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("NATS connection task failed: %r", task.exception())
-
-
 class QueueView:
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.nc: NATS | None = None
-        self.js: JetStreamContext | None = None
-        self.streams_ready = False
-        self._stop = asyncio.Event()
-        self._waiter: asyncio.Task[None] | None = None
+    """Reads of the queue; every read of JetStream the API does goes through here, so
+    that a change in where the queue keeps things is a change in this module only."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
         self._kv: KeyValue | None = None
 
-    # -- life cycle -------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Start connecting and waiting for the streams, in the background.
-
-        The HTTP side serves at once: ``/healthz`` answers while NATS is still
-        unreachable, and ``/readyz`` says what is missing.
-        """
-        self._waiter = asyncio.create_task(self._connect_and_wait())
-
-    async def _connect_and_wait(self) -> None:
-        self.nc = await connect(self.cfg, "elemta-api", stop=self._stop)
-        self.js = self.nc.jetstream(timeout=self.cfg.nats.publish_timeout)
-        await wait_for_streams(self.js, [EVENTS_STREAM], self._stop)
-        if not self._stop.is_set():
-            self.streams_ready = True
-            log.info("stream %s present; api ready", EVENTS_STREAM)
-
-    async def close(self) -> None:
-        self._stop.set()
-        if self._waiter is not None:
-            await _cancel(self._waiter)
-        if self.nc is not None:
-            await disconnect(self.nc)
-
-    # -- readiness --------------------------------------------------------------
-
-    def checks(self) -> dict[str, Callable[[], bool]]:
-        """The readiness checks, by name (served on ``/readyz``)."""
-        return {
-            "nats": lambda: self.nc is not None and self.nc.is_connected,
-            "streams": lambda: self.streams_ready,
-        }
-
-    def failing(self) -> list[str]:
-        """Names of the readiness checks that fail; empty when ready."""
-        return [name for name, check in self.checks().items() if not check()]
-
     def _ready_js(self) -> JetStreamContext:
-        bad = self.failing()
-        if bad or self.js is None:
-            raise Unavailable("not ready: " + ", ".join(bad))
-        return self.js
+        return self.backend.js()
 
     # -- queries ----------------------------------------------------------------
 

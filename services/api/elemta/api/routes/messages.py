@@ -1,0 +1,95 @@
+"""``/api/v1/queue`` and ``/api/v1/messages``: the queue's counts, one message's state
+and history. A ``user`` sees only messages whose sender or a recipient is one of its
+addresses; another's message is answered 404, as if it did not exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel
+
+from ..auth import Principal, current
+from ..problems import PROBLEM_RESPONSES, ProblemError
+from ..view import QueueView, normalize_queue_id
+from . import needs
+
+router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES, tags=["queue"])
+
+QUEUE_ID_PATH = Path(
+    description="20 characters of Crockford base32; lower case is folded to upper",
+    min_length=1,
+    max_length=64,
+)
+
+
+class MessageRecord(BaseModel):
+    id: str
+    state: Any | None
+    events: list[Any]
+
+
+class MessageEvents(BaseModel):
+    id: str
+    events: list[Any]
+
+
+def _view(request: Request) -> QueueView:
+    view: QueueView = request.app.state.view
+    return view
+
+
+def _qid(raw: str) -> str:
+    qid = normalize_queue_id(raw)
+    if qid is None:
+        raise ProblemError(
+            400, f"{raw!r} is not a queue id (20 characters of Crockford base32)", "bad-queue-id"
+        )
+    return qid
+
+
+def parties(state: Any, events: list[Any]) -> list[str]:
+    """Sender and recipients of a message, from its state or its first events."""
+    found: list[str] = []
+    sources = [state] if isinstance(state, dict) else []
+    sources += [e for e in events[:3] if isinstance(e, dict)]
+    for src in sources:
+        sender = src.get("sender")
+        if isinstance(sender, str) and sender:
+            found.append(sender)
+        rcpts = src.get("recipients")
+        if isinstance(rcpts, list):
+            found.extend(str(r) for r in rcpts)
+    return found
+
+
+async def load(request: Request, qid: str, who: Principal) -> tuple[Any, list[Any]]:
+    """State and history of a message the caller may see; 404 otherwise."""
+    view = _view(request)
+    state = await view.message_state(qid)
+    events = await view.message_events(qid)
+    if (state is None and not events) or not who.sees(parties(state, events)):
+        raise ProblemError(404, f"no state and no history for queue id {qid}", "not-found")
+    return state, events
+
+
+@router.get("/queue", response_model=dict[str, Any], openapi_extra=needs("queue.summary"))
+async def queue_counts(request: Request) -> dict[str, Any]:
+    """Counts of messages and jobs, and every stream's state and durable consumers."""
+    return await _view(request).queue_summary()
+
+
+@router.get("/messages/{id}", response_model=MessageRecord, openapi_extra=needs("queue.read"))
+async def message(request: Request, id: str = QUEUE_ID_PATH) -> MessageRecord:
+    qid = _qid(id)
+    state, events = await load(request, qid, current(request))
+    return MessageRecord(id=qid, state=state, events=events)
+
+
+@router.get(
+    "/messages/{id}/events", response_model=MessageEvents, openapi_extra=needs("queue.read")
+)
+async def message_events(request: Request, id: str = QUEUE_ID_PATH) -> MessageEvents:
+    qid = _qid(id)
+    _, events = await load(request, qid, current(request))
+    return MessageEvents(id=qid, events=events)
