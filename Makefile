@@ -25,9 +25,12 @@ run: install
 SCANNERS := clamd:clamav-daemon spamd:spamd rspamd:rspamd opendkim:opendkim clamav-milter:clamav-milter
 # ... and the validating resolver the DANE tests run (Debian's unbound).
 SCANNERS += unbound:unbound
+# ... and the user stores' servers (tests start private instances in temp folders).
+SCANNERS += initdb:postgresql mariadbd:mariadb-server slapd:slapd
 scanners:
 	@missing=""; for pair in $(SCANNERS); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || test -x /usr/sbin/$${pair%%:*} || missing="$$missing $${pair#*:}"; \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || test -x /usr/sbin/$${pair%%:*} || \
+	    ls /usr/lib/postgresql/*/bin/$${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

@@ -42,6 +42,7 @@ __all__ = [
     "ServerSettings",
     "TelemetrySettings",
     "TlsRptSettings",
+    "UsersSettings",
     "TransportSettings",
     "load_config",
     "parse_route",
@@ -558,6 +559,62 @@ class TlsRptSettings(_Section):
     )
 
 
+class UsersSettings(_Section):
+    """Who may log in (SMTP AUTH, the console): the user store, read by the policy
+    service only (``Authenticate`` over gRPC), and how failed logins are held back."""
+
+    store: str = Field(
+        "sqlite",
+        pattern="^(sqlite|sql|ldap)$",
+        description="sqlite: <state_dir>/users.db or url; sql: PostgreSQL or MariaDB/MySQL"
+        " at url; ldap: a directory (read-only)",
+    )
+    url: Secret = Field(
+        Secret(""),
+        description="SQLAlchemy URL: postgresql+psycopg://user:pw@host/db,"
+        " mysql+pymysql://user:pw@host/db, sqlite:////path/users.db; empty: the default SQLite",
+    )
+    password_scheme: str = Field(
+        "argon2",
+        pattern="^(argon2|bcrypt|sha512_crypt)$",
+        description="Hash of new passwords; argon2 is Argon2id",
+    )
+    ldap_url: str = Field("", description="ldap://host:389 or ldaps://host:636")
+    ldap_start_tls: bool = Field(False, description="StartTLS on an ldap:// connection")
+    ldap_ca_file: str = Field("", description="CA the directory is verified with; empty: system")
+    ldap_bind_dn: str = Field(
+        "", description="DN to search with (search-and-bind); empty: anonymous search"
+    )
+    ldap_bind_password: Secret = Field(Secret(""), description="Password of ldap_bind_dn")
+    ldap_base_dn: str = Field("", description="Where users are searched")
+    ldap_user_filter: str = Field(
+        "(&(objectClass=inetOrgPerson)(|(uid={login})(mail={login})))",
+        description="Search filter; {login} is the escaped login",
+    )
+    ldap_user_dn: str = Field(
+        "",
+        description="Bind mode: the DN of a login, e.g. uid={login},ou=people,dc=example,dc=org;"
+        " empty: search then bind",
+    )
+    ldap_address_attributes: list[str] = Field(
+        default_factory=lambda: ["mail", "mailAlternateAddress"],
+        description="Attributes holding the addresses a user may send as",
+    )
+    ldap_role_attribute: str = Field(
+        "", description="Attribute holding roles; empty: every user has ldap_default_roles"
+    )
+    ldap_default_roles: list[str] = Field(
+        default_factory=lambda: ["user"], description="Roles of a user without role attribute"
+    )
+    ldap_timeout: float = Field(5.0, gt=0, description="Seconds per directory operation")
+    lockout_failures: int = Field(
+        5, ge=1, description="Failed logins per client address or login before lockout"
+    )
+    lockout_window: float = Field(
+        900.0, gt=0, description="Seconds failures are counted, and a lockout lasts"
+    )
+
+
 class ApiSettings(_Section):
     listen: str = Field("127.0.0.1:8025", description="REST API and web UI address")
     tls_cert: str = Field("", description="PEM certificate; empty: plain HTTP")
@@ -592,6 +649,7 @@ class Config(_Section):
     dns: DnsSettings = DnsSettings()
     transport: TransportSettings = TransportSettings()
     tlsrpt: TlsRptSettings = TlsRptSettings()
+    users: UsersSettings = UsersSettings()
     api: ApiSettings = ApiSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 

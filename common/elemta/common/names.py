@@ -31,6 +31,8 @@ Key-value buckets and object stores:
     Greylisting triplets.
 ``ELEMTA_RATELIMIT`` (KV, policy service)
     Rate-limit counters.
+``ELEMTA_AUTH_FAILURES`` (KV, policy service)
+    Failed logins per client address and per login, for slowing down and lockout.
 ``ELEMTA_MTA_STS`` (KV, delivery)
     MTA-STS policies, cached for their ``max_age``.
 ``ELEMTA_TLSRPT`` (KV, delivery)
@@ -53,6 +55,7 @@ from __future__ import annotations
 __all__ = [
     "AUDIT_STREAM",
     "AUDIT_SUBJECT",
+    "AUTH_FAILURES_BUCKET",
     "BODIES_BUCKET",
     "CONTROL_QUEUE_GROUP",
     "CONTROL_SUBJECT",
@@ -108,6 +111,7 @@ REBUILD_CONSUMER_PREFIX = "queue-rebuild-"
 STATE_BUCKET = "ELEMTA_STATE"
 GREYLIST_BUCKET = "ELEMTA_GREYLIST"
 RATELIMIT_BUCKET = "ELEMTA_RATELIMIT"
+AUTH_FAILURES_BUCKET = "ELEMTA_AUTH_FAILURES"
 STS_BUCKET = "ELEMTA_MTA_STS"
 TLSRPT_BUCKET = "ELEMTA_TLSRPT"
 BODIES_BUCKET = "ELEMTA_BODIES"

@@ -17,6 +17,7 @@ from elemta.rpc.policy.v1 import policy_pb2 as pb
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 
 from .checks import ACCEPT, HOLD, Changes, Pipeline, Verdict
+from .credentials.authenticator import Authenticator, AuthResult
 
 __all__ = ["PolicyServicer"]
 
@@ -37,6 +38,14 @@ LATENCY = Histogram(
 )
 
 _tracer = trace.get_tracer("elemta.policy")
+
+_AUTH_RESULTS = {
+    AuthResult.OK: pb.AUTH_RESULT_OK,
+    AuthResult.INVALID: pb.AUTH_RESULT_INVALID,
+    AuthResult.LOCKED: pb.AUTH_RESULT_LOCKED,
+    AuthResult.UNAVAILABLE: pb.AUTH_RESULT_UNAVAILABLE,
+}
+LOGINS = Counter("elemta_policy_logins_total", "Logins checked", ["service", "result"])
 
 
 def _to_pb(v: Verdict) -> pb.Verdict:
@@ -82,9 +91,38 @@ def _session(s: pb.Session) -> dict[str, object]:
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
-    def __init__(self, pipeline: Pipeline, record: Recorder | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        record: Recorder | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.record = record
+        self.authenticator = authenticator
+
+    async def Authenticate(
+        self, request: pb.AuthenticateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthenticateResponse:  # noqa: N802
+        service = request.service if request.service in ("smtp", "api") else "other"
+        if self.authenticator is None:
+            LOGINS.labels(service, "unavailable").inc()
+            return pb.AuthenticateResponse(result=pb.AUTH_RESULT_UNAVAILABLE)
+        out = await self.authenticator.authenticate(
+            request.login, request.password, request.client_ip, request.service
+        )
+        LOGINS.labels(service, out.result.value).inc()
+        user = None
+        if out.user is not None:
+            user = pb.User(
+                login=out.user.login, roles=list(out.user.roles), addresses=list(out.user.addresses)
+            )
+        return pb.AuthenticateResponse(
+            result=_AUTH_RESULTS[out.result],
+            user=user,
+            failures=out.failures,
+            retry_after=out.retry_after,
+        )
 
     async def _judge(
         self, stage: str, context: grpc.aio.ServicerContext, **kwargs: object

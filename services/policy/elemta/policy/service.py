@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
 from elemta.common.jetstream import EVENTS_SUBJECT, connect, disconnect
+from elemta.common.names import AUTH_FAILURES_BUCKET
 from elemta.common.resolver import Resolver
 from elemta.common.tlsfiles import GrpcServerTls
 from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
@@ -22,9 +23,12 @@ from elemta.rpc.policy.v1 import policy_pb2_grpc as pb_grpc
 from .authcheck import Authentication
 from .checks import Pipeline, Verdict
 from .content import ContentStage, build_content
+from .credentials.authenticator import Authenticator, FailureCounter
+from .credentials.store import StoreError, UserStore, open_store
 from .dnsbl import Dnsbl
 from .greylist import Greylist, open_greylist_bucket
 from .grpc_api import PolicyServicer
+from .kvstate import open_bucket
 from .ratelimit import RateLimiter, open_ratelimit_bucket
 from .reload import Reloader
 
@@ -62,6 +66,8 @@ class PolicyService:
         self.content = ContentStage()
         self._retiring: set[asyncio.Task[None]] = set()
         self.server: grpc.aio.Server | None = None
+        self.store: UserStore | None = None
+        self.authenticator: Authenticator | None = None
         self.nc: NATS | None = None
         self.port = 0
         health.add_check("grpc", lambda: self.server is not None)
@@ -78,8 +84,11 @@ class PolicyService:
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
         ]
+        await self._open_users(self.nc.jetstream())
         server = grpc.aio.server(options=opts)
-        servicer = PolicyServicer(self.pipeline, record=self._record)
+        servicer = PolicyServicer(
+            self.pipeline, record=self._record, authenticator=self.authenticator
+        )
         pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)
         p = self.cfg.policy
         if p.tls_cert:
@@ -115,6 +124,31 @@ class PolicyService:
         if cfg.model_dump(exclude={"policy": reloadable}) != before:
             log.warning("only plugins and milters reload; other changes wait for a restart")
         return checks.describe()
+
+    async def _open_users(self, js: JetStreamContext) -> None:
+        """The user store (schema migrated) and the shared failure counts. A store
+        that cannot be reached at start leaves mail checks running: logins answer
+        "unavailable" (a temporary failure) until it can."""
+        u = self.cfg.users
+        try:
+            store = open_store(self.cfg)
+        except StoreError as exc:
+            log.error("no user store, logins are refused: %s", exc)
+            return
+        try:
+            await store.start()
+        except StoreError as exc:
+            log.error("user store not ready: %s", exc)
+        self.store = store
+        kv = await open_bucket(js, AUTH_FAILURES_BUCKET, u.lockout_window)
+        self.authenticator = Authenticator(
+            store,
+            FailureCounter(kv),
+            limit=u.lockout_failures,
+            window=u.lockout_window,
+            timeout=self.cfg.policy.kv_timeout,
+        )
+        log.info("users: %s store", u.store)
 
     async def _shared_state_checks(self, js: JetStreamContext) -> None:
         """Rate limits, then greylisting: state in JetStream KV, shared by replicas."""
@@ -175,5 +209,7 @@ class PolicyService:
             await self.server.stop(grace=5)
         await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.content.close()
+        if self.store is not None:
+            await self.store.close()
         if self.nc is not None:
             await disconnect(self.nc)

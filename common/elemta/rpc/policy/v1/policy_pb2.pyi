@@ -15,12 +15,25 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_TEMPFAIL: _ClassVar[Action]
     ACTION_HOLD: _ClassVar[Action]
     ACTION_DISCARD: _ClassVar[Action]
+
+class AuthResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUTH_RESULT_UNSPECIFIED: _ClassVar[AuthResult]
+    AUTH_RESULT_OK: _ClassVar[AuthResult]
+    AUTH_RESULT_INVALID: _ClassVar[AuthResult]
+    AUTH_RESULT_LOCKED: _ClassVar[AuthResult]
+    AUTH_RESULT_UNAVAILABLE: _ClassVar[AuthResult]
 ACTION_UNSPECIFIED: Action
 ACTION_ACCEPT: Action
 ACTION_REJECT: Action
 ACTION_TEMPFAIL: Action
 ACTION_HOLD: Action
 ACTION_DISCARD: Action
+AUTH_RESULT_UNSPECIFIED: AuthResult
+AUTH_RESULT_OK: AuthResult
+AUTH_RESULT_INVALID: AuthResult
+AUTH_RESULT_LOCKED: AuthResult
+AUTH_RESULT_UNAVAILABLE: AuthResult
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
@@ -143,3 +156,37 @@ class CheckDataResponse(_message.Message):
     verdict: Verdict
     changes: MessageChanges
     def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ..., changes: _Optional[_Union[MessageChanges, _Mapping]] = ...) -> None: ...
+
+class AuthenticateRequest(_message.Message):
+    __slots__ = ("login", "password", "client_ip", "service")
+    LOGIN_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    login: str
+    password: str
+    client_ip: str
+    service: str
+    def __init__(self, login: _Optional[str] = ..., password: _Optional[str] = ..., client_ip: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class User(_message.Message):
+    __slots__ = ("login", "roles", "addresses")
+    LOGIN_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    login: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, login: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AuthenticateResponse(_message.Message):
+    __slots__ = ("result", "user", "failures", "retry_after")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    result: AuthResult
+    user: User
+    failures: int
+    retry_after: int
+    def __init__(self, result: _Optional[_Union[AuthResult, str]] = ..., user: _Optional[_Union[User, _Mapping]] = ..., failures: _Optional[int] = ..., retry_after: _Optional[int] = ...) -> None: ...

@@ -34,6 +34,11 @@ class PolicyServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Authenticate = channel.unary_unary(
+                '/elemta.policy.v1.PolicyService/Authenticate',
+                request_serializer=elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.AuthenticateRequest.SerializeToString,
+                response_deserializer=elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.AuthenticateResponse.FromString,
+                _registered_method=True)
         self.CheckConnect = channel.unary_unary(
                 '/elemta.policy.v1.PolicyService/CheckConnect',
                 request_serializer=elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.CheckConnectRequest.SerializeToString,
@@ -58,6 +63,12 @@ class PolicyServiceStub:
 
 class PolicyServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Authenticate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def CheckConnect(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -86,6 +97,11 @@ class PolicyServiceServicer:
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Authenticate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Authenticate,
+                    request_deserializer=elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.AuthenticateRequest.FromString,
+                    response_serializer=elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.AuthenticateResponse.SerializeToString,
+            ),
             'CheckConnect': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckConnect,
                     request_deserializer=elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.CheckConnectRequest.FromString,
@@ -116,6 +132,33 @@ def add_PolicyServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PolicyService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Authenticate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/elemta.policy.v1.PolicyService/Authenticate',
+            elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.AuthenticateRequest.SerializeToString,
+            elemta_dot_rpc_dot_policy_dot_v1_dot_policy__pb2.AuthenticateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CheckConnect(request,
