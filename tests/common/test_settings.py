@@ -43,6 +43,10 @@ SAMPLES: dict[tuple[str, str], Any] = {
     },
     ("transport", "routes"): {"example.net": "smtp:[192.0.2.5]:2525", ".corp.example": "local"},
     ("telemetry", "log_level"): "DEBUG",
+    ("ingress", "listeners"): [
+        {"address": "127.0.0.1:1587", "role": "submission"},
+        {"address": "[::1]:1465", "role": "submissions", "auth": False},
+    ],
 }
 
 

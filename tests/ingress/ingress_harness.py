@@ -101,6 +101,7 @@ def make_config(
             "data_timeout": 30.0,
             "policy_timeout": 3.0,
             "drain_timeout": 5.0,
+            "listeners": [],  # the submission ports' fixed defaults are not for tests
         },
         "policy": {"address": policy_address},
         "telemetry": {"log_format": "text"},

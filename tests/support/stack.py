@@ -173,6 +173,8 @@ class Stack:
     ) -> None:
         self.workdir = workdir
         self.smtp_port = free_port()
+        self.submission_port = free_port()
+        self.submissions_port = free_port()
         self.policy_port = free_port()
         self.config: dict[str, dict[str, Any]] = {
             "server": {
@@ -187,6 +189,10 @@ class Stack:
                 "http_listen": f"127.0.0.1:{free_port()}",
                 "max_message_size": 1024 * 1024,
                 "max_recipients": 10,
+                "listeners": [
+                    {"address": f"127.0.0.1:{self.submission_port}", "role": "submission"},
+                    {"address": f"127.0.0.1:{self.submissions_port}", "role": "submissions"},
+                ],
             },
             "policy": {
                 "listen": f"127.0.0.1:{self.policy_port}",
@@ -264,6 +270,13 @@ class Stack:
         if ingress.get("listen") == f"127.0.0.1:{old_smtp}":
             self.smtp_port = free_port()
             ingress["listen"] = f"127.0.0.1:{self.smtp_port}"
+        for listener in ingress.get("listeners", []):
+            role = listener.get("role")
+            if role in ("submission", "submissions") and listener.get("address") == (
+                f"127.0.0.1:{getattr(self, role + '_port')}"
+            ):
+                setattr(self, role + "_port", free_port())
+                listener["address"] = f"127.0.0.1:{getattr(self, role + '_port')}"
         if policy.get("listen") == f"127.0.0.1:{old_policy}":
             self.policy_port = free_port()
             policy["listen"] = f"127.0.0.1:{self.policy_port}"

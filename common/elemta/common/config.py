@@ -33,6 +33,7 @@ __all__ = [
     "DeliverySettings",
     "DnsSettings",
     "IngressSettings",
+    "ListenerSettings",
     "MilterSettings",
     "NatsSettings",
     "PolicySettings",
@@ -154,8 +155,48 @@ class NatsSettings(_Section):
         return self
 
 
+class ListenerSettings(_Section):
+    """One more SMTP listener beside ``ingress.listen`` (the MTA port)."""
+
+    address: str = Field(description="host:port")
+    role: str = Field(
+        "submission",
+        pattern="^(mta|submission|submissions)$",
+        description="mta: port 25 style; submission: 587, STARTTLS, AUTH required before MAIL;"
+        " submissions: 465, implicit TLS (RFC 8314), AUTH required",
+    )
+    auth: bool = Field(
+        True,
+        description="Offer AUTH (inside TLS only); unset: submission and submissions do, mta not",
+    )
+
+    _v_address = field_validator("address")(_listen)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_by_role(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "auth" not in data:
+            return {**data, "auth": data.get("role", "submission") != "mta"}
+        return data
+
+    @property
+    def offers_auth(self) -> bool:
+        return self.auth
+
+    @property
+    def requires_auth(self) -> bool:
+        return self.role != "mta"
+
+
+def _default_listeners() -> list[ListenerSettings]:
+    return [
+        ListenerSettings(address="127.0.0.1:2587", role="submission"),
+        ListenerSettings(address="127.0.0.1:2465", role="submissions"),
+    ]
+
+
 class IngressSettings(_Section):
-    """The SMTP listener."""
+    """The SMTP listeners."""
 
     listen: str = Field("127.0.0.1:2525", description="SMTP address")
     http_listen: str = Field("127.0.0.1:9101", description="health and metrics address")
@@ -169,6 +210,17 @@ class IngressSettings(_Section):
     policy_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a policy verdict")
     drain_timeout: float = Field(30.0, ge=0, description="Seconds sessions get on SIGTERM")
     reuse_port: bool = Field(True, description="SO_REUSEPORT, so several processes share the port")
+    listeners: list[ListenerSettings] = Field(
+        default_factory=_default_listeners,
+        description="Listeners beside listen (the MTA port): submission and submissions",
+    )
+    auth_on_mta: bool = Field(False, description="Offer AUTH (inside TLS) on listen too")
+    auth_failure_delay: float = Field(
+        1.0, ge=0, description="Seconds added per counted failure before 535 (slows guessing)"
+    )
+    auth_max_failures: int = Field(
+        3, ge=1, description="Failed AUTH commands in one session before 421 and close"
+    )
 
     _v_listen = field_validator("listen", "http_listen")(_listen)
 

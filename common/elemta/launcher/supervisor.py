@@ -264,6 +264,12 @@ class Launcher:
             smtp = self.env_overrides.get("ELEMTA_INGRESS_LISTEN", cfg.ingress.listen)
             n = self.args.ingress
             lines.append(f"  SMTP     {smtp} ({n} ingress process{'es' if n > 1 else ''})")
+            for listener in cfg.ingress.listeners:
+                what = {"submission": "STARTTLS", "submissions": "implicit TLS"}.get(
+                    listener.role, "STARTTLS"
+                )
+                auth = ", AUTH" if listener.offers_auth else ""
+                lines.append(f"  {listener.role:<8} {listener.address} ({what}{auth})")
         if "api" in self.only:
             api = self.env_overrides.get("ELEMTA_API_LISTEN", cfg.api.listen)
             host, port = split_hostport(api)

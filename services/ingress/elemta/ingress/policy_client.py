@@ -260,6 +260,16 @@ class PolicyClient:
             raise PolicyUnavailable(str(exc)) from None
         return response
 
+    async def authenticate(
+        self, login: str, password: str, client_ip: str
+    ) -> pb.AuthenticateResponse:
+        """Check a login (SMTP AUTH); :class:`PolicyUnavailable` when policy cannot say.
+        The generated response goes no further than :mod:`.smtpauth`."""
+        request = pb.AuthenticateRequest(
+            login=login, password=password, client_ip=client_ip, service="smtp"
+        )
+        return await self._ask("Authenticate", request)  # type: ignore[no-any-return]
+
     async def check_connect(self, session: SessionInfo) -> Decision:
         return await self._call("CheckConnect", pb.CheckConnectRequest(session=session.to_pb()))
 

@@ -12,7 +12,10 @@ mail transfer agent needs changed:
   (the greeting, the HELO/EHLO answer and 354 excepted, as RFC 2034 says), and
   is printable ASCII: client bytes are never sent back raw.
 * EHLO advertises PIPELINING, SIZE, STARTTLS, ENHANCEDSTATUSCODES, 8BITMIME,
-  SMTPUTF8 and DSN (its parameters are read in ``dsnparams``); AUTH is not offered.
+  SMTPUTF8 and DSN (its parameters are read in ``dsnparams``); ``AUTH PLAIN LOGIN``
+  only inside TLS on listeners that offer it (:mod:`.smtpauth`). Submission
+  listeners require AUTH before MAIL; an authenticated client may relay, as the
+  owner of its envelope sender.
 * Relay control and the recipient limit at RCPT; idle and DATA timeouts answer
   ``421 4.4.2`` before closing; so do 20 errors in a session (``421 4.7.0``,
   Postfix's ``smtpd_hard_error_limit``); a draining server says ``421 4.3.2``
@@ -52,6 +55,16 @@ from .data import check_data, read_data
 from .dsnparams import DsnRequest
 from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
+from .smtpauth import (
+    AUTH_ENCRYPTION_REQUIRED,
+    AUTH_REQUIRED,
+    MECHANISMS,
+    SENDER_NOT_OWNED,
+    AuthUser,
+    check_login,
+    owns,
+    read_credentials,
+)
 from .stages import Client, StageChecks
 from .text import PrintableLogs, clean_text, reply_line
 from .transaction import MessageProcessor, Transaction
@@ -84,6 +97,12 @@ class Settings:
     relay: RelayControl
     processor: MessageProcessor
     stages: StageChecks
+    role: str = "mta"  # mta | submission | submissions
+    implicit_tls: bool = False  # the listener's socket is TLS from the first byte
+    offers_auth: bool = False
+    requires_auth: bool = False
+    auth_failure_delay: float = 1.0
+    auth_max_failures: int = 3
 
 
 class SessionHost(Protocol):
@@ -112,6 +131,8 @@ class IngressSMTP(SMTP):
         self._connect_checked = False
         self._in_data = False
         self._errors = 0
+        self._auth_failures = 0
+        self.user: AuthUser | None = None
         self._timer: asyncio.TimerHandle | None = None
         super().__init__(
             _NoHooks(),
@@ -165,7 +186,10 @@ class IngressSMTP(SMTP):
 
     @property
     def tls(self) -> bool:
-        """TLS is up (aiosmtpd sets ``session.ssl`` once the handshake is done)."""
+        """TLS is up: an implicit-TLS listener, or aiosmtpd set ``session.ssl`` once
+        the STARTTLS handshake was done."""
+        if self.settings.implicit_tls:
+            return True
         return self.session is not None and self.session.ssl is not None
 
     @property
@@ -283,12 +307,54 @@ class IngressSMTP(SMTP):
         keywords = [self.hostname, "PIPELINING", f"SIZE {self.settings.max_message_size}"]
         if self.tls_context is not None and not self.tls:
             keywords.append("STARTTLS")
+        if self.settings.offers_auth and self.tls:
+            keywords.append("AUTH " + " ".join(MECHANISMS))
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "DSN"]
         last = len(keywords) - 1
         await self._send([f"250{' ' if i == last else '-'}{k}" for i, k in enumerate(keywords)])
 
     async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
-        await self.push("503 5.5.1 Error: authentication not enabled")
+        if not self.settings.offers_auth:
+            await self.push("503 5.5.1 Error: authentication not enabled")
+            return
+        if self.session is None or not self.session.extended_smtp:
+            await self.push("503 5.5.1 Error: send EHLO first")
+            return
+        if self.user is not None:
+            await self.push("503 5.5.1 Error: already authenticated")
+            return
+        if self.in_transaction:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        if not arg:
+            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return
+        if not self.tls:
+            await self.push(AUTH_ENCRYPTION_REQUIRED)
+            return
+        got = await read_credentials(self, arg)
+        if got is None:  # cancelled or undecodable: aiosmtpd has answered
+            return
+        if isinstance(got, str):
+            await self.push(got)
+            return
+        login, password = got
+        result = await check_login(self.settings.stages.policy, login, password, self.peer[0])
+        if result.user is not None:
+            self.user = result.user
+            self._auth_failures = 0
+            log.info("authenticated: client=%s mechanism=%s", self.peer[0], arg.split()[0].upper())
+            await self.push(result.reply)
+            return
+        if result.reply.startswith("535"):
+            self._auth_failures += 1
+            delay = min(self.settings.auth_failure_delay * result.failures, 10.0)
+            if delay:
+                await asyncio.sleep(delay)
+        if self._auth_failures >= self.settings.auth_max_failures:
+            self.goodbye(f"421 4.7.0 {self.hostname} Error: too many failed authentications")
+            return
+        await self.push(result.reply)
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
@@ -339,10 +405,18 @@ class IngressSMTP(SMTP):
         if self.host.draining:
             await self.push(SHUTDOWN)
             return
+        if self.settings.requires_auth and self.user is None:
+            self._log_reject("MAIL", AUTH_REQUIRED, None, sender=arg or "")
+            await self.push(AUTH_REQUIRED)
+            return
         mail = read_mail(arg, self.session.extended_smtp, self.settings.max_message_size)
         if isinstance(mail, str):
             self._log_reject("MAIL", mail, None, sender=arg or "")
             await self.push(mail)
+            return
+        if self.user is not None and not owns(self.user, mail.sender):
+            self._log_reject("MAIL", SENDER_NOT_OWNED, None, sender=mail.sender)
+            await self.push(SENDER_NOT_OWNED)
             return
         refusal = await self.check_mail(mail)
         if refusal:
@@ -357,7 +431,14 @@ class IngressSMTP(SMTP):
     def _client(self) -> Client:
         helo = clean_text(self.session.host_name or "") if self.session is not None else ""
         ip, port = self.peer
-        return Client(ip, port, helo, self.tls, connect_checked=self._connect_checked)
+        return Client(
+            ip,
+            port,
+            helo,
+            self.tls,
+            connect_checked=self._connect_checked,
+            authenticated=self.user is not None,
+        )
 
     async def check_mail(self, mail: Mail) -> str | None:
         """Policy on the sender (and, once per session, on the client)."""
@@ -391,7 +472,7 @@ class IngressSMTP(SMTP):
             reply, to = rcpt, arg or ""
         else:
             to = relay.normalize(rcpt.recipient) or rcpt.recipient
-            reply = relay.check(self.peer[0], to) or ""
+            reply = relay.check(self.peer[0], to, authenticated=self.user is not None) or ""
         if reply:
             self._log_reject("RCPT", reply, envelope, to=to)
             return reply
@@ -489,6 +570,8 @@ class IngressSMTP(SMTP):
             client_port=port,
             esmtp=self.session.extended_smtp,
             tls=self.tls,
+            authenticated_user=self.user.login if self.user is not None else "",
+            submission=self.settings.role != "mta",
             sender=envelope.mail_from,
             recipients=list(envelope.rcpt_tos),
             smtputf8=bool(envelope.smtp_utf8),

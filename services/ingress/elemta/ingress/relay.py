@@ -3,7 +3,7 @@
 Mail for ``server.local_domains`` and ``server.relay_domains`` (domains this
 server is an inbound gateway or backup MX for, Postfix's ``relay_domains``) is
 welcome from anyone. Mail for any other destination is relayed only for clients
-inside ``server.trusted_networks``;
+inside ``server.trusted_networks`` and clients authenticated with SMTP AUTH;
 everyone else reads ``554 5.7.1 <rcpt>: Relay access denied``, so Elemta is never
 an open relay. As Postfix does with ``allow_untrusted_routing = no``, a local
 address that hides another route in its local part (``user%other@local``,
@@ -60,12 +60,13 @@ class RelayControl:
             return f"postmaster@{sorted(self.local_domains)[0]}"
         return address if split_address(address) is not None else None
 
-    def check(self, client_ip: str, address: str) -> str | None:
-        """None when ``address`` may be accepted from ``client_ip``, else the reply."""
+    def check(self, client_ip: str, address: str, authenticated: bool = False) -> str | None:
+        """None when ``address`` may be accepted from ``client_ip`` (authenticated
+        with SMTP AUTH or not), else the reply."""
         parts = split_address(address)
         if parts is None:
             return f"501 5.1.3 <{clean_text(address)}>: Bad recipient address syntax"
-        if self.is_trusted(client_ip):
+        if authenticated or self.is_trusted(client_ip):
             return None
         local, domain = parts
         ours = self.is_local(domain) or domain.lower().rstrip(".") in self.relay_domains

@@ -1,6 +1,11 @@
-"""The SMTP listener: the listening socket, the open sessions, and the drain.
+"""The SMTP listeners: the listening sockets, the open sessions, and the drain.
 
-The socket is created with ``SO_REUSEPORT`` (``ingress.reuse_port``) so that
+``ingress.listen`` is the MTA port; ``ingress.listeners`` adds more, each with its
+role: ``submission`` (STARTTLS, AUTH required before MAIL) and ``submissions``
+(implicit TLS from the first byte, RFC 8314; AUTH required). Every listener
+shares the sessions, the drain and the certificate (re-read when its files change).
+
+Each socket is created with ``SO_REUSEPORT`` (``ingress.reuse_port``) so that
 several ingress processes can share the SMTP port and the kernel spreads
 connections across them. On stop the socket is closed first, so that no new
 connection is accepted; sessions without an open transaction are told
@@ -12,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from dataclasses import replace
 
 from elemta.common.config import Config, split_hostport
 from elemta.common.tlsfiles import ContextFollower
@@ -36,14 +43,15 @@ class IngressServer:
         self.tasks: set[asyncio.Task[str]] = set()
         self.draining = False
         self.port = 0
-        self._server: asyncio.AbstractServer | None = None
+        self.ports: dict[str, int] = {}  # "role address" -> bound port
+        self._servers: list[asyncio.AbstractServer] = []
         self._settings: Settings | None = None
         self._idle = asyncio.Event()
         self._tls_files: ContextFollower | None = None
 
     @property
     def listening(self) -> bool:
-        return self._server is not None and self._server.is_serving()
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
 
     def _make_settings(self) -> Settings:
         ing = self.cfg.ingress
@@ -64,31 +72,60 @@ class IngressServer:
             relay=relay,
             processor=self.processor,
             stages=StageChecks(self.processor.policy, relay),
+            offers_auth=ing.auth_on_mta,
+            auth_failure_delay=ing.auth_failure_delay,
+            auth_max_failures=ing.auth_max_failures,
         )
 
-    async def start(self) -> None:
-        self._settings = self._make_settings()
-        host, port = split_hostport(self.cfg.ingress.listen)
+    def _listeners(self, base: Settings) -> list[tuple[str, Settings]]:
+        """(address, settings) of every listener, the MTA port first."""
+        out = [(self.cfg.ingress.listen, base)]
+        for listener in self.cfg.ingress.listeners:
+            implicit = listener.role == "submissions"
+            settings = replace(
+                base,
+                role=listener.role,
+                implicit_tls=implicit,
+                tls_context=None if implicit else base.tls_context,
+                offers_auth=listener.offers_auth,
+                requires_auth=listener.requires_auth,
+            )
+            out.append((listener.address, settings))
+        return out
+
+    async def _listen(self, address: str, settings: Settings, tls: ssl.SSLContext | None) -> int:
+        host, port = split_hostport(address)
         loop = asyncio.get_running_loop()
-        settings = self._settings
 
         def factory() -> IngressSMTP:
             return IngressSMTP(settings, self, loop)
 
-        self._server = await loop.create_server(
+        server = await loop.create_server(
             factory,
             host or None,
             port,
             reuse_port=self.cfg.ingress.reuse_port,
             backlog=1024,
+            ssl=tls,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])
+        self.ports[f"{settings.role} {address}"] = bound
+        log.info("SMTP listening on %s (%s, port %d)", address, settings.role, bound)
+        return bound
+
+    async def start(self) -> None:
+        self._settings = base = self._make_settings()
+        for address, settings in self._listeners(base):
+            tls = base.tls_context if settings.implicit_tls else None
+            port = await self._listen(address, settings, tls)
+            if not self.port:
+                self.port = port
         ing = self.cfg.ingress
         if ing.tls_cert and settings.tls_context is not None:
             # A renewed certificate (a Secret updated in place) serves the next STARTTLS.
             self._tls_files = ContextFollower(settings.tls_context, ing.tls_cert, ing.tls_key)
             self._tls_files.start()
-        log.info("SMTP listening on %s (port %d)", self.cfg.ingress.listen, self.port)
 
     # -- the SessionHost side ------------------------------------------------------
 
@@ -134,8 +171,8 @@ class IngressServer:
         """Stop accepting at once; let open transactions finish; then close the rest."""
         if self._tls_files is not None:
             await self._tls_files.stop()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         self.draining = True
         for session in list(self.sessions):
             if not session.in_transaction:
@@ -155,7 +192,7 @@ class IngressServer:
                 for task in list(self.tasks):
                     task.cancel()
                 await self._wait_idle(1.0)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
         log.info("SMTP listener stopped")

@@ -39,6 +39,7 @@ class Client:
     helo: str
     tls: bool
     connect_checked: bool = False
+    authenticated: bool = False
 
 
 def _refusal(decision: Decision) -> str | None:
@@ -51,7 +52,7 @@ class StageChecks:
         self.relay = relay
 
     def applies(self, client: Client) -> bool:
-        return not self.relay.is_trusted(client.ip)
+        return not client.authenticated and not self.relay.is_trusted(client.ip)
 
     async def mail(self, client: Client, sender: str) -> str | None:
         """None to go on, else the reply refusing MAIL FROM."""

@@ -35,6 +35,7 @@ from .policy_client import (
     SessionInfo,
 )
 from .received import protocol_name, received_header
+from .submission import complete_headers
 
 __all__ = [
     "POLICY_FAILURE",
@@ -67,6 +68,8 @@ class Transaction:
     body_8bit: bool = False
     data_ended: float = 0.0  # perf_counter at the end-of-data mark
     dsn: DsnRequest = field(default_factory=DsnRequest)
+    authenticated_user: str = ""  # SMTP AUTH login: to policy only, never in headers
+    submission: bool = False  # from a submission listener: Message-ID and Date completed
 
 
 def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) -> bytes:
@@ -197,11 +200,13 @@ class MessageProcessor:
     async def _process(
         self, tx: Transaction, content: bytes, queue_id: str, span: trace.Span
     ) -> tuple[str, str]:
+        if tx.submission and tx.authenticated_user:
+            content = complete_headers(content, self.hostname, queue_id)
         received = received_header(
             helo=tx.helo,
             client_ip=tx.client_ip,
             hostname=self.hostname,
-            protocol=protocol_name(tx.esmtp, tx.tls),
+            protocol=protocol_name(tx.esmtp, tx.tls, bool(tx.authenticated_user)),
             queue_id=queue_id,
             recipients=tx.recipients,
         )
@@ -211,6 +216,7 @@ class MessageProcessor:
             helo=tx.helo,
             tls=tx.tls,
             queue_id=queue_id,
+            authenticated_user=tx.authenticated_user,
         )
         try:
             decision = await self.policy.check_data(

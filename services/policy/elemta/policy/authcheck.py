@@ -1,6 +1,7 @@
 """Authentication at end of DATA: SPF, DKIM, ARC and DMARC in, DKIM signatures out.
 
-Mail from ``server.trusted_networks`` is our own outbound mail: it is signed with
+Mail from ``server.trusted_networks`` or from a user authenticated with SMTP AUTH
+is our own outbound mail: it is signed with
 the keys of its From domain (``policy.dkim_keys``) and not checked. Everything
 else is checked: SPF for the client and MAIL FROM (or HELO for a bounce), every
 DKIM signature, the ARC chain, then DMARC over the aligned results. The verdict
@@ -80,7 +81,8 @@ class Authentication:
     async def data(
         self, session: dict[str, Any], sender: str, recipients: list[str], message: bytes
     ) -> Verdict | None:
-        if self.is_trusted(str(session.get("client_ip", ""))):
+        # Our own outbound mail: from trusted networks or an authenticated user.
+        if session.get("user") or self.is_trusted(str(session.get("client_ip", ""))):
             return self._sign(message, sender)
         return await self._check(session, sender, recipients, message)
 
