@@ -57,7 +57,9 @@ class TokenLoad:
         self.rate = rate
         self.stats = _Stats()
         self._next = 0
+        self._limit = count  # tokens from this index on wait for allow()
         self._lock = threading.Lock()
+        self._allowed = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = 0.0
@@ -107,13 +109,26 @@ class TokenLoad:
             time.sleep(0.05)
         return True
 
+    def allow(self, n: int) -> None:
+        """Send only the first ``n`` tokens until allowed more (a chaos run
+        spreads its kills over the load this way); ``n`` may only grow."""
+        with self._allowed:
+            self._limit = min(len(self.tokens), max(0, n))
+            self._allowed.notify_all()
+
     def stop(self) -> None:
         self._stop.set()
+        with self._allowed:
+            self._allowed.notify_all()
         for t in self._threads:
             t.join(self.timeout + 5)
 
     def _take(self) -> str | None:
-        with self._lock:
+        with self._allowed:
+            while self._next >= self._limit and self._next < len(self.tokens):
+                if self._stop.is_set():
+                    return None
+                self._allowed.wait(0.5)
             if self._next >= len(self.tokens):
                 return None
             n = self._next

@@ -1,0 +1,314 @@
+"""Crash consistency: mail with unique tokens through the whole system while
+processes are killed with SIGKILL, counting what was accepted, lost and doubled.
+
+The system is ``elemta run`` as on one production machine: nats-server (one node,
+or a cluster of three with every stream replicated three times), policy, two
+queue processes (one active through its lease), two delivery processes and
+ingress, restarted by the launcher at once (``--restart-delay 0``) when they die.
+The final destination is a :class:`~support.countingsink.CountingSink`; clients
+(:class:`~support.tokenload.TokenLoad`) send every token until it gets a ``250``,
+as a sending MTA retries.
+
+The run is cut into rounds: each round lets the next ``messages / rounds`` tokens
+go and kills one process of every kind, in random order with random pauses,
+while they are sent: ingress, policy, the active queue, the standby queue, a
+delivery process, a nats-server node, and everything at once. So every kind is
+killed ``rounds`` times, spread over the load. At the end it waits until every
+stored message is finished (``ELEMTA_MESSAGES`` empty), so that a late copy is
+counted too.
+
+**Lost** is a token that got its ``250`` and never reached the sink: the promise
+Elemta makes. **Duplicates** are copies beyond the first; they come from a
+``250`` that the client never read (ingress killed in between; the client sends
+again, as every MTA does), from a ``451`` after a store that did happen (NATS
+killed during the publish), and from deliveries done but not yet acknowledged
+when delivery died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+
+from elemta.common.names import MESSAGES_STREAM
+
+from .countingsink import CountingSink
+from .dnsserver import DnsServer, free_port
+from .elemta_run import Run, write_config
+from .tokenload import TokenLoad
+
+__all__ = ["KINDS", "Chaos", "ChaosResult"]
+
+KINDS = ("ingress", "policy", "queue-active", "queue-standby", "delivery", "nats", "all")
+
+
+@dataclass
+class ChaosResult:
+    messages: int
+    nodes: int
+    accepted: int = 0
+    lost: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    doubled: int = 0  # tokens that arrived more than once
+    delivered: int = 0  # copies the sink received, duplicates included
+    unaccepted_delivered: int = 0  # arrived though never answered 250
+    kills: Counter[str] = field(default_factory=Counter)
+    replies: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    drained: bool = False  # every stored message finished before counting
+
+    @property
+    def duplicate_ratio(self) -> float:
+        return self.duplicates / self.accepted if self.accepted else 0.0
+
+    def report(self) -> str:
+        where = "one nats-server" if self.nodes == 1 else f"a {self.nodes}-node cluster"
+        lines = [
+            f"chaos on {where}: {self.messages} messages in {self.seconds:.0f} s",
+            f"  accepted    {self.accepted}",
+            f"  lost        {len(self.lost)}"
+            + (f"  e.g. {sorted(self.lost)[:5]}" if self.lost else ""),
+            f"  duplicates  {self.duplicates} ({100 * self.duplicate_ratio:.2f} %, "
+            f"{self.doubled} tokens)",
+            f"  delivered   {self.delivered} copies"
+            + (
+                f", {self.unaccepted_delivered} never answered 250"
+                if self.unaccepted_delivered
+                else ""
+            ),
+            "  kills       " + ", ".join(f"{k} {self.kills[k]}" for k in KINDS),
+            "  replies     " + ", ".join(f"{k} {n}" for k, n in sorted(self.replies.items())),
+        ]
+        if not self.drained:
+            lines.append("  (the queue was not empty at the end: copies may still come)")
+        return "\n".join(lines)
+
+
+class Chaos:
+    """One run; :meth:`run` returns the :class:`ChaosResult`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        messages: int = 10_000,
+        rounds: int = 20,
+        nodes: int = 1,
+        sessions: int = 8,
+        lease_time: float = 5.0,
+        pause: tuple[float, float] = (0.3, 2.0),
+        seed: int | None = None,
+        say: Callable[[str], None] = print,
+        drain_timeout: float = 300.0,
+    ) -> None:
+        self.workdir = workdir
+        self.messages = messages
+        self.rounds = rounds
+        self.nodes = nodes
+        self.sessions = sessions
+        self.lease_time = lease_time
+        self.pause = pause
+        self.random = random.Random(seed)
+        self.say = say
+        self.drain_timeout = drain_timeout
+        self.run_dir = workdir / "var" / "run"
+        self.health: dict[str, str] = {}
+        self.launcher: Run | None = None
+        self.nats_url = ""
+
+    # -- the system ---------------------------------------------------------------
+
+    def _start(self, dns_port: int, sink_port: int) -> tuple[Run, int]:
+        config, cfg = write_config(
+            self.workdir,
+            dns_port,
+            {
+                "server": {"trusted_networks": ["127.0.0.0/8"]},
+                "transport": {"routes": {"relay.test": f"smtp:[127.0.0.1]:{sink_port}"}},
+                "queue": {"lease_time": self.lease_time},
+                # a killed delivery's jobs come back after this
+                "delivery": {"ack_wait": 15.0},
+                "telemetry": {"log_level": "WARNING", "log_format": "text"},
+            },
+        )
+        run = Run(
+            self.workdir,
+            "--config",
+            str(config),
+            "--nats-port",
+            str(free_port()),
+            "--nats-cluster",
+            str(self.nodes),
+            "--only",
+            "policy,queue,delivery,ingress",
+            "--queue",
+            "2",
+            "--delivery",
+            "2",
+            "--restart-delay",
+            "0",
+            "--ready-timeout",
+            "180",
+        )
+        self.launcher = run
+        out = run.wait_for("Press Ctrl-C to stop.", timeout=240)
+        found = re.search(r"Health\s+(.*)", out)
+        assert found, out
+        for part in found.group(1).split(", "):
+            name, address = part.split(" ", 1)
+            self.health[name] = address
+        nats_url = re.search(r"NATS\s+(\S+)", out)
+        assert nats_url, out
+        self.nats_url = nats_url.group(1)
+        return run, int(cfg["ingress"]["listen"].rsplit(":", 1)[1])
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int((self.run_dir / f"{name}.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _names(self) -> list[str]:
+        return sorted(p.stem for p in self.run_dir.glob("*.pid") if p.stem != "elemta")
+
+    def _queue_active(self, name: str) -> bool | None:
+        try:
+            with urllib.request.urlopen(f"http://{self.health[name]}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        found = re.search(r"^elemta_queue_active (\S+)$", text, re.M)
+        return None if found is None else float(found.group(1)) == 1.0
+
+    def _pick(self, kind: str) -> list[str]:
+        """The process names to kill for ``kind``; empty when none is up to kill."""
+        names = self._names()
+        if kind == "all":
+            return names
+        if kind in ("queue-active", "queue-standby"):
+            want = kind == "queue-active"
+            deadline = time.monotonic() + self.lease_time + 30
+            while time.monotonic() < deadline:
+                for name in (n for n in names if n.startswith("queue-")):
+                    if self._queue_active(name) is want and self._pid(name):
+                        return [name]
+                time.sleep(0.2)
+                names = self._names()
+            return []
+        prefix = {"nats": "nats"}.get(kind, kind)
+        candidates = [n for n in names if n == prefix or n.startswith(prefix + "-")]
+        return [self.random.choice(candidates)] if candidates else []
+
+    def _kill(self, kind: str) -> int:
+        """Kill ``kind`` and wait until the launcher started it again."""
+        run = self.launcher
+        assert run is not None
+        names = self._pick(kind)
+        mark = len(run.lines)
+        killed = []
+        for name in names:
+            pid = self._pid(name)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append((name, pid))
+        for name, _pid in killed:
+            self._wait_line(mark, f"{name} restarted (pid", 60)
+        return len(killed)
+
+    def _wait_line(self, mark: int, text: str, timeout: float) -> None:
+        run = self.launcher
+        assert run is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in run.lines[mark:]):
+                return
+            if run.proc.poll() is not None:
+                raise AssertionError(f"elemta run exited:\n{run.output[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} within {timeout} s:\n{run.output[-4000:]}")
+
+    async def _stored(self) -> int:
+        nc = await nats.connect(self.nats_url.split(","), connect_timeout=5)
+        try:
+            info = await nc.jetstream(timeout=10).stream_info(MESSAGES_STREAM)
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+
+    def _drain(self, sink: CountingSink, accepted: set[str]) -> bool:
+        """Until every accepted token arrived and every stored message is finished."""
+        deadline = time.monotonic() + self.drain_timeout
+        sink.wait_for(accepted, self.drain_timeout)
+        while time.monotonic() < deadline:
+            try:
+                if asyncio.run(self._stored()) == 0:
+                    return True
+            except Exception as exc:  # a node still electing: ask again
+                self.say(f"chaos: queue not read ({exc})")
+            time.sleep(1.0)
+        return False
+
+    # -- the run ------------------------------------------------------------------
+
+    def run(self) -> ChaosResult:
+        result = ChaosResult(self.messages, self.nodes)
+        dns = DnsServer()
+        dns.start()
+        sink = CountingSink().start()
+        load: TokenLoad | None = None
+        started = time.monotonic()
+        try:
+            run, smtp = self._start(dns.port, sink.port)
+            load = TokenLoad(smtp, self.messages, prefix="chaos", sessions=self.sessions)
+            per_round = max(1, self.messages // (self.rounds + 1))
+            load.allow(per_round)
+            load.start()
+            for n in range(self.rounds):
+                load.allow(per_round * (n + 2))
+                kinds = list(KINDS)
+                self.random.shuffle(kinds)
+                for kind in kinds:
+                    time.sleep(self.random.uniform(*self.pause))
+                    if self._kill(kind):
+                        result.kills[kind] += 1
+                self.say(
+                    f"chaos: round {n + 1}/{self.rounds}: {load.accepted_count} accepted, "
+                    f"{sink.deliveries} delivered"
+                )
+            load.allow(self.messages)
+            if not load.wait(max(600.0, self.messages / 5)):
+                self.say(f"chaos: the load did not finish: {load.accepted_count} accepted")
+            accepted = load.accepted
+            result.drained = self._drain(sink, accepted)
+            counts = sink.snapshot()
+            result.accepted = len(accepted)
+            result.lost = sorted(t for t in accepted if not counts.get(t))
+            result.duplicates = sum(n - 1 for n in counts.values() if n > 1)
+            result.doubled = sum(1 for n in counts.values() if n > 1)
+            result.delivered = sum(counts.values())
+            result.unaccepted_delivered = sum(1 for t in counts if t not in accepted)
+            result.replies = load.replies()
+            result.seconds = time.monotonic() - started
+            assert run.ctrl_c(timeout=180) == 0, run.output[-4000:]
+            return result
+        finally:
+            if load is not None:
+                load.stop()
+            if self.launcher is not None:
+                self.launcher.kill()
+            sink.stop()
+            dns.stop()
