@@ -63,6 +63,7 @@ class ChaosResult:
     doubled: int = 0  # tokens that arrived more than once
     delivered: int = 0  # copies the sink received, duplicates included
     unaccepted_delivered: int = 0  # arrived though never answered 250
+    rejected: dict[str, str] = field(default_factory=dict)  # token -> 5xx reply
     kills: Counter[str] = field(default_factory=Counter)
     replies: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
@@ -90,6 +91,9 @@ class ChaosResult:
             "  kills       " + ", ".join(f"{k} {self.kills[k]}" for k in KINDS),
             "  replies     " + ", ".join(f"{k} {n}" for k, n in sorted(self.replies.items())),
         ]
+        if self.rejected:
+            first = sorted(self.rejected.items())[:3]
+            lines.append(f"  rejected    {len(self.rejected)} (5xx), e.g. {first}")
         if not self.drained:
             lines.append("  (the queue was not empty at the end: copies may still come)")
         return "\n".join(lines)
@@ -129,6 +133,21 @@ class Chaos:
     # -- the system ---------------------------------------------------------------
 
     def _start(self, dns_port: int, sink_port: int) -> tuple[Run, int]:
+        """``elemta run``; again on fresh ports when one picked free was taken by
+        another suite on the machine before a service bound it."""
+        for attempt in range(3):
+            try:
+                return self._start_once(dns_port, sink_port)
+            except AssertionError as exc:
+                if attempt == 2 or "already in use" not in str(exc).lower():
+                    raise
+                self.say("chaos: a port was taken meanwhile; starting again on others")
+                if self.launcher is not None:
+                    self.launcher.kill()
+                    self.launcher = None
+        raise AssertionError("not reached")
+
+    def _start_once(self, dns_port: int, sink_port: int) -> tuple[Run, int]:
         config, cfg = write_config(
             self.workdir,
             dns_port,
@@ -302,10 +321,13 @@ class Chaos:
             result.delivered = sum(counts.values())
             result.unaccepted_delivered = sum(1 for t in counts if t not in accepted)
             result.replies = load.replies()
+            result.rejected = dict(load.stats.rejected)
             result.seconds = time.monotonic() - started
             assert run.ctrl_c(timeout=180) == 0, run.output[-4000:]
             return result
         finally:
+            if self.launcher is not None:  # what it said: exits, restarts, takeovers
+                (self.workdir / "elemta-run.out").write_text(self.launcher.output + "\n")
             if load is not None:
                 load.stop()
             if self.launcher is not None:
