@@ -16,6 +16,8 @@ def test_one_trace_spans_ingress_policy_queue_and_delivery(stack_factory, make_s
             {
                 "transport": {"routes": {"relay.test": f"smtp:[127.0.0.1]:{sink.port}"}},
                 "telemetry": {"otlp_endpoint": receiver.endpoint},
+                # loopback is trusted, and nothing else would make ingress ask policy
+                "ingress": {"trusted_policy": "always"},
             }
         )
         code, reply = stack.send(

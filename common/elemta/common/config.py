@@ -105,6 +105,11 @@ class ServerSettings(_Section):
         description="Client networks allowed to relay to any destination",
     )
     state_dir: str = Field("var", description="Where local state (TLS cert, Maildirs) lives")
+    event_loop: str = Field(
+        "uvloop",
+        pattern="^(uvloop|asyncio)$",
+        description="Event loop of every service: uvloop (libuv, faster) or asyncio's own",
+    )
 
     @field_validator("local_domains", "relay_domains")
     @classmethod
@@ -220,6 +225,12 @@ class IngressSettings(_Section):
     )
     auth_max_failures: int = Field(
         3, ge=1, description="Failed AUTH commands in one session before 421 and close"
+    )
+    trusted_policy: str = Field(
+        "auto",
+        pattern="^(auto|always)$",
+        description="auto: ask policy about trusted mail only when something applies to it "
+        "(DKIM keys, plugins, milters); always: ask for every message",
     )
 
     _v_listen = field_validator("listen", "http_listen")(_listen)

@@ -56,9 +56,23 @@ def run_service(
     setup_logging(name, cfg.telemetry.log_level, cfg.telemetry.log_format)
     setup_tracing(name, cfg.telemetry)
     try:
-        return asyncio.run(_main(name, cfg, factory, http_listen(cfg)))
+        with asyncio.Runner(loop_factory=event_loop_factory(cfg.server.event_loop)) as runner:
+            return runner.run(_main(name, cfg, factory, http_listen(cfg)))
     finally:
         shutdown_tracing()
+
+
+def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop (libuv) unless ``server.event_loop = "asyncio"``: the services
+    spend much of their CPU in the loop's socket and callback handling, which uvloop
+    does in C. None: asyncio's own loop."""
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a platform without a uvloop wheel
+        return None
+    return uvloop.new_event_loop
 
 
 async def _main(

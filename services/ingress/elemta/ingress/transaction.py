@@ -19,12 +19,14 @@ from elemta.common import logs
 from elemta.common.config import Config
 from elemta.common.envelope import Envelope, new_queue_id
 from elemta.common.message import join_message, split_message
+from elemta.common.networks import Networks
 from elemta.common.telemetry import tracer
 
 from . import metrics
 from .dsnparams import DsnRequest
 from .handoff import Handoff, QueueUnavailable
 from .policy_client import (
+    ACCEPT,
     DISCARD,
     HOLD,
     REJECT,
@@ -150,6 +152,18 @@ class MessageProcessor:
         self.policy = policy
         self.handoff = handoff
         self._tracer = tracer("elemta.ingress")
+        self.trusted = Networks(cfg.server.trusted_networks)
+        p = cfg.policy
+        # What policy does with mail from the trusted networks is sign it (dkim_keys)
+        # and run the plugins and milters; with none of them configured its verdict
+        # is always a plain accept, and the gRPC round trip is only cost.
+        self.trusted_needs_policy = cfg.ingress.trusted_policy == "always" or bool(
+            p.dkim_keys or p.plugins or p.milters
+        )
+
+    def asks_policy(self, client_ip: str) -> bool:
+        """Whether end of DATA asks policy (CheckData) about this client's message."""
+        return self.trusted_needs_policy or client_ip not in self.trusted
 
     def precheck(self) -> str:
         """The reply refusing DATA right away when nothing could be stored, else ""."""
@@ -219,9 +233,12 @@ class MessageProcessor:
             authenticated_user=tx.authenticated_user,
         )
         try:
-            decision = await self.policy.check_data(
-                session, tx.sender, tx.recipients, received + content
-            )
+            if self.asks_policy(tx.client_ip):
+                decision = await self.policy.check_data(
+                    session, tx.sender, tx.recipients, received + content
+                )
+            else:
+                decision = Decision(ACCEPT)
         except PolicyUnavailable as exc:
             log.warning("policy check failed: %s", exc)
             return self._refused(tx, POLICY_FAILURE, "tempfail")
