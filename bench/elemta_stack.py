@@ -18,7 +18,7 @@ from typing import Any
 
 from metrics import histogram_quantile, http_get, metric_sum, parse_metrics
 from procs import Procs
-from util import DOMAIN, ROOT, BenchError, System, free_port, tail, wait_port
+from util import DOMAIN, ROOT, BenchError, System, free_port, log, tail, wait_port
 
 from elemta.launcher.failure import Failure
 from elemta.launcher.natsserver import NatsServer
@@ -27,6 +27,7 @@ from support.dnsserver import DnsServer  # the test suite's loopback DNS server
 from support.stack import ELEMTA, toml_dumps
 
 SERVICES = ("policy", "queue", "delivery", "ingress")
+START_ATTEMPTS = 3
 
 
 def elemta_available() -> list[str]:
@@ -101,9 +102,28 @@ class Elemta(System):
         }
 
     def start(self) -> None:
+        """Start everything; when a port picked as free was taken meanwhile by another
+        program on the machine (``Address already in use``), start again on new ports."""
         missing = elemta_available()
         if missing:
             raise BenchError(f"Elemta services not in the tree yet: {', '.join(missing)}")
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                return
+            except BenchError as exc:
+                text = str(exc).lower()
+                taken = "already in use" in text or "cannot bind" in text
+                if attempt == START_ATTEMPTS or not taken:
+                    raise
+                log(f"elemta: a port was taken meanwhile ({attempt}); starting on new ports")
+                self.stop()
+                self.smtp_port = free_port()
+                self.nats_port = free_port()
+                self.workdir = self.workdir.with_name(f"{self.workdir.name}-{attempt}")
+                self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def _start_once(self) -> None:
         self.dns = DnsServer()
         self.dns.start()
         self._start_nats()

@@ -145,3 +145,98 @@ def run_source(
     if proc.returncode != 0:
         raise BenchError(f"smtp-source exited {proc.returncode}: {tail(log_path, 800).strip()}")
     return t0, t1, sent, usage
+
+
+class PacedLoad(threading.Thread):
+    """Mail at a fixed rate, for the accept latency below peak.
+
+    ``sessions`` SMTP sessions (asyncio, one thread) send ``count`` messages on an
+    open-loop schedule: message ``i`` is due ``i / rate`` seconds after the start,
+    whether or not earlier ones were answered, so a slow system cannot slow the
+    load down (a closed loop would hide its latency). Each session takes the next
+    due message when it is free. The latency of every message is measured as the
+    probe measures it: from the final ``.`` of DATA to the ``250``. ``late`` counts
+    messages that left more than 100 ms after they were due (every session busy).
+    """
+
+    def __init__(self, port: int, size: int, rate: float, count: int, sessions: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.size, self.rate, self.count = port, size, rate, count
+        self.sessions = sessions
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.late = 0
+        self.error = ""
+        self.seconds = 0.0
+        self._next = 0
+
+    @property
+    def accepted(self) -> int:
+        return len(self.latencies)
+
+    def run(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    async def _main(self) -> None:
+        import asyncio
+
+        run = uuid.uuid4().hex[:12]
+        start = time.perf_counter() + 0.2
+        await asyncio.gather(*(self._session(start, run) for _ in range(self.sessions)))
+        self.seconds = time.perf_counter() - start
+
+    async def _session(self, start: float, run: str) -> None:
+        import asyncio
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            await self._expect(reader, 220)
+            writer.write(b"EHLO paced.client.test\r\n")
+            await self._expect(reader, 250)
+            while self._next < self.count:
+                i = self._next
+                self._next += 1
+                due = start + i / self.rate
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                elif wait < -0.1:
+                    self.late += 1
+                msg = make_message(self.size, f"paced-{run}-{i}")
+                writer.write(b"MAIL FROM:<paced@client.test>\r\n")
+                await self._expect(reader, 250)
+                writer.write(f"RCPT TO:<{RECIPIENT}>\r\n".encode())
+                await self._expect(reader, 250)
+                writer.write(b"DATA\r\n")
+                await self._expect(reader, 354)
+                writer.write(msg[:-3])
+                await writer.drain()
+                t0 = time.perf_counter()
+                writer.write(msg[-3:])
+                code = await self._reply(reader)
+                if code == 250:
+                    self.latencies.append(time.perf_counter() - t0)
+                else:
+                    self.failures += 1
+            writer.write(b"QUIT\r\n")
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _reply(reader: Any) -> int:
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("connection closed")
+            if len(line) < 4 or line[3:4] != b"-":
+                return int(line[:3])
+
+    async def _expect(self, reader: Any, code: int) -> None:
+        got = await self._reply(reader)
+        if got != code:
+            raise ConnectionError(f"expected {code}, got {got}")

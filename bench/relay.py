@@ -40,7 +40,7 @@ for _path in (str(_HERE.parent / "tests"), str(_HERE)):
     sys.path.insert(0, _path)
 
 from elemta_stack import Elemta, elemta_available  # noqa: E402
-from load import Probe, percentile, run_source  # noqa: E402
+from load import PacedLoad, Probe, percentile, run_source  # noqa: E402
 from postfix import Postfix, ensure_postfix  # noqa: E402
 from procs import Procs, on_terminate  # noqa: E402
 from report import print_report, write_json  # noqa: E402
@@ -163,6 +163,8 @@ def run_case(
         res["system_cpu_ms_per_message"] = round(1000 * res["system_cpu_seconds"] / handled, 3)
         result["resources"] = res
         result["system_metrics"] = system.after()
+        if done is not None and args.paced > 0:
+            _paced(result, system.smtp_port, size, sessions, args, sink, label, timeout)
         if probe.error:
             result["error"] = f"probe: {probe.error}"
     except BenchError as exc:
@@ -180,6 +182,48 @@ def run_case(
             f"{result['end_to_end_rate']}/s, p50 {result['latency_p50_ms']} ms"
         )
     return result
+
+
+def _paced(
+    result: dict[str, Any],
+    port: int,
+    size: int,
+    sessions: int,
+    args: argparse.Namespace,
+    sink: Sink,
+    label: str,
+    timeout: float,
+) -> None:
+    """The paced phase: ``--paced`` of the end-to-end rate just measured, open loop,
+    for ``--paced-seconds``; every message's accept latency (p50/p99 at 80 % of peak)."""
+    rate = args.paced * result["end_to_end_rate"]
+    count = max(50, int(rate * args.paced_seconds))
+    log(f"{label}: paced phase, {count} messages at {rate:.0f}/s")
+    before = sink.count
+    load = PacedLoad(port, size, rate, count, sessions)
+    load.start()
+    load.join(timeout)
+    got = sink.wait_for(before + load.accepted, time.monotonic() + timeout)
+    lat = load.latencies
+    result.update(
+        {
+            "paced_fraction": args.paced,
+            "paced_target_rate": round(rate, 1),
+            "paced_rate": round(load.accepted / load.seconds, 1) if load.seconds else None,
+            "paced_messages": load.accepted,
+            "paced_failures": load.failures,
+            "paced_late": load.late,
+            "paced_p50_ms": _ms(percentile(lat, 50)),
+            "paced_p99_ms": _ms(percentile(lat, 99)),
+            "paced_max_ms": _ms(max(lat) if lat else None),
+        }
+    )
+    if load.error or load.failures or got is None:
+        result["ok"] = False
+        result["error"] = (
+            f"paced phase: {load.error or ''} {load.failures} refused, "
+            f"sink has {sink.count - before}/{load.accepted}"
+        )
 
 
 def _ms(v: float | None) -> float | None:
@@ -225,6 +269,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--probe", type=int, default=None, help="latency probe messages (default count/10, 20..200)"
     )
     p.add_argument("--probe-interval", type=float, default=0.01, help="pause between probes, s")
+    p.add_argument(
+        "--paced",
+        type=float,
+        default=0.8,
+        help="paced phase at this fraction of the measured end-to-end rate (0: none)",
+    )
+    p.add_argument("--paced-seconds", type=float, default=5.0, help="length of the paced phase, s")
     p.add_argument("--warmup", type=int, default=20, help="messages sent before measuring")
     p.add_argument("--settle", type=float, default=1.0, help="seconds to watch for extra mail")
     p.add_argument("--case-timeout", type=float, default=600.0, help="seconds per case at most")

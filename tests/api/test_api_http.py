@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from elemta.common.config import Config, load_config
-from elemta.common.envelope import new_queue_id
+from elemta.common.envelope import Envelope, new_queue_id
 from elemta.common.jetstream import (
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
@@ -145,6 +145,20 @@ async def test_a_message_with_state_but_no_events_yet_is_found(
         "events": [],
     }
     assert await get_json(api, f"/api/v1/messages/{qid}/events") == {"id": qid, "events": []}
+
+
+async def test_a_message_waiting_for_its_first_attempt_is_found_from_its_envelope(
+    api: TestClient[Any, Any], js: JetStreamContext
+) -> None:
+    env = Envelope(new_queue_id(), "a@client.test", ["b@relay.test"], 1700000000.0, size=5)
+    ack = await js.publish(
+        f"elemta.msg.{env.id}", b"hello", headers={"Elemta-Envelope": env.to_header()}
+    )
+    got = await get_json(api, f"/api/v1/messages/{env.id}")
+    assert got["state"]["first_attempt"] == "pending"
+    assert got["state"]["status"] == "active"
+    assert got["state"]["recipients"] == ["b@relay.test"]
+    assert got["state"]["msg_seq"] == ack.seq
 
 
 async def test_the_events_endpoint_returns_only_that_messages_events(

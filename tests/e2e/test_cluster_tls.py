@@ -57,6 +57,8 @@ def test_mail_flows_over_mutual_tls_to_policy_and_tls_with_creds_to_nats(
 def test_ingress_without_a_client_certificate_gets_no_verdict_and_keeps_nothing(
     stack_factory: Any, secure_nats: SecureNats, tmp_path: Path
 ) -> None:
-    stack = stack_factory(cluster_tls(tmp_path, secure_nats, client_cert=False))
+    settings = cluster_tls(tmp_path, secure_nats, client_cert=False)
+    settings["ingress"] = {"trusted_policy": "always"}  # loopback is trusted: ask anyway
+    stack = stack_factory(settings)
     code, reply = stack.send("alice@client.test", ["bob@local.test"], MESSAGE)
     assert (code, reply[:5]) == (451, b"4.3.0"), reply

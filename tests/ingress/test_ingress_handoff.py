@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from pathlib import Path
 
+import nats
 from ingress_harness import (
     MESSAGE,
     RawSMTP,
     body_object,
     create_streams,
+    make_config,
     message_count,
     queue_id_of,
     send,
     stored,
     wait_until,
 )
+
+from elemta.common.envelope import Envelope, new_queue_id
+from elemta.common.jetstream import ENVELOPE_HEADER, ensure_streams
+from elemta.ingress.handoff import Handoff
 
 QUEUE_DOWN = b"4.3.0 Queue temporarily unavailable, try again later"
 
@@ -110,3 +118,55 @@ def test_a_body_under_the_inline_limit_stays_inline(ingress_factory, shared_nats
     assert code == 250
     msg = stored(shared_nats.url, queue_id_of(text))
     assert msg is not None and msg.envelope.body_object == "" and msg.data.endswith(b"Hello.\r\n")
+
+
+def test_a_store_that_lands_after_its_deadline_is_answered_451_and_carries_that_deadline(
+    nats_server, ingress_factory
+):
+    runner = ingress_factory(
+        {"nats": {"publish_timeout": 1.0}}, nats_url=nats_server.url, wait_stream=False
+    )
+    create_streams(nats_server.url, runner.cfg)
+    wait_until(lambda: runner.svc.handoff.stream_ready, what="stream")
+    assert nats_server.proc is not None
+    pid = nats_server.proc.pid
+    os.kill(pid, signal.SIGSTOP)  # the publish is sent; nothing is stored yet
+    resumed = threading.Event()
+
+    def resume_after_the_deadline() -> None:
+        time.sleep(1.4)  # the deadline (1.0 s) has passed; ingress is asking the stream
+        os.kill(pid, signal.SIGCONT)
+        resumed.set()
+
+    threading.Thread(target=resume_after_the_deadline, daemon=True).start()
+    try:
+        code, text = send(runner.port)
+    finally:
+        resumed.wait(5)
+        os.kill(pid, signal.SIGCONT)
+    # The server stored the publish late and then answered: stored after the deadline.
+    assert (code, text) == (451, QUEUE_DOWN)
+    assert runner.svc.handoff.found == 0
+    wait_until(lambda: runner.svc.handoff.purged == 1, timeout=30, what="both purges")
+    assert message_count(nats_server.url) == 0
+
+
+async def test_an_unconfirmed_store_is_ours_only_when_stored_by_its_deadline(
+    nats_server, tmp_path: Path
+) -> None:
+    cfg = make_config(tmp_path, nats_server.url, "127.0.0.1:1")
+    nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_streams(nc.jetstream(), cfg)
+        env = Envelope(new_queue_id(), "a@client.test", ["b@local.test"], time.time())
+        await nc.jetstream().publish(
+            f"elemta.msg.{env.id}", b"hello", headers={ENVELOPE_HEADER: env.to_header()}
+        )
+        handoff = Handoff(cfg)
+        handoff.attach(nc)
+        subject = f"elemta.msg.{env.id}"
+        assert await handoff._stored_by(subject, time.time() + 5) > 0  # PubAck lost: 250
+        assert await handoff._stored_by(subject, time.time() - 5) == 0  # stored late: 451
+        assert await handoff._stored_by("elemta.msg.NOTTHERE", time.time() + 5) == 0
+    finally:
+        await nc.close()

@@ -8,6 +8,7 @@ and reads the streams to check what the queue did.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from elemta.common.config import Config
 from elemta.common.envelope import (
     DeliveryJob,
     Envelope,
+    FirstAttempt,
     Outcome,
     RecipientResult,
     new_queue_id,
@@ -34,6 +36,7 @@ from elemta.common.jetstream import (
     DELIVERY_STREAM,
     ENVELOPE_HEADER,
     EVENTS_STREAM,
+    FIRST_CONSUMER,
     MESSAGES_STREAM,
     STATE_BUCKET,
 )
@@ -90,6 +93,9 @@ class QueueHarness:
         self.services: list[QueueService] = []
         self.nc: NATS | None = None
         self._jobs: JetStreamContext.PullSubscription | None = None
+        self._first: asyncio.Task[None] | None = None
+        # ids of stored messages whose first attempt a test reports itself
+        self.manual: set[str] = set()
 
     @property
     def js(self) -> JetStreamContext:
@@ -104,13 +110,38 @@ class QueueHarness:
         self.services.append(svc)
         if self.nc is None:
             self.nc = await nats.connect(self.server.url)
+        if self._first is None:
+            self._first = asyncio.create_task(self._play_first_attempts())
         return svc
+
+    async def _play_first_attempts(self) -> None:
+        """Play delivery's first attempt of every stored message (those a test wrote
+        and those the queue wrote, bounces): hand it to the queue untried, so that
+        the queue plans first-attempt jobs for the test to take."""
+        sub = await self.js.pull_subscribe_bind(FIRST_CONSUMER, stream=MESSAGES_STREAM)
+        while True:
+            try:
+                msgs = await sub.fetch(16, timeout=0.2)
+            except TimeoutError:
+                continue
+            except Exception:
+                await asyncio.sleep(0.1)
+                continue
+            for m in msgs:
+                env = Envelope.from_header((m.headers or {})[ENVELOPE_HEADER])
+                if env.id not in self.manual:
+                    await self.hand_over(env, m.metadata.sequence.stream, headers=m.headers)
+                await m.ack()
 
     async def stop_queue(self, svc: QueueService) -> None:
         await svc.stop()
         self.services.remove(svc)
 
     async def close(self) -> None:
+        if self._first is not None:
+            self._first.cancel()
+            with contextlib.suppress(BaseException):
+                await self._first
         for svc in list(self.services):
             await svc.stop()
         if self.nc is not None:
@@ -127,9 +158,12 @@ class QueueHarness:
         hold: bool = False,
         is_bounce: bool = False,
         body_object: bool = False,
+        manual: bool = False,
         **envelope: Any,
     ) -> tuple[Envelope, int]:
-        """Store a message exactly as ingress does; returns the envelope and its seq."""
+        """Store a message exactly as ingress does; returns the envelope and its seq.
+        Its first attempt is handed to the queue untried (see ``_play_first_attempts``)
+        unless ``manual``."""
         qid = new_queue_id()
         data = message(sender=sender or "MAILER-DAEMON@x.test") if body is None else body
         env = Envelope(
@@ -154,8 +188,27 @@ class QueueHarness:
             "traceparent": TRACEPARENT,
             "Nats-Msg-Id": qid,
         }
+        if manual:
+            self.manual.add(qid)
         ack = await self.js.publish(f"elemta.msg.{qid}", data, headers=headers)
         return env, ack.seq
+
+    async def hand_over(
+        self,
+        env: Envelope,
+        seq: int,
+        outcomes: list[Outcome] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        """Report a first attempt as delivery does (``outcomes``; none: untried)."""
+        report = FirstAttempt(envelope=env, msg_seq=seq, outcomes=outcomes or [], **extra)
+        trace = {k: v for k, v in (headers or {}).items() if k == "traceparent"}
+        await self.js.publish(
+            f"elemta.outcome.{env.id}",
+            report.encode(),
+            headers={**trace, "Nats-Msg-Id": f"first.{env.id}.{seq}"},
+        )
 
     # -- playing a delivery worker -----------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from elemta.common.config import Config, Route
-from elemta.queue.routing import Router
+from elemta.common.routing import Router
 
 
 def router(routes: dict[str, str] | None = None) -> Router:

@@ -10,6 +10,10 @@ Three records cross JetStream, each as JSON:
   sequence, so the body is never copied.
 * :class:`Outcome` — the delivery worker's report of one attempt, per recipient
   (``elemta.outcome.<id>``).
+* :class:`FirstAttempt` — delivery's report of a stored message's first attempt,
+  made straight from ``ELEMTA_MESSAGES`` (also ``elemta.outcome.<id>``): the
+  envelope, where the message is stored, and one :class:`Outcome` per destination
+  (none when the message is handed to the queue untried, e.g. held).
 
 Queue ids sort by time, like Postfix's long queue ids: 10 characters of
 milliseconds then 10 random characters, Crockford base32.
@@ -28,6 +32,7 @@ from .replies import Status
 __all__ = [
     "DeliveryJob",
     "Envelope",
+    "FirstAttempt",
     "Outcome",
     "RecipientResult",
     "new_queue_id",
@@ -72,6 +77,9 @@ class Envelope:
     dsn_envid: str = ""
     dsn_notify: dict[str, str] = field(default_factory=dict)  # recipient -> "NEVER" | "SUCCESS,…"
     dsn_orcpt: dict[str, str] = field(default_factory=dict)  # recipient -> "rfc822;<xtext>"
+    # Epoch seconds after which ingress no longer waits for the store's PubAck (and
+    # answers 451): a copy stored later is never delivered. 0: no deadline.
+    deadline: float = 0.0
 
     def to_header(self) -> str:
         return _dump(self).decode()
@@ -135,8 +143,40 @@ class Outcome:
 
     @classmethod
     def decode(cls, data: bytes) -> Outcome:
-        raw = json.loads(data)
+        return cls.from_dict(json.loads(data))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Outcome:
+        raw = dict(raw)
         raw["results"] = [
             RecipientResult(**{**r, "status": Status(r["status"])}) for r in raw.get("results", [])
         ]
         return cls(**raw)
+
+
+@dataclass
+class FirstAttempt:
+    envelope: Envelope
+    msg_seq: int  # sequence of the stored message in ELEMTA_MESSAGES
+    outcomes: list[Outcome] = field(default_factory=list)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # dest key -> Route fields
+    dropped: str = ""  # why the stored copy was not delivered (e.g. stored after its deadline)
+
+    def encode(self) -> bytes:
+        return _dump(self)
+
+    @staticmethod
+    def is_first(data: bytes) -> bool:
+        """Whether a record on ``elemta.outcome.<id>`` is a first-attempt report."""
+        return data.startswith(b'{"envelope":')
+
+    @classmethod
+    def decode(cls, data: bytes) -> FirstAttempt:
+        raw = json.loads(data)
+        return cls(
+            envelope=Envelope(**raw["envelope"]),
+            msg_seq=raw["msg_seq"],
+            outcomes=[Outcome.from_dict(o) for o in raw.get("outcomes", [])],
+            routes=raw.get("routes", {}),
+            dropped=raw.get("dropped", ""),
+        )

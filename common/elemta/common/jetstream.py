@@ -45,6 +45,7 @@ from .names import (
     ENVELOPE_HEADER,
     EVENTS_STREAM,
     EVENTS_SUBJECT,
+    FIRST_CONSUMER,
     INTAKE_CONSUMER,
     MESSAGES_STREAM,
     MSG_SUBJECT,
@@ -66,6 +67,7 @@ __all__ = [
     "ENVELOPE_HEADER",
     "EVENTS_STREAM",
     "EVENTS_SUBJECT",
+    "FIRST_CONSUMER",
     "INTAKE_CONSUMER",
     "MESSAGES_STREAM",
     "MSG_SUBJECT",
@@ -75,6 +77,7 @@ __all__ = [
     "STATE_BUCKET",
     "connect",
     "delivery_consumer_config",
+    "first_consumer_config",
     "disconnect",
     "ensure_streams",
     "open_bucket",
@@ -144,6 +147,22 @@ def delivery_consumer_config(cfg: Config) -> ConsumerConfig:
         max_deliver=-1,
         max_ack_pending=20000,
         filter_subject=f"{DELIVERY_SUBJECT}.>",
+    )
+
+
+def first_consumer_config(cfg: Config, start_seq: int = 0) -> ConsumerConfig:
+    """``delivery-first`` on ELEMTA_MESSAGES: every stored message, body included, to
+    one delivery process for its first attempt. ``start_seq``: where a consumer
+    created for a stream that already has history starts (0: the beginning)."""
+    return ConsumerConfig(
+        durable_name=FIRST_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+        opt_start_seq=start_seq or None,
+        ack_wait=cfg.delivery.ack_wait,
+        max_deliver=-1,
+        max_ack_pending=20000,
+        filter_subject=f"{MSG_SUBJECT}.>",
     )
 
 

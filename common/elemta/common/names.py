@@ -6,12 +6,15 @@ Streams (subjects in parentheses) — created by the queue service:
 
 ``ELEMTA_MESSAGES`` (``elemta.msg.<id>``)
     Accepted messages: envelope in the ``Elemta-Envelope`` header, body in the
-    payload. Consumer ``queue-intake`` (the queue service).
+    payload. Consumer ``delivery-first``, shared by every delivery process (first
+    attempts); ``queue-intake`` is the queue's consumer of earlier versions, removed
+    at start.
 ``ELEMTA_DELIVERY`` (``elemta.delivery.<id>``)
     Work queue of delivery jobs. Consumer ``delivery``, shared by every delivery
     process.
 ``ELEMTA_OUTCOMES`` (``elemta.outcome.<id>``)
-    Work queue of attempt outcomes. Consumer ``queue-outcomes``.
+    Work queue of attempt outcomes and first-attempt reports. Consumer
+    ``queue-outcomes``.
 ``ELEMTA_DEFERRED`` (``elemta.deferred.<id>``)
     Jobs waiting for their retry time, each with an ``Elemta-Due`` header; the
     queue reads them back at start through a short-lived consumer
@@ -69,6 +72,7 @@ __all__ = [
     "ENVELOPE_HEADER",
     "EVENTS_STREAM",
     "EVENTS_SUBJECT",
+    "FIRST_CONSUMER",
     "GREYLIST_BUCKET",
     "INTAKE_CONSUMER",
     "LEASE_BUCKET",
@@ -102,7 +106,8 @@ EVENTS_SUBJECT = "elemta.events"
 AUDIT_SUBJECT = "elemta.audit"
 
 # Durable consumers, and the prefix of the queue's short-lived rebuild consumer.
-INTAKE_CONSUMER = "queue-intake"
+FIRST_CONSUMER = "delivery-first"
+INTAKE_CONSUMER = "queue-intake"  # earlier versions' consumer of ELEMTA_MESSAGES, removed
 OUTCOMES_CONSUMER = "queue-outcomes"
 DELIVERY_CONSUMER = "delivery"
 REBUILD_CONSUMER_PREFIX = "queue-rebuild-"

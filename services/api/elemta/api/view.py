@@ -22,9 +22,11 @@ from elemta.common.jetstream import (
     DEFERRED_STREAM,
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
+    ENVELOPE_HEADER,
     EVENTS_STREAM,
     EVENTS_SUBJECT,
     MESSAGES_STREAM,
+    MSG_SUBJECT,
     OUTCOMES_STREAM,
     STATE_BUCKET,
 )
@@ -130,19 +132,47 @@ class QueueView:
         }
 
     async def message_state(self, qid: str) -> Any | None:
-        """The queue's JSON state for ``qid``; None when there is none (any more)."""
+        """The queue's JSON state for ``qid``; None when there is none (any more).
+
+        A message waiting for its first attempt has no state yet (the queue writes
+        one only for mail not delivered at once): it is found in ``ELEMTA_MESSAGES``
+        and shown from its envelope, ``active`` with ``first_attempt: "pending"``."""
         js = self._ready_js()
         try:
             if self._kv is None:
                 self._kv = await js.key_value(STATE_BUCKET)
             entry = await self._kv.get(qid)
         except (BucketNotFoundError, KeyNotFoundError):
-            return None
+            return await self._waiting(js, qid)
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
         if not entry.value:
-            return None
+            return await self._waiting(js, qid)
         return _decode(entry.value)
+
+    async def _waiting(self, js: JetStreamContext, qid: str) -> dict[str, Any] | None:
+        try:
+            raw = await js.get_last_msg(MESSAGES_STREAM, f"{MSG_SUBJECT}.{qid}", direct=True)
+        except NotFoundError:
+            return None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable(f"NATS did not answer: {exc!r}") from None
+        env = _decode(((raw.headers or {}).get(ENVELOPE_HEADER) or "{}").encode())
+        if not isinstance(env, dict):
+            return None
+        return {
+            "id": qid,
+            "sender": env.get("sender", ""),
+            "recipients": env.get("recipients", []),
+            "received_at": env.get("received_at", 0.0),
+            "msg_seq": raw.seq,
+            "body_object": env.get("body_object", ""),
+            "status": "hold" if env.get("hold") else "active",
+            "size": env.get("size", 0),
+            "dests": {},
+            "final": {},
+            "first_attempt": "pending",
+        }
 
     async def message_events(self, qid: str) -> list[Any]:
         """The history of ``qid``, oldest first, by direct get of each next event."""

@@ -35,7 +35,7 @@ from .outcome import Delivery, Reporter
 from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
 
-__all__ = ["AttemptHandler", "Router"]
+__all__ = ["AttemptHandler", "Router", "log_attempt"]
 
 log = logging.getLogger("elemta.delivery")
 _tracer = tracer("elemta.delivery")
@@ -143,7 +143,7 @@ class AttemptHandler:
             span.set_attribute("elemta.result", delivery.summary)
             if first is not None:
                 span.set_attribute("smtp.reply_code", first.code)
-            self._log(job, delivery, time.monotonic() - started)
+            log_attempt(job, delivery, time.monotonic() - started)
             try:
                 await self.reporter.publish(job, delivery, msg.metadata.sequence.stream)
             except Exception as exc:
@@ -156,31 +156,32 @@ class AttemptHandler:
             RECIPIENTS.labels(r.status).inc()
         return delivery.summary
 
-    @staticmethod
-    def _log(job: DeliveryJob, delivery: Delivery, elapsed: float) -> None:
-        first = delivery.first
-        summary = delivery.summary
-        status = _POSTFIX_STATUS.get(summary, summary)
-        code, enhanced, text = (first.code, first.enhanced, first.text) if first else (0, "", "")
-        detail = f"{code} {enhanced} {text}".strip()
-        if summary == "mixed":
-            counts = delivery.counts()
-            detail = ", ".join(f"{n} {_POSTFIX_STATUS[s]}" for s, n in sorted(counts.items()))
-            detail += f"; first problem: {code} {enhanced} {text}"
-        log.info(
-            "%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
-            job.id,
-            ">,<".join(job.recipients),
-            delivery.host or "none",
-            elapsed,
-            enhanced,
-            status,
-            detail,
-            extra={
-                "dest": job.dest,
-                "attempt": job.attempt,
-                "host": delivery.host,
-                "code": code,
-                "status": status,
-            },
-        )
+
+def log_attempt(job: DeliveryJob, delivery: Delivery, elapsed: float) -> None:
+    """One Postfix-style line per attempt."""
+    first = delivery.first
+    summary = delivery.summary
+    status = _POSTFIX_STATUS.get(summary, summary)
+    code, enhanced, text = (first.code, first.enhanced, first.text) if first else (0, "", "")
+    detail = f"{code} {enhanced} {text}".strip()
+    if summary == "mixed":
+        counts = delivery.counts()
+        detail = ", ".join(f"{n} {_POSTFIX_STATUS[s]}" for s, n in sorted(counts.items()))
+        detail += f"; first problem: {code} {enhanced} {text}"
+    log.info(
+        "%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
+        job.id,
+        ">,<".join(job.recipients),
+        delivery.host or "none",
+        elapsed,
+        enhanced,
+        status,
+        detail,
+        extra={
+            "dest": job.dest,
+            "attempt": job.attempt,
+            "host": delivery.host,
+            "code": code,
+            "status": status,
+        },
+    )

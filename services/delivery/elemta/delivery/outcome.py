@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
-from elemta.common.envelope import DeliveryJob, Outcome, RecipientResult
+from elemta.common.envelope import DeliveryJob, FirstAttempt, Outcome, RecipientResult
 from elemta.common.jetstream import OUTCOME_SUBJECT
 from elemta.common.replies import Reply, Status
 from elemta.common.telemetry import headers_with_context
@@ -64,9 +64,8 @@ class Reporter:
         self.timeout = publish_timeout
         self.worker = worker_name()
 
-    async def publish(self, job: DeliveryJob, delivery: Delivery, job_seq: int) -> None:
-        """Store the outcome in JetStream; raises when it was not acknowledged."""
-        outcome = Outcome(
+    def outcome(self, job: DeliveryJob, delivery: Delivery) -> Outcome:
+        return Outcome(
             id=job.id,
             dest=job.dest,
             domain=job.domain,
@@ -76,6 +75,20 @@ class Reporter:
             worker=self.worker,
             finished_at=time.time(),
         )
+
+    async def publish_first(self, report: FirstAttempt) -> None:
+        """Store a first-attempt report; raises when it was not acknowledged. Its
+        ``Nats-Msg-Id`` names the stored message, so a report repeated after a lost
+        ack is dropped as a duplicate."""
+        qid = report.envelope.id
+        headers = headers_with_context({"Nats-Msg-Id": f"first.{qid}.{report.msg_seq}"})
+        await self.js.publish(
+            f"{OUTCOME_SUBJECT}.{qid}", report.encode(), timeout=self.timeout, headers=headers
+        )
+
+    async def publish(self, job: DeliveryJob, delivery: Delivery, job_seq: int) -> None:
+        """Store the outcome in JetStream; raises when it was not acknowledged."""
+        outcome = self.outcome(job, delivery)
         headers = headers_with_context({"Nats-Msg-Id": f"outcome.{job.id}.{job_seq}"})
         await self.js.publish(
             f"{OUTCOME_SUBJECT}.{job.id}", outcome.encode(), timeout=self.timeout, headers=headers

@@ -15,15 +15,19 @@ from elemta.common.health import HealthServer
 from elemta.common.jetstream import (
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
+    FIRST_CONSUMER,
+    MESSAGES_STREAM,
     connect,
     disconnect,
     open_bucket,
 )
 from elemta.common.pull import PullConsumer
 from elemta.common.resolver import Resolver
+from elemta.common.routing import Router as RouteTable
 
 from .attempt import AttemptHandler, Router
 from .body import BodyStore
+from .first import FirstAttemptHandler
 from .metrics import INFLIGHT
 from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
 from .outcome import Reporter, worker_name
@@ -63,9 +67,13 @@ class DeliveryService:
         self.tls_results: TlsResults | None = None
         self.reports: ReportSender | None = None
         self.worker: PullConsumer | None = None
+        self.first: PullConsumer | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
-            health.add_check("consumer", lambda: self.worker is not None and self.worker.bound)
+            health.add_check(
+                "consumer",
+                lambda: all(w is not None and w.bound for w in (self.worker, self.first)),
+            )
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -76,9 +84,29 @@ class DeliveryService:
         await self._tlsrpt(resolver)
         tls = TlsPolicy(cfg, resolver, self.mta_sts)
         self.router = Router(cfg, resolver, tls, self.tls_results)
-        handler = AttemptHandler(
-            BodyStore(self.js), self.router, Reporter(self.js, cfg.nats.publish_timeout)
+        bodies = BodyStore(self.js)
+        reporter = Reporter(self.js, cfg.nats.publish_timeout)
+        handler = AttemptHandler(bodies, self.router, reporter)
+        inflight = [0, 0]  # first attempts, jobs
+
+        def count(i: int) -> Callable[[int], None]:
+            def set_(n: int) -> None:
+                inflight[i] = n
+                INFLIGHT.set(sum(inflight))
+
+            return set_
+
+        self.first = PullConsumer(
+            self.nc,
+            self.js,
+            MESSAGES_STREAM,
+            FIRST_CONSUMER,
+            FirstAttemptHandler(RouteTable(cfg), bodies, self.router, reporter),
+            cfg.delivery.concurrency,
+            cfg.delivery.ack_wait,
+            on_inflight=count(0),
         )
+        self.first.start()
         self.worker = PullConsumer(
             self.nc,
             self.js,
@@ -87,7 +115,7 @@ class DeliveryService:
             handler,
             cfg.delivery.concurrency,
             cfg.delivery.ack_wait,
-            on_inflight=INFLIGHT.set,
+            on_inflight=count(1),
         )
         self.worker.start()
         log.info(
@@ -126,8 +154,9 @@ class DeliveryService:
         self.reports.start()
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop(self.drain_grace)
+        await asyncio.gather(
+            *(w.stop(self.drain_grace) for w in (self.first, self.worker) if w is not None)
+        )
         if self.router is not None:
             await self.router.close()
         if self.mta_sts is not None:

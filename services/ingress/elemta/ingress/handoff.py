@@ -9,16 +9,28 @@ half-stored.
 
 :meth:`Handoff.store` returns only after the PubAck and raises
 :class:`QueueUnavailable` otherwise: not connected, stream missing, refused, or no
-PubAck within ``nats.publish_timeout``. When the outcome is unknown (a timeout,
-the connection lost in flight) the subject is purged in the background, so that
-a store that lands late cannot turn the client's 451 into a second, delivered copy.
+PubAck within ``nats.publish_timeout``.
+
+A ``451`` stays a ``451``: the envelope carries a ``deadline`` (the moment ingress
+stops waiting for the PubAck), and delivery never delivers a copy stored after it.
+When the outcome is unknown at the deadline (a timeout, the connection lost in
+flight) ingress asks the stream, for up to ``nats.publish_timeout`` more, whether
+the copy is there: stored by the deadline (only its PubAck was lost, e.g. the
+server was killed between its fsync and its reply) means the message is ours and
+the client reads ``250``; anything else — not there, stored late, or no answer —
+is ``451``, and a copy that lands later is never delivered. The withdrawal is
+therefore as durable as the message: it is written in the message itself. The
+subject is also purged in the background (no disk kept for a dead copy). What
+remains: with NATS unreachable for the whole extra wait, a copy stored by the
+deadline whose PubAck was lost is delivered although the client read ``451``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -46,7 +58,8 @@ class QueueUnavailable(TemporaryError):
 
 
 class Handoff:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # epoch seconds: the deadline is compared with the server's time
         self.publish_timeout = cfg.nats.publish_timeout
         self.inline_limit = cfg.nats.inline_body_limit
         self.nc: NATS | None = None
@@ -55,6 +68,7 @@ class Handoff:
         self._bodies: ObjectStore | None = None
         self._cleanup: set[asyncio.Task[None]] = set()
         self.purged = 0  # subjects purged (twice) after an unconfirmed store
+        self.found = 0  # unconfirmed stores found stored by their deadline (answered 250)
 
     def attach(self, nc: NATS) -> None:
         self.nc = nc
@@ -87,6 +101,7 @@ class Handoff:
             await self._put_body(env.id, message)
             env.body_object = env.id
             payload = b""
+        env.deadline = round(self.clock() + self.publish_timeout, 3)
         headers = headers_with_context(
             {ENVELOPE_HEADER: env.to_header(), "Nats-Msg-Id": env.id}, ctx
         )
@@ -107,11 +122,43 @@ class Handoff:
             self._drop_body(env)
             raise QueueUnavailable(f"publish refused: {exc!r}") from None
         except Exception as exc:
-            # A timeout or a lost connection: the store may still land later.
+            # A timeout or a lost connection: the store may have landed, or land later.
+            seq = await self._stored_by(subject, env.deadline)
+            if seq:
+                self.found += 1
+                log.warning("no PubAck (%r), but stored by its deadline as seq %d", exc, seq)
+                return seq
             self._drop_body(env)
             self._spawn(self._purge(subject))
             raise QueueUnavailable(f"no PubAck: {exc!r}") from None
         return int(ack.seq)
+
+    async def _stored_by(self, subject: str, deadline: float) -> int:
+        """The sequence of the copy on ``subject`` if the stream stored it by
+        ``deadline``; 0 when it did not, stored it later, or does not answer within
+        ``publish_timeout``."""
+        js = self.js
+        assert js is not None
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.publish_timeout
+        while True:
+            left = give_up - loop.time()
+            if left <= 0:
+                log.warning("%s: could not learn whether it was stored", subject)
+                return 0
+            try:
+                raw = await asyncio.wait_for(js.get_last_msg(MESSAGES_STREAM, subject), left)
+            except NotFoundError:
+                return 0
+            except Exception as exc:
+                log.debug("asking for %s: %r", subject, exc)
+                await asyncio.sleep(min(0.25, max(0.0, give_up - loop.time())))
+                continue
+            stored_at = raw.time.timestamp() if raw.time else float("inf")
+            if stored_at > deadline:
+                log.warning("%s stored %.3fs after its deadline", subject, stored_at - deadline)
+                return 0
+            return int(raw.seq or 0)
 
     async def _put_body(self, name: str, body: bytes) -> None:
         assert self.js is not None

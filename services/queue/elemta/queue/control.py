@@ -27,12 +27,12 @@ from nats.aio.subscription import Subscription
 
 from elemta.common.logs import queue_id
 from elemta.common.names import CONTROL_QUEUE_GROUP, CONTROL_SUBJECT, CONTROL_VERBS
+from elemta.common.routing import Router
 from elemta.common.telemetry import context_from_headers, headers_with_context, tracer
 
 from .dispatch import Dispatcher
 from .events import EventPublisher
 from .intake import plan_state
-from .routing import Router
 from .scheduler import Scheduler
 from .state import StateStore
 

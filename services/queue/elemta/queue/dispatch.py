@@ -34,11 +34,11 @@ from elemta.common.jetstream import (
     MESSAGES_STREAM,
 )
 from elemta.common.replies import Status
+from elemta.common.routing import dest_hash
 
 from .bounce import Bouncer, Failure
 from .events import EventPublisher
 from .notices import Notices, failures_to_notify
-from .routing import dest_hash
 from .state import DestState, MessageState, StateStore
 
 __all__ = ["Dispatcher", "delete_stream_msg", "job_msg_id"]
@@ -190,20 +190,26 @@ class Dispatcher:
         else:
             await self.store.save(st, revision)
 
-    async def finish(self, st: MessageState, event: str = "done") -> None:
-        """Remove every trace of the message from the queue: body, blob, state."""
+    async def finish(
+        self, st: MessageState, event: str = "done", stored_state: bool = True
+    ) -> None:
+        """Remove every trace of the message from the queue: body, blob, state
+        (``stored_state``: there is a KV record to remove). ``event``: the history
+        record of the end ("" for none)."""
         await delete_stream_msg(self.nc, MESSAGES_STREAM, st.msg_seq, self.cfg.nats.publish_timeout)
         if st.body_object and self.objects is not None:
             try:
                 await self.objects.delete(st.body_object)
             except Exception as exc:  # already gone, or never written
                 log.debug("body object %s not deleted: %s", st.body_object, exc)
-        await self.store.remove(st.id)
+        if stored_state:
+            await self.store.remove(st.id)
         counts: dict[str, int] = {}
         for status in st.final.values():
             counts[status] = counts.get(status, 0) + 1
-        await self.events.emit(st.id, event, **counts)
-        log.info("removed", extra={"result": event, **counts})
+        if event:
+            await self.events.emit(st.id, event, **counts)
+        log.info("removed", extra={"result": event or "withdrawn", **counts})
 
     async def delete_deferred(self, stream: str, seq: int) -> None:
         await delete_stream_msg(self.nc, stream, seq, self.cfg.nats.publish_timeout)

@@ -16,7 +16,9 @@ __all__ = [
     "QUEUED",
 ]
 
-INTAKE = Counter("elemta_queue_intake_total", "Messages taken in from ELEMTA_MESSAGES")
+INTAKE = Counter(
+    "elemta_queue_intake_total", "First-attempt reports taken in (every stored message passes once)"
+)
 INTAKE_SECONDS = Histogram(
     "elemta_queue_intake_seconds",
     "Time to take in one message (state, jobs, event)",

@@ -8,17 +8,20 @@ import time
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from elemta.common.config import Config
+from elemta.common.envelope import FirstAttempt
 from elemta.common.health import HealthServer
 from elemta.common.jetstream import (
     BODIES_BUCKET,
     DELIVERY_STREAM,
+    FIRST_CONSUMER,
     INTAKE_CONSUMER,
     MESSAGES_STREAM,
-    MSG_SUBJECT,
     OUTCOME_SUBJECT,
     OUTCOMES_CONSUMER,
     OUTCOMES_STREAM,
@@ -26,8 +29,10 @@ from elemta.common.jetstream import (
     delivery_consumer_config,
     disconnect,
     ensure_streams,
+    first_consumer_config,
 )
 from elemta.common.pull import PullConsumer
+from elemta.common.routing import Router
 
 from .bounce import Bouncer
 from .control import Control
@@ -38,32 +43,16 @@ from .intake import Intake
 from .lease import Lease
 from .metrics import ACTIVE
 from .outcomes import Outcomes
-from .routing import Router
 from .scheduler import Scheduler
 from .state import StateStore
 
-__all__ = ["QueueService", "intake_consumer_config", "outcomes_consumer_config"]
+__all__ = ["QueueService", "ensure_consumers", "outcomes_consumer_config"]
 
 log = logging.getLogger(__name__)
 
 ACK_WAIT = 30.0  # seconds; handlers take milliseconds, a stuck one is retried after this
 CONCURRENCY = 256  # intake or outcome messages handled at once, per consumer
 RETRY_DELAY = 1.0  # seconds before a message whose handler failed is offered again
-
-
-def intake_consumer_config() -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=INTAKE_CONSUMER,
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subject=f"{MSG_SUBJECT}.>",
-        ack_wait=ACK_WAIT,
-        max_deliver=-1,
-        max_ack_pending=20000,
-        # Intake needs the envelope header and the sequence, never the body:
-        # do not ship every message through the queue process.
-        headers_only=True,
-    )
 
 
 def outcomes_consumer_config() -> ConsumerConfig:
@@ -76,6 +65,28 @@ def outcomes_consumer_config() -> ConsumerConfig:
         max_deliver=-1,
         max_ack_pending=20000,
     )
+
+
+async def ensure_consumers(js: JetStreamContext, cfg: Config) -> None:
+    """The consumers the queue owns: ``delivery`` and ``delivery-first`` (pulled by
+    delivery), ``queue-outcomes`` (its own). A store from a version whose queue took
+    messages in itself (consumer ``queue-intake``) is carried over: ``delivery-first``
+    starts after the last message ``queue-intake`` finished, and that consumer goes."""
+    await js.add_consumer(DELIVERY_STREAM, delivery_consumer_config(cfg))
+    await js.add_consumer(OUTCOMES_STREAM, outcomes_consumer_config())
+    start = 0
+    try:
+        await js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+    except NotFoundError:
+        try:
+            old = await js.consumer_info(MESSAGES_STREAM, INTAKE_CONSUMER)
+            start = int(old.ack_floor.stream_seq if old.ack_floor else 0) + 1
+        except NotFoundError:
+            pass
+    await js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg, start))
+    if start:
+        await js.delete_consumer(MESSAGES_STREAM, INTAKE_CONSUMER)
+        log.info("first attempts by delivery from stream sequence %d on", start)
 
 
 class QueueService:
@@ -120,9 +131,7 @@ class QueueService:
         self.nc = nc = await connect(cfg, "elemta-queue", stop=self.stop_event)
         self.js = js = nc.jetstream(timeout=cfg.nats.publish_timeout)
         await ensure_streams(js, cfg)
-        await js.add_consumer(DELIVERY_STREAM, delivery_consumer_config(cfg))
-        await js.add_consumer(MESSAGES_STREAM, intake_consumer_config())
-        await js.add_consumer(OUTCOMES_STREAM, outcomes_consumer_config())
+        await ensure_consumers(js, cfg)
         self.streams_ready = True
 
         self.lease = lease = Lease(js, cfg.queue.lease_time, cfg.nats.replicas)
@@ -152,22 +161,25 @@ class QueueService:
         # Rebuild before any outcome can park a new job.
         await scheduler.rebuild()
 
-        self.intake = intake = Intake(router, store, dispatcher, events)
         self.outcomes = outcomes = Outcomes(store, dispatcher, events)
+        self.intake = intake = Intake(router, store, dispatcher, events, outcomes)
+
+        async def reported(msg: Msg) -> None:
+            if FirstAttempt.is_first(msg.data):
+                await intake.handle(msg)
+            else:
+                await outcomes.handle(msg)
+
         self._loops = [
             PullConsumer(
                 nc,
                 js,
-                stream,
-                consumer,
-                handler,
+                OUTCOMES_STREAM,
+                OUTCOMES_CONSUMER,
+                reported,
                 CONCURRENCY,
                 ACK_WAIT,
                 retry_delay=RETRY_DELAY,
-            )
-            for stream, consumer, handler in (
-                (MESSAGES_STREAM, INTAKE_CONSUMER, intake.handle),
-                (OUTCOMES_STREAM, OUTCOMES_CONSUMER, outcomes.handle),
             )
         ]
         for loop in self._loops:

@@ -11,6 +11,9 @@ The lookup order is Postfix's ``transport_maps`` order, with local domains first
 
 Recipients that share a :meth:`Route.key` share a job: one connection to a
 relay can carry mail for many domains, while MX routes are keyed by domain.
+Delivery plans a message's first attempt with it, the queue every later one; a
+first-attempt report carries its destinations, so the two never need to agree on
+a configuration to understand each other.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from elemta.common.config import Config, Route, parse_route
+from .config import Config, Route, parse_route
 
 __all__ = ["Destination", "Router", "dest_hash", "domain_of"]
 

@@ -1,0 +1,159 @@
+"""First attempts straight from ``ELEMTA_MESSAGES``: stored message in, report out.
+
+Most mail is delivered at its first attempt, so the first attempt skips the queue:
+every delivery process pulls stored messages from the shared consumer
+``delivery-first`` (the body comes with the message), routes the recipients
+(:mod:`elemta.common.routing`), attempts every destination at once, and publishes
+one :class:`~elemta.common.envelope.FirstAttempt` to ``elemta.outcome.<id>``:
+the envelope, the stream sequence and an :class:`~elemta.common.envelope.Outcome`
+per destination. Only once JetStream stored the report is the message acked; the
+queue then removes a message delivered to everyone, and turns anything else into
+state, retries and bounces. The report is the one record of the attempt, so a
+happy message costs no job, no state and no separate history write.
+
+Handed to the queue untried (a report without outcomes): held messages.
+Never delivered: a copy stored after the envelope's ``deadline`` — the one ingress
+stopped waiting for and answered ``451`` — reported as ``dropped`` so the queue
+deletes it (see *A 451 stays a 451* in ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from elemta.common import logs
+from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, Outcome
+from elemta.common.jetstream import ENVELOPE_HEADER
+from elemta.common.replies import Reply
+from elemta.common.routing import Router as RouteTable
+from elemta.common.telemetry import context_from_headers, tracer
+
+from .attempt import Router, log_attempt
+from .body import BodyStore, BodyUnavailable
+from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
+from .outcome import Delivery, Reporter
+
+__all__ = ["FirstAttemptHandler"]
+
+log = logging.getLogger("elemta.delivery")
+_tracer = tracer("elemta.delivery")
+
+
+class FirstAttemptHandler:
+    """Called by the worker for every stored message; always acks, naks or terms it."""
+
+    def __init__(
+        self,
+        routes: RouteTable,
+        bodies: BodyStore,
+        router: Router,
+        reporter: Reporter,
+        retry_delay: float = 2.0,
+    ) -> None:
+        self.routes = routes
+        self.bodies = bodies
+        self.router = router
+        self.reporter = reporter
+        self.retry_delay = retry_delay
+
+    async def __call__(self, msg: Msg) -> None:
+        try:
+            env = Envelope.from_header((msg.headers or {})[ENVELOPE_HEADER])
+        except Exception as exc:
+            # Not ours to guess at: left in the stream for an operator, never offered again.
+            log.error("stored message %s has no usable envelope: %s", msg.subject, exc)
+            ATTEMPTS.labels("invalid").inc()
+            await msg.term()
+            return
+        token = logs.queue_id.set(env.id)
+        try:
+            await self._first(msg, env)
+        finally:
+            logs.queue_id.reset(token)
+
+    async def _first(self, msg: Msg, env: Envelope) -> None:
+        meta = msg.metadata
+        report = FirstAttempt(envelope=env, msg_seq=meta.sequence.stream)
+        stored_at = meta.timestamp.timestamp() if meta.timestamp else 0.0
+        if env.deadline and stored_at > env.deadline:
+            report.dropped = (
+                f"stored {stored_at - env.deadline:.3f}s after its deadline; "
+                "the client was told 451"
+            )
+            log.warning("%s: %s: not delivered", env.id, report.dropped)
+        elif not env.hold:
+            with _tracer.start_as_current_span(
+                "delivery.first_attempt",
+                context=context_from_headers(msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={"elemta.queue_id": env.id, "elemta.attempt": 1},
+            ) as span:
+                try:
+                    await self._attempt(msg, env, report)
+                except BodyUnavailable as exc:
+                    log.warning("%s: %s; message offered again later", env.id, exc)
+                    span.set_status(Status(StatusCode.ERROR, "body unavailable"))
+                    ATTEMPTS.labels("error").inc()
+                    await msg.nak(delay=self.retry_delay)
+                    return
+        try:
+            await self.reporter.publish_first(report)
+        except Exception as exc:
+            log.error("%s: first attempt not recorded (%r); message offered again", env.id, exc)
+            ATTEMPTS.labels("error").inc()
+            await msg.nak(delay=1.0)
+            return
+        await msg.ack()
+
+    async def _attempt(self, msg: Msg, env: Envelope, report: FirstAttempt) -> None:
+        jobs = [
+            DeliveryJob(
+                id=env.id,
+                dest=dest.key,
+                route=dest.route.model_dump(),
+                domain=dest.domain,
+                sender=env.sender,
+                recipients=dest.recipients,
+                msg_seq=report.msg_seq,
+                body_object=env.body_object,
+                attempt=1,
+                smtputf8=env.smtputf8,
+                body_8bit=env.body_8bit,
+            )
+            for dest in self.routes.plan(env.recipients)
+        ]
+        if not jobs:
+            return
+        if env.body_object:
+            fetched = await self.bodies.fetch(jobs[0])
+            if fetched is None:  # the queue plans jobs, which report it missing
+                log.error("%s: body object %s is missing", env.id, env.body_object)
+                return
+            body = fetched
+        else:
+            body = msg.data or b""
+        outcomes = await asyncio.gather(*(self._deliver(job, body) for job in jobs))
+        report.outcomes = list(outcomes)
+        report.routes = {job.dest: job.route for job in jobs}
+
+    async def _deliver(self, job: DeliveryJob, body: bytes) -> Outcome:
+        started = time.monotonic()
+        try:
+            delivery = await self.router.deliver(job, body)
+        except Exception as exc:
+            log.exception("%s: delivery failed unexpectedly", job.id)
+            delivery = Delivery.everyone(
+                job, "", Reply(451, "4.3.0", f"internal error in delivery: {exc!r}")
+            )
+        elapsed = time.monotonic() - started
+        log_attempt(job, delivery, elapsed)
+        ATTEMPTS.labels(delivery.summary).inc()
+        ATTEMPT_SECONDS.observe(elapsed)
+        for r in delivery.results:
+            RECIPIENTS.labels(r.status).inc()
+        return self.reporter.outcome(job, delivery)

@@ -1,0 +1,106 @@
+"""First attempts straight from ELEMTA_MESSAGES: one report per stored message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from delivery_harness import BODY, Harness
+
+from elemta.common.config import Config
+from elemta.common.envelope import Envelope, FirstAttempt, new_queue_id
+from elemta.common.jetstream import (
+    ENVELOPE_HEADER,
+    FIRST_CONSUMER,
+    MESSAGES_STREAM,
+    OUTCOMES_STREAM,
+    first_consumer_config,
+)
+
+from support.smtpsink import SmtpSink
+
+
+def routed(harness: Harness, sink: SmtpSink) -> Config:
+    cfg = harness.config()
+    routes = {"relay.test": f"smtp:[127.0.0.1]:{sink.port}", "other.test": "smtp:[127.0.0.1]:1"}
+    return cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
+
+
+async def store(harness: Harness, recipients: list[str], **envelope: Any) -> Envelope:
+    env = Envelope(new_queue_id(), "alice@sender.test", recipients, time.time(), **envelope)
+    await harness.js.publish(
+        f"elemta.msg.{env.id}", BODY, headers={ENVELOPE_HEADER: env.to_header()}
+    )
+    return env
+
+
+async def report(harness: Harness, qid: str) -> FirstAttempt:
+    raw = await harness.outcome_msg(qid)
+    assert raw.data is not None and FirstAttempt.is_first(raw.data)
+    return FirstAttempt.decode(raw.data)
+
+
+async def test_a_stored_message_is_delivered_and_reported_once_per_message(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    env = await store(harness, ["bob@relay.test", "carol@relay.test"])
+    got = await report(harness, env.id)
+    assert got.envelope == env
+    [outcome] = got.outcomes
+    assert outcome.attempt == 1 and str(sink.port) in outcome.dest
+    assert [r.status for r in outcome.results] == ["delivered", "delivered"]
+    assert got.routes[outcome.dest]["host"] == "127.0.0.1"
+    assert sorted(sink.wait_for(1)[0].rcpt_tos) == ["bob@relay.test", "carol@relay.test"]
+    info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+    assert (await harness.js.stream_info(OUTCOMES_STREAM)).state.messages == 1
+    assert await harness.jobs_left() == 0
+
+
+async def test_every_destination_is_tried_at_once_and_reported_apart(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(
+        cfg.model_copy(
+            update={"delivery": cfg.delivery.model_copy(update={"connect_timeout": 1.0})}
+        )
+    )
+    env = await store(harness, ["bob@relay.test", "dave@other.test"])
+    got = await report(harness, env.id)
+    by_rcpt = {r.recipient: r.status for o in got.outcomes for r in o.results}
+    assert by_rcpt == {"bob@relay.test": "delivered", "dave@other.test": "deferred"}
+    assert len(got.outcomes) == 2
+
+
+async def test_a_held_message_is_handed_over_untried(harness: Harness, sink: SmtpSink) -> None:
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    env = await store(harness, ["bob@relay.test"], hold=True)
+    got = await report(harness, env.id)
+    assert got.outcomes == [] and not got.dropped
+    await asyncio.sleep(0.3)
+    assert sink.messages == []
+
+
+async def test_a_copy_stored_after_its_deadline_is_never_delivered(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    late = await store(harness, ["bob@relay.test"], deadline=time.time() - 1.0)
+    in_time = await store(harness, ["carol@relay.test"], deadline=time.time() + 30.0)
+    dropped = await report(harness, late.id)
+    assert dropped.outcomes == [] and "deadline" in dropped.dropped
+    kept = await report(harness, in_time.id)
+    assert kept.outcomes[0].results[0].status == "delivered"
+    assert [m.rcpt_tos for m in sink.wait_for(1)] == [["carol@relay.test"]]
+    await asyncio.sleep(0.3)
+    assert len(sink.messages) == 1
