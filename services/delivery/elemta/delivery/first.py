@@ -80,19 +80,20 @@ class FirstAttemptHandler:
         meta = msg.metadata
         report = FirstAttempt(envelope=env, msg_seq=meta.sequence.stream)
         stored_at = meta.timestamp.timestamp() if meta.timestamp else 0.0
-        if env.deadline and stored_at > env.deadline:
-            report.dropped = (
-                f"stored {stored_at - env.deadline:.3f}s after its deadline; "
-                "the client was told 451"
-            )
-            log.warning("%s: %s: not delivered", env.id, report.dropped)
-        elif not env.hold:
-            with _tracer.start_as_current_span(
-                "delivery.first_attempt",
-                context=context_from_headers(msg.headers),
-                kind=SpanKind.CONSUMER,
-                attributes={"elemta.queue_id": env.id, "elemta.attempt": 1},
-            ) as span:
+        # The report is published inside the span: the queue's work joins the trace.
+        with _tracer.start_as_current_span(
+            "delivery.first_attempt",
+            context=context_from_headers(msg.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={"elemta.queue_id": env.id, "elemta.attempt": 1},
+        ) as span:
+            if env.deadline and stored_at > env.deadline:
+                report.dropped = (
+                    f"stored {stored_at - env.deadline:.3f}s after its deadline; "
+                    "the client was told 451"
+                )
+                log.warning("%s: %s: not delivered", env.id, report.dropped)
+            elif not env.hold:
                 try:
                     await self._attempt(msg, env, report)
                 except BodyUnavailable as exc:
@@ -101,13 +102,14 @@ class FirstAttemptHandler:
                     ATTEMPTS.labels("error").inc()
                     await msg.nak(delay=self.retry_delay)
                     return
-        try:
-            await self.reporter.publish_first(report)
-        except Exception as exc:
-            log.error("%s: first attempt not recorded (%r); message offered again", env.id, exc)
-            ATTEMPTS.labels("error").inc()
-            await msg.nak(delay=1.0)
-            return
+            try:
+                await self.reporter.publish_first(report)
+            except Exception as exc:
+                log.error("%s: first attempt not recorded (%r); offered again", env.id, exc)
+                span.set_status(Status(StatusCode.ERROR, "first attempt not recorded"))
+                ATTEMPTS.labels("error").inc()
+                await msg.nak(delay=1.0)
+                return
         await msg.ack()
 
     async def _attempt(self, msg: Msg, env: Envelope, report: FirstAttempt) -> None:
