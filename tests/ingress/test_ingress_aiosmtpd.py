@@ -75,3 +75,38 @@ def test_aiosmtpd_answers_what_it_answers_itself_through_push(ingress):
 def test_aiosmtpd_logs_through_the_logger_ingress_makes_printable():
     assert aiosmtpd.smtp.log is logging.getLogger("mail.log")
     assert any(type(f).__name__ == "PrintableLogs" for f in aiosmtpd.smtp.log.filters)
+
+
+def test_a_session_finds_the_auth_mechanisms_commands_and_hooks_aiosmtpd_finds_itself():
+    """sessioninit answers aiosmtpd's getmembers/dir from a per-class cache."""
+    import inspect
+
+    from elemta.ingress import sessioninit
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            return "250 OK"
+
+        async def auth_EXAMPLE(self, server, args):  # type: ignore[no-untyped-def]
+            return None
+
+    loop = asyncio.new_event_loop()
+    try:
+        sessioninit.install()
+        cached = [aiosmtpd.smtp.SMTP(Handler(), loop=loop, hostname="h") for _ in range(2)]
+        aiosmtpd.smtp.inspect = inspect  # type: ignore[attr-defined]
+        del aiosmtpd.smtp.dir  # type: ignore[attr-defined]
+        try:
+            plain = aiosmtpd.smtp.SMTP(Handler(), loop=loop, hostname="h")
+        finally:
+            sessioninit.install()
+    finally:
+        loop.close()
+    for session in cached:
+        assert sorted(session._auth_methods) == sorted(plain._auth_methods)
+        assert sorted(session._smtp_methods) == sorted(plain._smtp_methods)
+        assert sorted(session._handle_hooks) == sorted(plain._handle_hooks)
+        # bound to the session (and its handler) at hand, not to the first one
+        assert all(m.__self__ is session for m in session._smtp_methods.values())
+        assert session._auth_methods["EXAMPLE"].method.__self__ is session.event_handler
+    assert "EXAMPLE" in plain._auth_methods and "DATA" in plain._handle_hooks

@@ -96,8 +96,12 @@ async def test_keda_scales_delivery_on_consumer_lag_when_installed(
     await operator.reconcile(timer=True)
 
     scaled = await operator.get("ScaledObject", "mail-delivery")
-    (trigger, _cpu) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "nats-jetstream"
+    (first, trigger, _cpu) = scaled["spec"]["triggers"]
+    assert first["type"] == trigger["type"] == "nats-jetstream"
+    assert (first["metadata"]["stream"], first["metadata"]["consumer"]) == (
+        "ELEMTA_MESSAGES",
+        "delivery-first",
+    )
     assert trigger["metadata"]["stream"] == "ELEMTA_DELIVERY"
     assert trigger["metadata"]["consumer"] == "delivery"
     assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "mail-nats.mail.svc:8222"

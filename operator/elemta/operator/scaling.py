@@ -1,8 +1,9 @@
 """Delivery autoscaling: KEDA on consumer lag when KEDA is installed, else an HPA on CPU.
 
-Consumer lag (delivery jobs waiting in ``ELEMTA_DELIVERY`` for the ``delivery``
-consumer) is what delivery capacity should follow: CPU stays low while workers
-wait on slow remote servers. KEDA reads it from the NATS monitoring endpoint;
+Consumer lag (stored messages waiting in ``ELEMTA_MESSAGES`` for their first
+attempt, consumer ``delivery-first``, and delivery jobs waiting in
+``ELEMTA_DELIVERY`` for the ``delivery`` consumer) is what delivery capacity
+should follow: CPU stays low while workers wait on slow remote servers. KEDA reads it from the NATS monitoring endpoint;
 without KEDA (or without a monitoring endpoint for an external NATS) an HPA on
 CPU is the fallback. Either way the Deployment leaves ``replicas`` to it.
 """
@@ -11,7 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from elemta.common.jetstream import DELIVERY_CONSUMER, DELIVERY_STREAM
+from elemta.common.jetstream import (
+    DELIVERY_CONSUMER,
+    DELIVERY_STREAM,
+    FIRST_CONSUMER,
+    MESSAGES_STREAM,
+)
 
 from .model import Capabilities, Cluster
 
@@ -45,17 +51,23 @@ def render_autoscaler(cluster: Cluster, caps: Capabilities) -> list[dict[str, An
                     "pollingInterval": 15,
                     "cooldownPeriod": 300,
                     "triggers": [
-                        {
-                            "type": "nats-jetstream",
-                            "metadata": {
-                                "natsServerMonitoringEndpoint": endpoint,
-                                "account": "$G",
-                                "stream": DELIVERY_STREAM,
-                                "consumer": DELIVERY_CONSUMER,
-                                "lagThreshold": str(auto["targetLag"]),
-                                "useHttps": "false",
-                            },
-                        },
+                        *(
+                            {
+                                "type": "nats-jetstream",
+                                "metadata": {
+                                    "natsServerMonitoringEndpoint": endpoint,
+                                    "account": "$G",
+                                    "stream": stream,
+                                    "consumer": consumer,
+                                    "lagThreshold": str(auto["targetLag"]),
+                                    "useHttps": "false",
+                                },
+                            }
+                            for stream, consumer in (
+                                (MESSAGES_STREAM, FIRST_CONSUMER),
+                                (DELIVERY_STREAM, DELIVERY_CONSUMER),
+                            )
+                        ),
                         {
                             "type": "cpu",
                             "metricType": "Utilization",

@@ -4,9 +4,16 @@ SYNOPSIS
     elemta serve delivery [--config FILE]
 
 DESCRIPTION
-    The delivery service takes delivery jobs from the JetStream work queue
+    The delivery service makes every message's first attempt straight from
+    ELEMTA_MESSAGES (shared durable pull consumer "delivery-first"): it routes the
+    recipients (local domains, the transport table, else MX), attempts every
+    destination at once and reports them together as one FirstAttempt on
+    elemta.outcome.<queue id>, acking the message only after that report is
+    stored; a held message is reported untried, and a copy stored after the
+    envelope's deadline (the client was told 451) is reported dropped, never
+    delivered. Later attempts come as delivery jobs from the JetStream work queue
     ELEMTA_DELIVERY through the shared durable pull consumer "delivery", one job
-    per message and destination, and attempts each one: it fetches the stored
+    per message and destination, and it attempts each one: it fetches the stored
     message from ELEMTA_MESSAGES by stream sequence (or from the Object Store
     ELEMTA_BODIES for large bodies), delivers it by the job's route, and
     reports the result of every recipient as an Outcome on

@@ -4,14 +4,17 @@ DESCRIPTION
     The queue service is Elemta's qmgr(8). It owns the JetStream streams
     (it creates ELEMTA_MESSAGES, ELEMTA_DELIVERY, ELEMTA_OUTCOMES,
     ELEMTA_DEFERRED, ELEMTA_EVENTS, KV ELEMTA_STATE and Object Store ELEMTA_BODIES
-    at start-up, and the durable consumers ``delivery``, ``queue-intake`` and
+    at start-up, and the durable consumers ``delivery``, ``delivery-first`` and
     ``queue-outcomes``), and decides what happens to every message ingress stored:
 
-    Intake: each new message in ELEMTA_MESSAGES is routed per recipient (local
-    domains, then the transport table, then MX) and split into one delivery job
-    per destination on ``elemta.delivery.<id>``. Its state goes to KV
-    ELEMTA_STATE. A message the policy put on hold gets state but no jobs until
-    it is released (``elemta.queue.release``).
+    Intake: delivery makes each stored message's first attempt itself and reports
+    it on ``elemta.outcome.<id>`` (a FirstAttempt). A message delivered to every
+    recipient is removed at once, with no state. Anything else gets its state in
+    KV ELEMTA_STATE and is handled as an outcome below. A message the policy put
+    on hold arrives untried: it gets state but no jobs until it is released
+    (``elemta.queue.release``), when it is routed per recipient (local domains,
+    then the transport table, then MX) and split into one delivery job per
+    destination on ``elemta.delivery.<id>``.
 
     Outcomes: delivery workers report each attempt on ``elemta.outcome.<id>``.
     Delivered recipients are done; permanently failed ones are returned to the
@@ -25,7 +28,7 @@ DESCRIPTION
 
     Every step is recorded as an event on ``elemta.events.<id>`` (accepted,
     hold, released, attempt, delivered, deferred, bounced, expired, failed,
-    done, deleted).
+    done, deleted, withdrawn); the events of one step go out as one record.
 
 STANDARDS
     RFC 3464 (delivery status notifications), RFC 3463 (enhanced status codes),
