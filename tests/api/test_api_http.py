@@ -148,7 +148,7 @@ async def test_a_message_with_state_but_no_events_yet_is_found(
 
 
 async def test_a_message_waiting_for_its_first_attempt_is_found_from_its_envelope(
-    api: TestClient[Any, Any], js: JetStreamContext
+    api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:
     env = Envelope(new_queue_id(), "a@client.test", ["b@relay.test"], 1700000000.0, size=5)
     ack = await js.publish(

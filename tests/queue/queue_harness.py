@@ -8,7 +8,6 @@ and reads the streams to check what the queue did.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -94,6 +93,7 @@ class QueueHarness:
         self.nc: NATS | None = None
         self._jobs: JetStreamContext.PullSubscription | None = None
         self._first: asyncio.Task[None] | None = None
+        self._closing = False
         # ids of stored messages whose first attempt a test reports itself
         self.manual: set[str] = set()
 
@@ -119,13 +119,11 @@ class QueueHarness:
         and those the queue wrote, bounces): hand it to the queue untried, so that
         the queue plans first-attempt jobs for the test to take."""
         sub = await self.js.pull_subscribe_bind(FIRST_CONSUMER, stream=MESSAGES_STREAM)
-        while True:
+        while not self._closing:
             try:
                 msgs = await sub.fetch(16, timeout=0.2)
-            except TimeoutError:
-                continue
-            except Exception:
-                await asyncio.sleep(0.1)
+            except Exception:  # none yet, the consumer gone meanwhile, NATS away
+                await asyncio.sleep(0.05)
                 continue
             for m in msgs:
                 env = Envelope.from_header((m.headers or {})[ENVELOPE_HEADER])
@@ -138,10 +136,10 @@ class QueueHarness:
         self.services.remove(svc)
 
     async def close(self) -> None:
+        self._closing = True
         if self._first is not None:
             self._first.cancel()
-            with contextlib.suppress(BaseException):
-                await self._first
+            await asyncio.wait({self._first}, timeout=5)
         for svc in list(self.services):
             await svc.stop()
         if self.nc is not None:

@@ -232,7 +232,7 @@ async def test_a_copy_dropped_after_its_deadline_is_deleted_and_recorded(
     env, seq = await _stored(harness, ["b@a.test"])
     await harness.hand_over(env, seq, dropped="stored 1.2s after its deadline")
     assert await eventually(lambda: _count_is(harness, MESSAGES_STREAM, 0))
-    assert await harness.event_types(env.id) == ["withdrawn"]
+    assert await eventually(lambda: harness.event_types(env.id)) == ["withdrawn"]
     assert await harness.state(env.id) is None
 
 

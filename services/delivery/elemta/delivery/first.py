@@ -126,6 +126,10 @@ class FirstAttemptHandler:
                 attempt=1,
                 smtputf8=env.smtputf8,
                 body_8bit=env.body_8bit,
+                dsn_ret=env.dsn_ret,
+                dsn_envid=env.dsn_envid,
+                dsn_notify={r: env.dsn_notify[r] for r in dest.recipients if r in env.dsn_notify},
+                dsn_orcpt={r: env.dsn_orcpt[r] for r in dest.recipients if r in env.dsn_orcpt},
             )
             for dest in self.routes.plan(env.recipients)
         ]
