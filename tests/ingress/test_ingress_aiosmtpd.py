@@ -78,10 +78,13 @@ def test_aiosmtpd_logs_through_the_logger_ingress_makes_printable():
 
 
 def test_a_session_finds_the_auth_mechanisms_commands_and_hooks_aiosmtpd_finds_itself():
-    """sessioninit answers aiosmtpd's getmembers/dir from a per-class cache."""
+    """sessioninit answers aiosmtpd's getmembers/dir from a per-class cache, and
+    ingress installs it."""
     import inspect
 
     from elemta.ingress import sessioninit
+
+    assert isinstance(aiosmtpd.smtp.__dict__.get("inspect"), sessioninit._Inspect)
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .replies import Status
@@ -54,8 +54,21 @@ def new_queue_id(now: float | None = None) -> str:
     return _b32(ms, 10) + _b32(secrets.randbits(50), 10)
 
 
+def _plain(value: Any) -> Any:
+    """A record as JSON types: dataclasses become dicts. Unlike ``dataclasses.asdict``
+    nothing is deep-copied, which matters on the per-message path (the envelope of
+    every stored message, every first-attempt report)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(v) for k, v in vars(value).items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _dump(obj: Any) -> bytes:
-    return json.dumps(asdict(obj), separators=(",", ":")).encode()
+    return json.dumps(_plain(obj), separators=(",", ":")).encode()
 
 
 @dataclass

@@ -55,6 +55,7 @@ from .data import check_data, read_data
 from .dsnparams import DsnRequest
 from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
+from .sessioninit import install as find_session_methods_once
 from .smtpauth import (
     AUTH_ENCRYPTION_REQUIRED,
     AUTH_REQUIRED,
@@ -74,6 +75,9 @@ __all__ = ["IngressSMTP", "SessionHost", "Settings"]
 log = logging.getLogger(__name__)
 # aiosmtpd logs an unknown command as the client sent it.
 logging.getLogger("mail.log").addFilter(PrintableLogs())
+# aiosmtpd looks up its command and AUTH methods for every connection; once per class
+# is enough (see .sessioninit).
+find_session_methods_once()
 
 # Postfix's smtpd_hard_error_limit: a session that earns this many 4xx/5xx
 # replies is told 421 and closed.
