@@ -40,7 +40,7 @@ def running_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess
     workdir = tmp_path_factory.mktemp("api-fuzz")
     server = NatsServer(workdir / "nats")
     server.start()
-    api = ApiProcess(workdir, server.url).start()
+    api = ApiProcess(workdir, server.url, with_queue=True).start()
     yield api
     api.stop()
     server.stop()

@@ -79,7 +79,9 @@ class ApiProcess:
     """``elemta serve api`` on its own port against ``nats_url``, with the streams
     created (as the queue service creates them) and a key of every role."""
 
-    def __init__(self, workdir: Path, nats_url: str) -> None:
+    def __init__(self, workdir: Path, nats_url: str, with_queue: bool = False) -> None:
+        self.with_queue = with_queue
+        self.queue: subprocess.Popen[bytes] | None = None
         self.workdir = workdir
         self.nats_url = nats_url
         self.port = free_port()
@@ -109,29 +111,41 @@ class ApiProcess:
         self.tokens = asyncio.run(prepare())
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
+            if self.with_queue:  # the actions and suspensions are the queue's to do
+                qport = free_port()
+                env = dict(self.env(), ELEMTA_QUEUE_HTTP_LISTEN=f"127.0.0.1:{qport}")
+                self.queue = subprocess.Popen(
+                    [ELEMTA, "serve", "queue"], env=env, stdout=log, stderr=log
+                )
+                self._wait(self.queue, f"http://127.0.0.1:{qport}/readyz")
             self.proc = subprocess.Popen(
                 [ELEMTA, "serve", "api"], env=self.env(), stdout=log, stderr=log
             )
+            self._wait(self.proc, self.url + "/readyz")
+        return self
+
+    def _wait(self, proc: subprocess.Popen[bytes], url: str) -> None:
         deadline = time.monotonic() + 30
         while True:
-            assert self.proc.poll() is None, self.log.read_text()
+            assert proc.poll() is None, self.log.read_text()
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "api not ready:\n" + self.log.read_text()
+            assert time.monotonic() < deadline, f"{url} not ready:\n" + self.log.read_text()
             time.sleep(0.1)
 
     def headers(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        for proc in (self.proc, self.queue):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.proc = self.queue = None

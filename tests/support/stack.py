@@ -126,7 +126,11 @@ class ServiceProcess:
     def _health_port_was_taken(self) -> bool:
         """The port picked for health was free when picked and taken by the time the
         service bound it (other suites on the machine pick ports too)."""
-        return f"('127.0.0.1', {self.http_port}): address already in use" in self.log()
+        log = self.log()
+        return (
+            f"('127.0.0.1', {self.http_port}): address already in use" in log
+            or f"cannot listen on 127.0.0.1:{self.http_port}: [Errno 98]" in log  # the api
+        )
 
     def _move_health_port(self) -> None:
         self.http_port = free_port()
@@ -213,6 +217,7 @@ class Stack:
                 "command_timeout": 10.0,
                 "idle_connection_timeout": 2.0,
             },
+            "api": {"listen": f"127.0.0.1:{free_port()}"},
             "dns": {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 3.0},
             "transport": {"routes": {}},
             "telemetry": {"log_level": "INFO", "log_format": "json"},
@@ -234,14 +239,19 @@ class Stack:
 
     def service(self, name: str, **env: str) -> ServiceProcess:
         section = self.config[name]
-        port = int(section["http_listen"].rsplit(":", 1)[1])
+        port = int(section["listen" if name == "api" else "http_listen"].rsplit(":", 1)[1])
         listen = env.get(f"ELEMTA_{name.upper()}_HTTP_LISTEN")
         if listen:
             port = int(listen.rsplit(":", 1)[1])
         log = self.workdir / f"{name}-{port}.log"
         return ServiceProcess(name, self.config_path, log, port, self.env(**env))
 
+    @property
+    def api_url(self) -> str:
+        return "http://" + str(self.config["api"]["listen"])
+
     def start(self, *names: str) -> Stack:
+        """Start the services (default: policy, queue, delivery, ingress; add "api")."""
         names = names or ("policy", "queue", "delivery", "ingress")
         for attempt in range(3):
             self.write_config()

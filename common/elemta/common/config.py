@@ -451,6 +451,11 @@ class QueueSettings(_Section):
     retry_jitter: float = Field(0.1, ge=0, le=1, description="Fraction of random spread")
     lifetime: float = Field(5 * 86400.0, gt=0, description="Seconds before a message bounces")
     bounce_lifetime: float = Field(5 * 86400.0, gt=0, description="Lifetime of a bounce")
+    failed_retention: float = Field(
+        5 * 86400.0,
+        gt=0,
+        description="Seconds a message that failed (bounced, expired) stays visible as failed",
+    )
     scheduler_interval: float = Field(1.0, gt=0, description="Seconds between due checks")
     delay_warning_time: float = Field(
         4 * 3600.0,

@@ -150,6 +150,9 @@ class Outcome:
     results: list[RecipientResult] = field(default_factory=list)
     worker: str = ""
     finished_at: float = 0.0
+    # Set when delivery made no attempt because the destination is suspended:
+    # the queue retries no earlier than this (epoch seconds).
+    not_before: float = 0.0
 
     def encode(self) -> bytes:
         return _dump(self)

@@ -45,6 +45,12 @@ Key-value buckets and object stores:
     by); its TTL makes a dead holder's lease expire.
 ``ELEMTA_BODIES`` (Object Store)
     Bodies larger than ``nats.inline_body_limit``.
+``ELEMTA_FAILED`` (KV, queue service writes, api reads)
+    The last state of each message that failed (a recipient bounced or
+    expired), kept ``queue.failed_retention`` seconds after it was finished.
+``ELEMTA_SUSPENSIONS`` (KV, queue service writes, queue and delivery read)
+    Suspended destinations by domain: reason and end; no delivery attempt to a
+    suspended domain (see :mod:`elemta.common.suspensions`).
 ``ELEMTA_API_KEYS`` (KV, api service)
     API keys by key id: label, role, expiry and the SHA-256 of the secret (never
     the secret).
@@ -70,6 +76,7 @@ __all__ = [
     "DELIVERY_SUBJECT",
     "DUE_HEADER",
     "ENVELOPE_HEADER",
+    "FAILED_BUCKET",
     "EVENTS_STREAM",
     "EVENTS_SUBJECT",
     "FIRST_CONSUMER",
@@ -87,6 +94,7 @@ __all__ = [
     "REBUILD_CONSUMER_PREFIX",
     "STATE_BUCKET",
     "STS_BUCKET",
+    "SUSPENSIONS_BUCKET",
     "TLSRPT_BUCKET",
 ]
 
@@ -123,6 +131,8 @@ BODIES_BUCKET = "ELEMTA_BODIES"
 LEASE_BUCKET = "ELEMTA_QUEUE_LEASE"
 LEASE_KEY = "active"  # the one key of LEASE_BUCKET
 KEYS_BUCKET = "ELEMTA_API_KEYS"
+SUSPENSIONS_BUCKET = "ELEMTA_SUSPENSIONS"
+FAILED_BUCKET = "ELEMTA_FAILED"
 
 # Message headers.
 ENVELOPE_HEADER = "Elemta-Envelope"
@@ -130,5 +140,14 @@ DUE_HEADER = "Elemta-Due"
 
 # Operator requests to the queue service: ``elemta.queue.<verb>``.
 CONTROL_SUBJECT = "elemta.queue"
-CONTROL_VERBS = ("release", "delete", "flush")
+CONTROL_VERBS = (
+    "hold",
+    "release",
+    "retry",
+    "flush",
+    "bounce",
+    "delete",
+    "suspend",
+    "unsuspend",
+)
 CONTROL_QUEUE_GROUP = "elemta-queue"

@@ -19,6 +19,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from elemta.common.jetstream import (
+    BODIES_BUCKET,
     DEFERRED_STREAM,
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
@@ -30,6 +31,7 @@ from elemta.common.jetstream import (
     OUTCOMES_STREAM,
     STATE_BUCKET,
 )
+from elemta.common.names import FAILED_BUCKET, SUSPENSIONS_BUCKET
 
 from .backend import Backend, Unavailable
 
@@ -42,6 +44,9 @@ QUEUE_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")
 # A message's history is short (accepted, a few attempts, the end); this bounds
 # the work one request can cause if something publishes in a loop.
 MAX_EVENTS = 1000
+# Records one listing reads at most; a queue larger than this is listed in part
+# (the summary says so).
+MAX_SCAN = 100_000
 
 QUEUE_STREAMS = (MESSAGES_STREAM, DELIVERY_STREAM, DEFERRED_STREAM, OUTCOMES_STREAM, EVENTS_STREAM)
 
@@ -195,3 +200,113 @@ class QueueView:
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
         return events
+
+    # -- the queue's messages -------------------------------------------------------
+
+    async def states(self) -> list[dict[str, Any]]:
+        """Every message record in KV ``ELEMTA_STATE`` (one pass over the bucket's
+        stream, latest value per key), at most :data:`MAX_SCAN`."""
+        js = self._ready_js()
+        out: list[dict[str, Any]] = []
+        try:
+            if self._kv is None:
+                self._kv = await js.key_value(STATE_BUCKET)
+            watcher = await self._kv.watchall(ignore_deletes=True)
+            try:
+                while len(out) < MAX_SCAN:
+                    entry = await watcher.updates(timeout=self.backend.cfg.nats.publish_timeout)
+                    if entry is None:
+                        break
+                    record = _decode(entry.value)
+                    if isinstance(record, dict) and "id" in record:
+                        out.append(record)
+                    if entry.delta == 0:
+                        break
+            finally:
+                await watcher.stop()
+        except BucketNotFoundError:
+            return []
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable(f"NATS did not answer: {exc!r}") from None
+        return out
+
+    async def finished(self, qid: str) -> dict[str, Any] | None:
+        """The kept record of a message that failed (bounced, expired), if still kept."""
+        js = self._ready_js()
+        try:
+            kv = await js.key_value(FAILED_BUCKET)
+            entry = await kv.get(qid)
+        except (BucketNotFoundError, KeyNotFoundError):
+            return None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable(f"NATS did not answer: {exc!r}") from None
+        record = _decode(entry.value) if entry.value else None
+        return record if isinstance(record, dict) else None
+
+    async def failed_states(self) -> list[dict[str, Any]]:
+        """Every kept record of a failed message."""
+        js = self._ready_js()
+        out: list[dict[str, Any]] = []
+        try:
+            kv = await js.key_value(FAILED_BUCKET)
+            watcher = await kv.watchall(ignore_deletes=True)
+            try:
+                while len(out) < MAX_SCAN:
+                    entry = await watcher.updates(timeout=self.backend.cfg.nats.publish_timeout)
+                    if entry is None:
+                        break
+                    record = _decode(entry.value)
+                    if isinstance(record, dict) and "id" in record:
+                        out.append(record)
+                    if entry.delta == 0:
+                        break
+            finally:
+                await watcher.stop()
+        except BucketNotFoundError:
+            return []
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable(f"NATS did not answer: {exc!r}") from None
+        return out
+
+    async def raw_message(self, state: dict[str, Any]) -> bytes | None:
+        """The stored message (headers and body) of a queued message; None when gone."""
+        js = self._ready_js()
+        qid = str(state.get("id", ""))
+        try:
+            if state.get("body_object"):
+                objects = await js.object_store(BODIES_BUCKET)
+                return (await objects.get(str(state["body_object"]))).data or b""
+            raw = await js.get_msg(MESSAGES_STREAM, seq=int(state.get("msg_seq") or 0), direct=True)
+        except NotFoundError:
+            return None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable(f"NATS did not answer: {exc!r}") from None
+        if raw.subject != f"{MSG_SUBJECT}.{qid}":
+            return None
+        return raw.data or b""
+
+    async def suspensions(self) -> list[dict[str, Any]]:
+        """The suspensions in KV ``ELEMTA_SUSPENSIONS`` (ended ones included; the
+        caller filters by time)."""
+        js = self._ready_js()
+        out: list[dict[str, Any]] = []
+        try:
+            kv = await js.key_value(SUSPENSIONS_BUCKET)
+            watcher = await kv.watchall(ignore_deletes=True)
+            try:
+                while True:
+                    entry = await watcher.updates(timeout=self.backend.cfg.nats.publish_timeout)
+                    if entry is None:
+                        break
+                    record = _decode(entry.value)
+                    if isinstance(record, dict) and "domain" in record:
+                        out.append(record)
+                    if entry.delta == 0:
+                        break
+            finally:
+                await watcher.stop()
+        except BucketNotFoundError:
+            return []
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable(f"NATS did not answer: {exc!r}") from None
+        return out

@@ -25,6 +25,7 @@ from elemta.common.envelope import DeliveryJob
 from elemta.common.replies import Reply
 from elemta.common.replies import Status as RcptStatus
 from elemta.common.resolver import Resolver
+from elemta.common.suspensions import Suspensions
 from elemta.common.telemetry import context_from_headers, tracer
 
 from .body import BodyStore, BodyUnavailable
@@ -84,12 +85,21 @@ class AttemptHandler:
     """Called by the worker for every job message; always acks, naks or terms it."""
 
     def __init__(
-        self, bodies: BodyStore, router: Router, reporter: Reporter, retry_delay: float = 2.0
+        self,
+        bodies: BodyStore,
+        router: Router,
+        reporter: Reporter,
+        retry_delay: float = 2.0,
+        suspensions: Suspensions | None = None,
     ) -> None:
         self.bodies = bodies
         self.router = router
         self.reporter = reporter
         self.retry_delay = retry_delay
+        self.suspensions = suspensions
+
+    def _suspended(self, job: DeliveryJob) -> Delivery | None:
+        return suspended(self.suspensions, job)
 
     async def __call__(self, msg: Msg) -> None:
         started = time.monotonic()
@@ -132,7 +142,7 @@ class AttemptHandler:
                 await msg.ack()
                 return "missing"
             try:
-                delivery = await self.router.deliver(job, body)
+                delivery = self._suspended(job) or await self.router.deliver(job, body)
             except Exception as exc:
                 log.exception("%s: delivery failed unexpectedly", job.id)
                 delivery = Delivery.everyone(
@@ -155,6 +165,17 @@ class AttemptHandler:
         for r in delivery.results:
             RECIPIENTS.labels(r.status).inc()
         return delivery.summary
+
+
+def suspended(suspensions: Suspensions | None, job: DeliveryJob) -> Delivery | None:
+    """No attempt to a suspended destination: every recipient deferred until its end."""
+    s = suspensions.active(job.domain) if suspensions is not None else None
+    if s is None:
+        return None
+    reply = Reply(451, "4.4.5", f"destination {s.domain} suspended: {s.reason}")
+    delivery = Delivery.everyone(job, "", reply)
+    delivery.not_before = s.until
+    return delivery
 
 
 def log_attempt(job: DeliveryJob, delivery: Delivery, elapsed: float) -> None:

@@ -31,9 +31,10 @@ from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, Outcome
 from elemta.common.jetstream import ENVELOPE_HEADER
 from elemta.common.replies import Reply
 from elemta.common.routing import Router as RouteTable
+from elemta.common.suspensions import Suspensions
 from elemta.common.telemetry import context_from_headers, tracer
 
-from .attempt import Router, log_attempt
+from .attempt import Router, log_attempt, suspended
 from .body import BodyStore, BodyUnavailable
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
@@ -54,7 +55,9 @@ class FirstAttemptHandler:
         router: Router,
         reporter: Reporter,
         retry_delay: float = 2.0,
+        suspensions: Suspensions | None = None,
     ) -> None:
+        self.suspensions = suspensions
         self.routes = routes
         self.bodies = bodies
         self.router = router
@@ -150,7 +153,7 @@ class FirstAttemptHandler:
     async def _deliver(self, job: DeliveryJob, body: bytes) -> Outcome:
         started = time.monotonic()
         try:
-            delivery = await self.router.deliver(job, body)
+            delivery = suspended(self.suspensions, job) or await self.router.deliver(job, body)
         except Exception as exc:
             log.exception("%s: delivery failed unexpectedly", job.id)
             delivery = Delivery.everyone(

@@ -35,6 +35,9 @@ class Delivery:
 
     host: str
     results: list[RecipientResult] = field(default_factory=list)
+    # Epoch seconds before which the queue should not try again (a suspended
+    # destination); 0: its retry schedule decides.
+    not_before: float = 0.0
 
     @classmethod
     def everyone(cls, job: DeliveryJob, host: str, reply: Reply) -> Delivery:
@@ -74,6 +77,7 @@ class Reporter:
             results=delivery.results,
             worker=self.worker,
             finished_at=time.time(),
+            not_before=delivery.not_before,
         )
 
     async def publish_first(self, report: FirstAttempt) -> None:

@@ -24,6 +24,7 @@ from elemta.common.jetstream import (
 from elemta.common.pull import PullConsumer
 from elemta.common.resolver import Resolver
 from elemta.common.routing import Router as RouteTable
+from elemta.common.suspensions import Suspensions
 
 from .attempt import AttemptHandler, Router
 from .body import BodyStore
@@ -68,6 +69,7 @@ class DeliveryService:
         self.reports: ReportSender | None = None
         self.worker: PullConsumer | None = None
         self.first: PullConsumer | None = None
+        self.suspensions: Suspensions | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
             health.add_check(
@@ -86,7 +88,9 @@ class DeliveryService:
         self.router = Router(cfg, resolver, tls, self.tls_results)
         bodies = BodyStore(self.js)
         reporter = Reporter(self.js, cfg.nats.publish_timeout)
-        handler = AttemptHandler(bodies, self.router, reporter)
+        self.suspensions = await Suspensions.open(self.js, self.clock)
+        await self.suspensions.start()
+        handler = AttemptHandler(bodies, self.router, reporter, suspensions=self.suspensions)
         inflight = [0, 0]  # first attempts, jobs
 
         def count(i: int) -> Callable[[int], None]:
@@ -101,7 +105,9 @@ class DeliveryService:
             self.js,
             MESSAGES_STREAM,
             FIRST_CONSUMER,
-            FirstAttemptHandler(RouteTable(cfg), bodies, self.router, reporter),
+            FirstAttemptHandler(
+                RouteTable(cfg), bodies, self.router, reporter, suspensions=self.suspensions
+            ),
             cfg.delivery.concurrency,
             cfg.delivery.ack_wait,
             on_inflight=count(0),
@@ -157,6 +163,8 @@ class DeliveryService:
         await asyncio.gather(
             *(w.stop(self.drain_grace) for w in (self.first, self.worker) if w is not None)
         )
+        if self.suspensions is not None:
+            await self.suspensions.stop()
         if self.router is not None:
             await self.router.close()
         if self.mta_sts is not None:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
+from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from elemta.common.config import Config
@@ -96,6 +97,8 @@ class Dispatcher:
         self.bouncer = bouncer
         self.notices = Notices(bouncer, cfg.queue.delay_warning_time)
         self.objects = objects
+        # KV ELEMTA_FAILED (set by the service): the last state of failed messages.
+        self.failed: KeyValue | None = None
         # Set by the scheduler: told about every job parked in ELEMTA_DEFERRED.
         self.on_deferred: Callable[[float, int, str], None] = lambda due, seq, qid: None
 
@@ -204,12 +207,25 @@ class Dispatcher:
                 log.debug("body object %s not deleted: %s", st.body_object, exc)
         if stored_state:
             await self.store.remove(st.id)
+        await self._keep_if_failed(st, event)
         counts: dict[str, int] = {}
         for status in st.final.values():
             counts[status] = counts.get(status, 0) + 1
         if event:
             await self.events.emit(st.id, event, **counts)
         log.info("removed", extra={"result": event or "withdrawn", **counts})
+
+    async def _keep_if_failed(self, st: MessageState, event: str) -> None:
+        """Keep the last state of a message that failed (``failed`` in listings)."""
+        if self.failed is None or event != "done":
+            return
+        if not any(v != Status.DELIVERED for v in st.final.values()):
+            return
+        st.status = "failed"
+        try:
+            await self.failed.put(st.id, st.encode())
+        except Exception as exc:  # only visibility is lost
+            log.warning("failed message not kept for listing: %r", exc)
 
     async def delete_deferred(self, stream: str, seq: int) -> None:
         await delete_stream_msg(self.nc, stream, seq, self.cfg.nats.publish_timeout)

@@ -138,6 +138,8 @@ class Outcomes:
             await self.events.emit(st.id, "notice", notice="delivered", dsn=success)
         if retry:
             due = now + self.dispatcher.retry_delay(outcome.attempt)
+            if outcome.not_before:  # a suspended destination: again when it ends
+                due = max(outcome.not_before, now)
             if due > self.dispatcher.expires_at(st):
                 failures.extend(failure_from_result(r, outcome.host, expired=True) for r in retry)
             else:

@@ -83,6 +83,10 @@ class Scheduler:
         heapq.heappush(self._heap, (due, seq, qid))
         DEFERRED.set(len(self._seqs))
 
+    def owners(self) -> set[str]:
+        """The queue ids with a parked job."""
+        return {owner for _, _, owner in self._heap}
+
     def flush(self, qid: str | None = None) -> int:
         """Make every parked job (of one message, or all) due now; returns how many."""
         n = 0

@@ -30,9 +30,12 @@ from elemta.common.jetstream import (
     disconnect,
     ensure_streams,
     first_consumer_config,
+    open_bucket,
 )
+from elemta.common.names import FAILED_BUCKET
 from elemta.common.pull import PullConsumer
 from elemta.common.routing import Router
+from elemta.common.suspensions import Suspensions
 
 from .bounce import Bouncer
 from .control import Control
@@ -118,6 +121,7 @@ class QueueService:
         self.outcomes: Outcomes | None = None
         self._loops: list[PullConsumer] = []
         self._control: Control | None = None
+        self.suspensions: Suspensions | None = None
         self._depth: DepthSampler | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -156,6 +160,7 @@ class QueueService:
         self.dispatcher = dispatcher = Dispatcher(
             cfg, nc, js, store, events, bouncer, objects, self.clock
         )
+        dispatcher.failed = await open_bucket(js, FAILED_BUCKET, ttl=cfg.queue.failed_retention)
         router = Router(cfg)
         self.scheduler = scheduler = Scheduler(js, store, dispatcher, cfg.queue.scheduler_interval)
         # Rebuild before any outcome can park a new job.
@@ -185,7 +190,11 @@ class QueueService:
         for loop in self._loops:
             loop.start()
         scheduler.start()
-        self._control = Control(nc, router, store, dispatcher, scheduler, events)
+        self.suspensions = await Suspensions.open(js, self.clock)
+        await self.suspensions.start()
+        self._control = Control(
+            nc, router, store, dispatcher, scheduler, events, self.suspensions, js
+        )
         await self._control.start()
         self._depth = DepthSampler(js, clock=self.clock)
         self._depth.start()
@@ -204,6 +213,9 @@ class QueueService:
         if self._control is not None:
             await self._control.stop()
             self._control = None
+        if self.suspensions is not None:
+            await self.suspensions.stop()
+            self.suspensions = None
         await asyncio.gather(*(loop.stop(grace) for loop in self._loops))
         self._loops = []
         if self.scheduler is not None:

@@ -39,7 +39,7 @@ def _view(request: Request) -> QueueView:
     return view
 
 
-def _qid(raw: str) -> str:
+def qid_or_400(raw: str) -> str:
     qid = normalize_queue_id(raw)
     if qid is None:
         raise ProblemError(
@@ -67,6 +67,8 @@ async def load(request: Request, qid: str, who: Principal) -> tuple[Any, list[An
     """State and history of a message the caller may see; 404 otherwise."""
     view = _view(request)
     state = await view.message_state(qid)
+    if state is None:
+        state = await view.finished(qid)
     events = await view.message_events(qid)
     if (state is None and not events) or not who.sees(parties(state, events)):
         raise ProblemError(404, f"no state and no history for queue id {qid}", "not-found")
@@ -81,7 +83,7 @@ async def queue_counts(request: Request) -> dict[str, Any]:
 
 @router.get("/messages/{id}", response_model=MessageRecord, openapi_extra=needs("queue.read"))
 async def message(request: Request, id: str = QUEUE_ID_PATH) -> MessageRecord:
-    qid = _qid(id)
+    qid = qid_or_400(id)
     state, events = await load(request, qid, current(request))
     return MessageRecord(id=qid, state=state, events=events)
 
@@ -90,6 +92,6 @@ async def message(request: Request, id: str = QUEUE_ID_PATH) -> MessageRecord:
     "/messages/{id}/events", response_model=MessageEvents, openapi_extra=needs("queue.read")
 )
 async def message_events(request: Request, id: str = QUEUE_ID_PATH) -> MessageEvents:
-    qid = _qid(id)
+    qid = qid_or_400(id)
     _, events = await load(request, qid, current(request))
     return MessageEvents(id=qid, events=events)
