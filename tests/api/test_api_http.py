@@ -114,7 +114,8 @@ async def test_a_message_shows_its_state_and_its_events_oldest_first(
     await publish_events(js, other, "delivered")
 
     body = await get_json(api, f"/api/v1/messages/{qid}")
-    assert body == {"id": qid, "state": state, "events": events}
+    assert (body["id"], body["state"], body["events"]) == (qid, state, events)
+    assert [a["attempt"] for a in body["attempts"]] == [0]  # the one "attempt" event
 
 
 async def test_a_finished_message_without_state_still_shows_its_history(
@@ -139,11 +140,8 @@ async def test_a_message_with_state_but_no_events_yet_is_found(
     kv = await js.key_value(STATE_BUCKET)
     await kv.put(qid, b'{"attempts": 0}')
 
-    assert await get_json(api, f"/api/v1/messages/{qid}") == {
-        "id": qid,
-        "state": {"attempts": 0},
-        "events": [],
-    }
+    body = await get_json(api, f"/api/v1/messages/{qid}")
+    assert (body["id"], body["state"], body["events"]) == (qid, {"attempts": 0}, [])
     assert await get_json(api, f"/api/v1/messages/{qid}/events") == {"id": qid, "events": []}
 
 
@@ -277,3 +275,50 @@ async def test_healthz_answers_while_nats_has_never_been_reachable() -> None:
         assert "nats" in resp.text
         c.headers["Authorization"] = f"Bearer {SOME_KEY}"
         assert (await get_json(c, "/api/v1/queue", 503))["status"] == 503
+
+
+async def test_the_detail_lists_attempts_and_links_the_trace(
+    js: JetStreamContext, cfg: Config, tokens: dict[str, str]
+) -> None:
+    cfg = cfg.model_copy(
+        update={"api": cfg.api.model_copy(update={"jaeger_url": "http://jaeger:16686/"})}
+    )
+    qid, trace = new_queue_id(), "4bf92f3577b34da6a3ce929d0e0e4736"
+    kv = await js.key_value(STATE_BUCKET)
+    state = {"id": qid, "trace": {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}}
+    await kv.put(qid, json.dumps(state).encode())
+    attempt = {
+        "type": "attempt",
+        "at": 1.0,
+        "dest": "mx:b.test",
+        "attempt": 1,
+        "recipient": "x@b.test",
+        "host": "mx.b.test",
+        "status": "deferred",
+        "code": 451,
+        "enhanced": "4.3.0",
+        "text": "busy",
+    }
+    await js.publish(f"elemta.events.{qid}", json.dumps(attempt).encode())
+    async with (
+        api_server(cfg) as url,
+        httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {tokens['readonly']}"}
+        ) as c,
+    ):
+        await wait_status(c, "/readyz", 200)
+        body = await get_json(c, f"/api/v1/messages/{qid}")
+    assert body["trace_id"] == trace
+    assert body["trace_url"] == f"http://jaeger:16686/trace/{trace}"
+    assert body["attempts"] == [{k: v for k, v in attempt.items() if k != "type"}]
+
+
+async def test_config_is_redacted_and_health_names_every_service(
+    api: httpx.AsyncClient,
+) -> None:
+    conf = await get_json(api, "/api/v1/config")
+    assert conf["api"]["listen"] and "nats" in conf
+    health = {h["service"]: h for h in await get_json(api, "/api/v1/health")}
+    assert set(health) == {"api", "ingress", "policy", "queue", "delivery"}
+    assert health["api"]["ready"] is True
+    assert health["queue"]["ready"] is False  # not running in this test

@@ -241,3 +241,10 @@ def test_a_bulk_action_needs_a_filter(admin: Admin) -> None:
     resp = admin.http.post("/api/v1/queue/actions/delete", json={})
     assert resp.status_code == 422
     assert "filter" in resp.json()["detail"]
+
+
+def test_the_health_endpoint_sees_every_service_ready(admin: Admin) -> None:
+    health = admin.get("/api/v1/health")
+    assert {h["service"]: h["ready"] for h in health} == dict.fromkeys(
+        ("api", "ingress", "policy", "queue", "delivery"), True
+    )

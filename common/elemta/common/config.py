@@ -690,6 +690,9 @@ class ApiSettings(_Section):
     audit_retention: float = Field(
         365 * 86400.0, gt=0, description="Seconds the audit log keeps each record"
     )
+    jaeger_url: str = Field(
+        "", description="Jaeger UI base URL; a message's detail links to <url>/trace/<trace id>"
+    )
 
     _v_listen = field_validator("listen")(_listen)
 

@@ -36,6 +36,7 @@ from .routes import keys as keys_routes
 from .routes import messages as message_routes
 from .routes import queue as queue_routes
 from .routes import suspensions as suspension_routes
+from .routes import system as system_routes
 from .view import QueueView
 
 __all__ = ["OPENAPI_PATH", "create_app"]
@@ -123,7 +124,14 @@ def create_app(cfg: Config, backend: Backend | None = None) -> FastAPI:
 
     app.state.api_routes = []
     # queue_routes before message_routes: /messages (the list) and the actions.
-    for module in (keys_routes, audit_routes, queue_routes, message_routes, suspension_routes):
+    for module in (
+        keys_routes,
+        audit_routes,
+        queue_routes,
+        message_routes,
+        suspension_routes,
+        system_routes,
+    ):
         app.include_router(module.router)
         app.state.api_routes.extend(module.router.routes)
 

@@ -39,6 +39,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "keys.write": _ADMIN,
     # The audit log.
     "audit.read": _ADMIN,
+    # The effective configuration (secrets redacted) and the services' health.
+    "system.read": _STAFF,
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..auth import Principal, current
 from ..problems import PROBLEM_RESPONSES, ProblemError
@@ -23,10 +23,49 @@ QUEUE_ID_PATH = Path(
 )
 
 
+class Attempt(BaseModel):
+    at: float = 0.0
+    dest: str = ""
+    attempt: int = 0
+    recipient: str = ""
+    host: str = ""
+    status: str = ""
+    code: int = 0
+    enhanced: str = ""
+    text: str = ""
+
+
 class MessageRecord(BaseModel):
     id: str
     state: Any | None
     events: list[Any]
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="every delivery attempt, oldest first"
+    )
+    verdicts: list[Any] = Field(
+        default_factory=list, description="the policy's records (checks, added headers)"
+    )
+    trace_id: str = ""
+    trace_url: str = Field("", description="the trace in the Jaeger UI (api.jaeger_url)")
+
+
+def _attempts(events: list[Any]) -> list[Attempt]:
+    out = []
+    for e in events:
+        if isinstance(e, dict) and e.get("type") == "attempt":
+            fields = {k: e[k] for k in Attempt.model_fields if k in e}
+            try:
+                out.append(Attempt(**fields))
+            except ValueError:
+                continue
+    return out
+
+
+def _trace_id(state: Any) -> str:
+    trace = state.get("trace") if isinstance(state, dict) else None
+    parent = str((trace or {}).get("traceparent") or "")
+    parts = parent.split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
 
 class MessageEvents(BaseModel):
@@ -85,7 +124,17 @@ async def queue_counts(request: Request) -> dict[str, Any]:
 async def message(request: Request, id: str = QUEUE_ID_PATH) -> MessageRecord:
     qid = qid_or_400(id)
     state, events = await load(request, qid, current(request))
-    return MessageRecord(id=qid, state=state, events=events)
+    trace_id = _trace_id(state)
+    base = request.app.state.backend.cfg.api.jaeger_url.rstrip("/")
+    return MessageRecord(
+        id=qid,
+        state=state,
+        events=events,
+        attempts=_attempts(events),
+        verdicts=[e for e in events if isinstance(e, dict) and e.get("type") == "policy"],
+        trace_id=trace_id,
+        trace_url=f"{base}/trace/{trace_id}" if base and trace_id else "",
+    )
 
 
 @router.get(
