@@ -147,3 +147,15 @@ def test_the_permission_table_in_the_docs_is_the_one_the_code_enforces() -> None
         }
     assert header[1:] == list(ROLES)
     assert rows == {k: set(v) for k, v in PERMISSIONS.items()}
+
+
+async def test_a_users_list_holds_only_its_own_mail(
+    api: httpx.AsyncClient, js: JetStreamContext, tokens: dict[str, str]
+) -> None:
+    mine = await _message(js, "dave@example.net", [USER_ADDRESS])
+    others = await _message(js, "dave@example.net", ["erin@example.net"])
+    as_user = {"Authorization": f"Bearer {tokens['user']}"}
+    listed = (await api.get("/api/v1/messages", headers=as_user)).json()["messages"]
+    assert [m["id"] for m in listed] == [mine]
+    everyone = (await api.get("/api/v1/messages")).json()["messages"]
+    assert {mine, others} <= {m["id"] for m in everyone}
