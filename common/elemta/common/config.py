@@ -693,6 +693,12 @@ class ApiSettings(_Section):
     jaeger_url: str = Field(
         "", description="Jaeger UI base URL; a message's detail links to <url>/trace/<trace id>"
     )
+    session_lifetime: float = Field(
+        8 * 3600.0, gt=0, description="Seconds a console login lasts (then log in again)"
+    )
+    login_attempts: int = Field(
+        10, ge=1, description="Failed console logins per client address in 5 minutes; more: 429"
+    )
 
     _v_listen = field_validator("listen")(_listen)
 

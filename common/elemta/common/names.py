@@ -54,6 +54,9 @@ Key-value buckets and object stores:
 ``ELEMTA_API_KEYS`` (KV, api service)
     API keys by key id: label, role, expiry and the SHA-256 of the secret (never
     the secret).
+``ELEMTA_API_SESSIONS`` (KV, api service)
+    Console sessions by the SHA-256 of the session cookie: who logged in, role,
+    CSRF token; entries expire after ``api.session_lifetime``.
 
 Core NATS requests (no stream): ``elemta.queue.<verb>`` for each verb of
 ``CONTROL_VERBS``, answered by the queue group ``elemta-queue``.
@@ -92,6 +95,7 @@ __all__ = [
     "OUTCOME_SUBJECT",
     "RATELIMIT_BUCKET",
     "REBUILD_CONSUMER_PREFIX",
+    "SESSIONS_BUCKET",
     "STATE_BUCKET",
     "STS_BUCKET",
     "SUSPENSIONS_BUCKET",
@@ -131,6 +135,7 @@ BODIES_BUCKET = "ELEMTA_BODIES"
 LEASE_BUCKET = "ELEMTA_QUEUE_LEASE"
 LEASE_KEY = "active"  # the one key of LEASE_BUCKET
 KEYS_BUCKET = "ELEMTA_API_KEYS"
+SESSIONS_BUCKET = "ELEMTA_API_SESSIONS"
 SUSPENSIONS_BUCKET = "ELEMTA_SUSPENSIONS"
 FAILED_BUCKET = "ELEMTA_FAILED"
 

@@ -1,10 +1,10 @@
-"""elemta-api: the REST API and web dashboard, a window on the queue.
+"""elemta-api: the REST API and the web console, a window on the queue.
 
 DESCRIPTION
     The api service is the administration interface: a REST API under
     ``/api/v1`` (FastAPI under uvicorn) with an OpenAPI 3.1 document generated
     from the code at ``/api/v1/openapi.json`` and a browsable page at
-    ``/api/v1/docs``, and a small web page at ``/``. Reads come from JetStream
+    ``/api/v1/docs``, and the web console at ``/console/``. Reads come from JetStream
     (KV ``ELEMTA_STATE``, streams); changes to messages are asked of the queue
     service, which owns their state. docs/api.md describes the endpoints,
     the roles and the errors (RFC 9457 problem details).
@@ -20,6 +20,10 @@ DESCRIPTION
         The audit log, newest first.
     ``GET /api/v1/me``
         The caller's key: id, label, role, addresses.
+    ``/console/``, ``POST|GET|DELETE /console/session``
+        The web console (static files in the package) and its login: a
+        session cookie opened with an API key; writes through it need the
+        CSRF token (``X-CSRF-Token``).
 
 SECURITY
     Every ``/api`` path but the OpenAPI document and its page needs an API key
@@ -45,6 +49,9 @@ CONFIGURATION PARAMETERS
     api.tls_cert, api.tls_key (empty): PEM certificate and key; set, the API
         listens with TLS.
     api.audit_retention (31536000): seconds the audit log keeps a record.
+    api.session_lifetime (28800): seconds a console login lasts.
+    api.login_attempts (10): failed console logins per client address in 5
+        minutes before 429.
     nats.url (nats://127.0.0.1:4222): where the streams live.
     nats.connect_timeout (2.0): seconds per connection attempt.
     nats.publish_timeout (5.0): seconds to wait for any JetStream request.

@@ -27,7 +27,7 @@ from elemta.common.health import HEALTH_PATHS
 
 from .auth import auth_middleware
 from .backend import Backend, Unavailable
-from .page import INDEX_HTML
+from .console import install as install_console
 from .problems import install as install_problems
 from .problems import problem_response
 from .routes import SECURITY_SCHEME
@@ -161,10 +161,6 @@ def create_app(cfg: Config, backend: Backend | None = None) -> FastAPI:
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url=OPENAPI_PATH, title="Elemta API")
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(INDEX_HTML)
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok\n")
@@ -180,4 +176,5 @@ def create_app(cfg: Config, backend: Backend | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    install_console(app)
     return app

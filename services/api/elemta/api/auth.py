@@ -7,18 +7,21 @@ reading: a request without credentials is answered ``401`` (with
 input from someone unauthenticated learns nothing about the input, only that
 credentials are missing.
 
-Credentials today: an API key as ``Authorization: Bearer elemta_<id>_<secret>``
-(:mod:`elemta.common.apikeys`). A console session (cookie) is the second way
-in, for people logging in with a user name and password checked by the policy
-service; :func:`authenticate` is the one place that will look for it.
+Credentials: an API key as ``Authorization: Bearer elemta_<id>_<secret>``
+(:mod:`elemta.common.apikeys`), or a console session cookie
+(:mod:`.sessions`, opened by ``POST /console/session``). A write through a
+session must carry its CSRF token in ``X-CSRF-Token``; a request with both
+kinds of credentials is judged by the ``Authorization`` header alone.
 
-Public paths: the OpenAPI document and its page, the web page and the
-health probes; everything else under ``/api/`` needs credentials.
+Public paths: the OpenAPI document and its page, the console's files and
+login (outside ``/api/``) and the health probes; everything else under
+``/api/`` needs credentials.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +36,16 @@ from elemta.common.apikeys import ApiKey, parse_token
 from .backend import Backend, Unavailable
 from .permissions import allowed
 from .problems import problem_response
+from .sessions import COOKIE, CSRF_HEADER, Session, csrf_ok
 
-__all__ = ["PUBLIC_API_PATHS", "Principal", "auth_middleware", "current", "route_permission"]
+__all__ = [
+    "PUBLIC_API_PATHS",
+    "Principal",
+    "auth_middleware",
+    "current",
+    "route_permission",
+    "session_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +55,9 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="elemta"'}
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: an API key (or, later, a console session)."""
+    """The caller: an API key, or a console session opened with a key or a password."""
 
-    kind: str  # "key"
+    kind: str  # "key" or "user"
     id: str
     label: str
     role: str
@@ -55,6 +66,10 @@ class Principal:
     @classmethod
     def from_key(cls, key: ApiKey) -> Principal:
         return cls("key", key.id, key.label, key.role, tuple(a.lower() for a in key.addresses))
+
+    @classmethod
+    def from_session(cls, s: Session) -> Principal:
+        return cls(s.kind, s.id, s.label, s.role, tuple(a.lower() for a in s.addresses))
 
     def actor(self) -> dict[str, Any]:
         """How the audit log names the caller."""
@@ -97,6 +112,27 @@ async def authenticate(request: Request, backend: Backend) -> Principal | None:
     return None
 
 
+async def session_of(request: Request, backend: Backend) -> Session | None:
+    """The console session of the request's cookie, while it lasts; one opened with
+    an API key ends when the key is revoked or expires."""
+    cookie = request.cookies.get(COOKIE, "")
+    if not cookie:
+        return None
+    store = backend.sessions()
+    session = await store.get(cookie)
+    if session is None:
+        return None
+    if session.kind == "key":
+        key = await backend.keys().get(session.id)
+        if key is None or key.expired(time.time()) or key.role != session.role:
+            await store.end(cookie)
+            return None
+    return session
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def current(request: Request) -> Principal:
     """The authenticated caller (set by the middleware); for handlers."""
     principal = getattr(request.state, "principal", None)
@@ -113,7 +149,7 @@ async def auth_middleware(request: Request, call_next: Next) -> Response:
         return await call_next(request)
     backend: Backend = request.app.state.backend
     has_header = bool(request.headers.get("authorization", "").strip())
-    if not has_header:
+    if not has_header and not request.cookies.get(COOKIE):
         return problem_response(
             request,
             401,
@@ -122,7 +158,25 @@ async def auth_middleware(request: Request, call_next: Next) -> Response:
             headers=CHALLENGE,
         )
     try:
-        principal = await authenticate(request, backend)
+        if has_header:
+            principal = await authenticate(request, backend)
+        else:
+            session = await session_of(request, backend)
+            if session is None:
+                return problem_response(
+                    request,
+                    401,
+                    "the console session has ended: log in again",
+                    "unauthorized",
+                    headers=CHALLENGE,
+                )
+            if request.method not in SAFE_METHODS and not csrf_ok(
+                session, request.headers.get(CSRF_HEADER)
+            ):
+                return problem_response(
+                    request, 403, f"a change through a session needs {CSRF_HEADER}", "csrf"
+                )
+            principal = Principal.from_session(session)
     except (Unavailable, TimeoutError, nats.errors.Error) as exc:
         return problem_response(request, 503, f"cannot check the key now: {exc}", "unavailable")
     if principal is None:

@@ -2,9 +2,10 @@
 
 :class:`Backend` connects in the background (the HTTP side answers at once:
 ``/healthz`` while NATS is unreachable, ``/readyz`` saying what is missing),
-waits for the queue's streams, then opens the API key bucket and the audit
-stream. Handlers get the pieces from it: :meth:`Backend.js` for the reads in
-:mod:`.view`, :meth:`Backend.keys`, :meth:`Backend.audit`; each raises
+waits for the queue's streams, then opens the API key bucket, the audit
+stream and the console's session bucket. Handlers get the pieces from it:
+:meth:`Backend.js` for the reads in :mod:`.view`, :meth:`Backend.keys`,
+:meth:`Backend.audit`, :meth:`Backend.sessions`; each raises
 :class:`Unavailable` (answered 503) until it is ready.
 """
 
@@ -21,6 +22,8 @@ from elemta.common.apikeys import KeyStore
 from elemta.common.audit import AuditLog
 from elemta.common.config import Config
 from elemta.common.jetstream import EVENTS_STREAM, connect, disconnect, wait_for_streams
+
+from .sessions import SessionStore
 
 __all__ = ["Backend", "Unavailable"]
 
@@ -58,6 +61,7 @@ class Backend:
         self.streams_ready = False
         self._keys: KeyStore | None = None
         self._audit: AuditLog | None = None
+        self._sessions: SessionStore | None = None
         self._stop = asyncio.Event()
         self._waiter: asyncio.Task[None] | None = None
 
@@ -76,6 +80,7 @@ class Backend:
                 self._audit = await AuditLog.open(
                     js, self.cfg.api.audit_retention, self.cfg.nats.publish_timeout
                 )
+                self._sessions = await SessionStore.open(js, self.cfg.api.session_lifetime)
                 break
             except Exception as exc:
                 log.warning("key bucket or audit stream not ready, trying again: %r", exc)
@@ -120,3 +125,8 @@ class Backend:
         self.js()
         assert self._audit is not None
         return self._audit
+
+    def sessions(self) -> SessionStore:
+        self.js()
+        assert self._sessions is not None
+        return self._sessions

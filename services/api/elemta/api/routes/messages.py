@@ -4,12 +4,14 @@ addresses; another's message is answered 404, as if it did not exist."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from ..auth import Principal, current
+from ..listing import summarize
 from ..problems import PROBLEM_RESPONSES, ProblemError
 from ..view import QueueView, normalize_queue_id
 from . import needs
@@ -47,6 +49,9 @@ class MessageRecord(BaseModel):
     )
     trace_id: str = ""
     trace_url: str = Field("", description="the trace in the Jaeger UI (api.jaeger_url)")
+    summary: dict[str, Any] | None = Field(
+        None, description="as in the list: state (active, deferred, held, failed), age ..."
+    )
 
 
 def _attempts(events: list[Any]) -> list[Attempt]:
@@ -134,6 +139,7 @@ async def message(request: Request, id: str = QUEUE_ID_PATH) -> MessageRecord:
         verdicts=[e for e in events if isinstance(e, dict) and e.get("type") == "policy"],
         trace_id=trace_id,
         trace_url=f"{base}/trace/{trace_id}" if base and trace_id else "",
+        summary=summarize(state, time.time()) if isinstance(state, dict) else None,
     )
 
 
