@@ -9,9 +9,12 @@ from __future__ import annotations
 import httpx
 
 from elemta.api.console import ASSETS
+from elemta.api.logins import PasswordLogins, console_role
 from elemta.api.sessions import COOKIE, LoginLimiter
+from elemta.common.config import load_config
 
 from support.clock import FakeClock
+from support.dnsserver import free_port
 
 
 async def login(api: httpx.AsyncClient, token: str) -> tuple[httpx.Response, httpx.AsyncClient]:
@@ -141,3 +144,30 @@ async def test_the_console_is_served_from_the_package_with_a_strict_policy(
         assert "http://" not in text and "https://" not in text, name
     js = await api.get("/console/js/api.js")
     assert "javascript" in js.headers["content-type"]
+
+
+async def test_a_login_gives_a_key_or_a_user_name_and_password(api: httpx.AsyncClient) -> None:
+    for body in (
+        {},
+        {"login": "a@example.org"},
+        {"password": "x"},
+        {"api_key": "elemta_x", "login": "a@example.org", "password": "x"},
+    ):
+        resp = await api.post("/console/session", json=body, headers={"Authorization": ""})
+        assert resp.status_code == 422, (body, resp.text)
+
+
+def test_the_console_role_is_the_most_powerful_the_table_knows() -> None:
+    assert console_role(["user", "operator"]) == "operator"
+    assert console_role(["Admin"]) == "admin"
+    assert console_role(["smtp-only"]) == ""
+
+
+async def test_a_password_login_without_policy_is_unavailable_not_refused() -> None:
+    cfg = load_config(env={"ELEMTA_POLICY_ADDRESS": f"127.0.0.1:{free_port()}"})
+    logins = PasswordLogins(cfg)
+    try:
+        found = await logins.check("a@example.org", "secret", "192.0.2.1")
+    finally:
+        await logins.close()
+    assert found.result == "unavailable"

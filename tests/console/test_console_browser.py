@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +27,12 @@ from support.apiserver import make_keys
 from support.dnsserver import DnsServer
 from support.natsserver import NatsServer
 from support.smtpsink import SmtpSink
-from support.stack import Stack
+from support.stack import ELEMTA, Stack
 
 DOMAIN = "console.test"
+ADMIN = "root@example.test"
+READER = "alice.console@client.test"  # role user: sees the mail of its own address
+PASSWORD = "correct horse battery staple"
 CHROMIUM = os.environ.get("ELEMTA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -87,6 +91,8 @@ def console(tmp_path_factory: pytest.TempPathFactory, shared_dns: DnsServer) -> 
         stack.start("policy", "queue", "delivery", "ingress", "api")
         # Before Playwright: its synchronous API runs an event loop in this thread.
         token = asyncio.run(make_keys(nats.url))["admin"]
+        add_user(stack, ADMIN, "admin")
+        add_user(stack, READER, "user")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
             context = browser.new_context(viewport={"width": 1280, "height": 860})
@@ -100,6 +106,15 @@ def console(tmp_path_factory: pytest.TempPathFactory, shared_dns: DnsServer) -> 
         stack.stop()
         sink.stop()
         nats.stop()
+
+
+def add_user(stack: Stack, login: str, role: str) -> None:
+    proc = subprocess.run(
+        [ELEMTA, "user", "add", login, "--role", role, "--password-stdin",
+         "--config", str(stack.config_path)],
+        input=PASSWORD + "\n", capture_output=True, text=True, env=stack.env(), timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 def shots(tmp_path: Path) -> Path:
@@ -119,12 +134,16 @@ def test_log_in_find_hold_release_and_manage_keys(console: Console, tmp_path: Pa
     console.send("other@client.test", f"carol@{DOMAIN}", "Something else")
     console.wait(lambda: console.state(qid) == "deferred", f"{qid} never deferred")
 
-    # Log in with the key.
+    # Log in with a user name and password (the user store, through policy).
     page.goto(console.stack.api_url + "/")
-    page.fill("#api-key", console.token)
-    page.click("button[type=submit]")
+    page.fill("#login", ADMIN)
+    page.fill("#password", "wrong")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("wrong user name or password")
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
     expect(page.locator("h1")).to_have_text("Dashboard")
-    expect(page.locator("#who")).to_contain_text("admin")
+    expect(page.locator("#who")).to_contain_text(f"{ADMIN} · admin")
     expect(page.locator("#by-state [data-state=deferred] .n")).to_have_text("1")
     expect(page.get_by_role("cell", name=DOMAIN)).to_be_visible()
     expect(page.locator("#health tr[data-service]")).to_have_count(5)
@@ -193,3 +212,33 @@ def test_log_in_find_hold_release_and_manage_keys(console: Console, tmp_path: Pa
     # Settings: the effective configuration, secrets redacted.
     page.click("#nav a[data-path=settings]")
     expect(page.locator("main")).to_contain_text("[api]")
+
+    # Log out; log in again with an API key.
+    page.click("#logout")
+    expect(page.locator("#login-error")).to_have_text("Logged out.")
+    page.click("details summary")
+    page.fill("#api-key", console.token)
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#who")).to_contain_text("test admin · admin")
+
+
+def test_a_password_login_as_a_user_sees_only_its_own_mail(console: Console) -> None:
+    rcpt = f"dave@{DOMAIN}"
+    console.sink.rcpt_replies[rcpt] = "451 4.3.0 try again later"
+    mine = console.send(READER, rcpt, "mine")
+    theirs = console.send("mallory@client.test", rcpt, "theirs")
+    console.wait(
+        lambda: console.state(mine) == console.state(theirs) == "deferred", "never deferred"
+    )
+    with httpx.Client(base_url=console.stack.api_url) as browser:
+        wrong = browser.post("/console/session", json={"login": READER, "password": "x"})
+        assert wrong.status_code == 401
+        resp = browser.post("/console/session", json={"login": READER, "password": PASSWORD})
+        assert resp.status_code == 201, resp.text
+        info = resp.json()
+        assert (info["kind"], info["role"]) == ("user", "user")
+        assert "queue.act" not in info["permissions"]
+        seen = [m["id"] for m in browser.get("/api/v1/messages").json()["messages"]]
+        assert seen == [mine]
+        assert browser.get(f"/api/v1/messages/{theirs}").status_code == 404
+        assert browser.get("/api/v1/queue/summary").status_code == 403

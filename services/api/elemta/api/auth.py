@@ -85,7 +85,10 @@ class Principal:
         if not self.restricted:
             return True
         mine = set(self.addresses)
-        return any(a.lower() in mine for a in addresses)
+        # "@example.org" (a user store's entry): every address of the domain.
+        return any(
+            a.lower() in mine or "@" + a.lower().rpartition("@")[2] in mine for a in addresses
+        )
 
 
 def route_permission(request: Request) -> tuple[bool, str | None]:

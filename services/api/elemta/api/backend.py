@@ -23,6 +23,7 @@ from elemta.common.audit import AuditLog
 from elemta.common.config import Config
 from elemta.common.jetstream import EVENTS_STREAM, connect, disconnect, wait_for_streams
 
+from .logins import PasswordLogins
 from .sessions import SessionStore
 
 __all__ = ["Backend", "Unavailable"]
@@ -62,6 +63,7 @@ class Backend:
         self._keys: KeyStore | None = None
         self._audit: AuditLog | None = None
         self._sessions: SessionStore | None = None
+        self.logins = PasswordLogins(cfg)
         self._stop = asyncio.Event()
         self._waiter: asyncio.Task[None] | None = None
 
@@ -95,6 +97,7 @@ class Backend:
             await _cancel(self._waiter)
         if self.nc is not None:
             await disconnect(self.nc)
+        await self.logins.close()
 
     # -- readiness --------------------------------------------------------------
 

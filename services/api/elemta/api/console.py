@@ -8,8 +8,10 @@ the same ``/api/v1`` as every other client, through a session cookie opened here
 which ``GET /console/session`` lists from the one table (:mod:`.permissions`),
 and the API refuses whatever the role may not do anyway.
 
-``POST /console/session`` logs in with an API key; failed logins are limited per
-client address (``api.login_attempts`` in 5 minutes, then 429).
+``POST /console/session`` logs in with an API key, or with a user name and
+password checked by the policy service (:mod:`.logins`); failed logins are
+limited per client address (``api.login_attempts`` in 5 minutes, then 429), and
+the policy service's lockout counts password failures across every replica.
 ``GET /console/session`` answers who is logged in and the CSRF token;
 ``DELETE /console/session`` logs out.
 """
@@ -23,11 +25,11 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .auth import CHALLENGE, Principal, session_of
 from .backend import Backend
-from .permissions import PERMISSIONS, allowed
+from .permissions import PERMISSIONS, ROLES, allowed
 from .problems import ProblemError
 from .sessions import COOKIE, CSRF_HEADER, LoginLimiter, Session, csrf_ok
 
@@ -46,7 +48,19 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
 class Login(BaseModel):
-    api_key: str = Field(min_length=1, max_length=200)
+    """An API key, or a user name and password (checked by the policy service)."""
+
+    api_key: str = Field("", max_length=200)
+    login: str = Field("", max_length=320)
+    password: str = Field("", max_length=1024)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Login:
+        if bool(self.api_key) == bool(self.login or self.password):
+            raise ValueError("give api_key, or login and password")
+        if self.login and not self.password or self.password and not self.login:
+            raise ValueError("give login and password")
+        return self
 
 
 class SessionInfo(BaseModel):
@@ -95,22 +109,51 @@ async def login(body: Login, request: Request) -> Response:
             headers={"Retry-After": str(int(wait))},
         )
     backend = _backend(request)
-    key = await backend.keys().verify(body.api_key.strip())
-    if key is None:
-        limiter.failed(client)
-        log.warning("console login refused", extra={"remote": client})
-        raise ProblemError(
-            401,
-            "the API key is not valid (unknown, revoked or expired)",
-            "unauthorized",
-            headers=CHALLENGE,
+    if body.api_key:
+        key = await backend.keys().verify(body.api_key.strip())
+        if key is None:
+            limiter.failed(client)
+            log.warning("console login refused: API key", extra={"remote": client})
+            raise ProblemError(
+                401,
+                "the API key is not valid (unknown, revoked or expired)",
+                "unauthorized",
+                headers=CHALLENGE,
+            )
+        kind, who, label, role, addresses = "key", key.id, key.label, key.role, key.addresses
+        ends = key.expires_at
+    else:
+        found = await backend.logins.check(body.login, body.password, client)
+        if found.result == "unavailable":
+            raise ProblemError(503, "the user store cannot be asked now", "unavailable")
+        if found.result == "locked":
+            raise ProblemError(
+                429,
+                f"too many failed logins: try again in {found.retry_after} s",
+                "too-many-logins",
+                headers={"Retry-After": str(max(1, found.retry_after))},
+            )
+        if found.result != "ok":
+            limiter.failed(client)
+            log.warning("console login refused: %s", found.result, extra={"remote": client})
+            detail = (
+                f"{found.login} has no console role ({', '.join(ROLES)})"
+                if found.result == "no-role"
+                else "wrong user name or password"
+            )
+            raise ProblemError(401, detail, "unauthorized", headers=CHALLENGE)
+        kind, who, label, role, addresses = (
+            "user",
+            found.login,
+            found.login,
+            found.role,
+            found.addresses,
         )
+        ends = 0.0
     limiter.succeeded(client)
-    session, cookie = await backend.sessions().create(
-        "key", key.id, key.label, key.role, key.addresses, ends=key.expires_at
-    )
+    session, cookie = await backend.sessions().create(kind, who, label, role, addresses, ends=ends)
     await backend.audit().record(
-        Principal.from_session(session).actor(), "session.login", key.id, client
+        Principal.from_session(session).actor(), "session.login", who, client
     )
     response = JSONResponse(_info(session).model_dump(), status_code=201)
     response.set_cookie(

@@ -66,30 +66,37 @@ function showShell() {
   document.getElementById("logout").hidden = false;
 }
 
+async function logIn(body, err) {
+  try {
+    me = await post("/console/session", body);
+    setSession(me);
+    showShell();
+    route();
+  } catch (e) {
+    err.textContent = e.message;
+  }
+}
+
 function showLogin(message) {
   me = null;
   setSession(null);
   for (const id of ["nav", "who", "logout"]) document.getElementById(id).hidden = true;
   const err = h("p", { class: "error", id: "login-error" }, message || "");
+  const login = h("input", { id: "login", name: "login", autocomplete: "username", required: true });
+  const password = h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true });
   const key = h("input", { id: "api-key", type: "password", autocomplete: "off", required: true, placeholder: "elemta_…" });
-  const form = h("form", {
-    onsubmit: async (ev) => {
-      ev.preventDefault();
-      try {
-        me = await post("/console/session", { api_key: key.value.trim() });
-        setSession(me);
-        showShell();
-        route();
-      } catch (e) {
-        err.textContent = e.message;
-      }
-    },
-  },
-  h("label", {}, "API key", key),
-  h("button", { type: "submit" }, "Log in"),
-  err);
-  main.replaceChildren(h("section", { class: "panel login" }, h("h1", {}, "Log in to Elemta"), form));
-  key.focus();
+  const userForm = h("form", {
+    id: "login-form",
+    onsubmit: (ev) => { ev.preventDefault(); logIn({ login: login.value.trim(), password: password.value }, err); },
+  }, h("label", {}, "User name", login), h("label", {}, "Password", password),
+  h("button", { type: "submit" }, "Log in"));
+  const keyForm = h("form", {
+    id: "key-form",
+    onsubmit: (ev) => { ev.preventDefault(); logIn({ api_key: key.value.trim() }, err); },
+  }, h("label", {}, "API key", key), h("button", { type: "submit", class: "secondary" }, "Log in with the key"));
+  main.replaceChildren(h("section", { class: "panel login" }, h("h1", {}, "Log in to Elemta"), userForm,
+    err, h("details", {}, h("summary", {}, "Log in with an API key instead"), keyForm)));
+  login.focus();
 }
 
 document.getElementById("logout").addEventListener("click", async () => {
