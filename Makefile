@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test scanners chromium console-screenshots k8s-tools chart image image-check lint typecheck proto bench bench-policy chaos fuzz clean install lock
+.PHONY: run test scanners chromium console-screenshots k8s-tools tls-tools chart image image-check lint typecheck proto bench bench-policy chaos fuzz clean install lock
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,15 @@ $(PROMTOOL): | $(VENV)/.installed
 
 k8s-tools: $(HELM) $(PROMTOOL)
 
+# sslyze (PyPI) for the TLS-level tests, in an environment of its own (it pins an
+# older cryptography than Elemta's).
+SSLYZE := $(VENV)/bin/sslyze
+
+$(SSLYZE): | $(VENV)/.installed
+	PYTHON=python3 bash tools/install_sslyze.sh $(SSLYZE)
+
+tls-tools: $(SSLYZE)
+
 # Refresh the chart's CRD from the operator's, then lint and render the chart
 # with its defaults and every ci/*-values.yaml.
 chart: install k8s-tools
@@ -81,7 +90,7 @@ image: install
 image-check: image
 	bash tools/image/check.sh build/image
 
-test: install scanners chromium k8s-tools lint typecheck
+test: install scanners chromium k8s-tools tls-tools lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

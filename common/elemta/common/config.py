@@ -160,6 +160,9 @@ class NatsSettings(_Section):
         return self
 
 
+_TLS_LEVEL = "^(minimum|recommended|strict|maximum)$"
+
+
 class ListenerSettings(_Section):
     """One more SMTP listener beside ``ingress.listen`` (the MTA port)."""
 
@@ -174,6 +177,11 @@ class ListenerSettings(_Section):
         True,
         description="Offer AUTH (inside TLS only); unset: submission and submissions do, mta not",
     )
+    tls_level: str = Field(
+        "recommended", pattern=_TLS_LEVEL, description="minimum, recommended, strict or maximum"
+    )
+    tls_cert: str = Field("", description="PEM certificate; empty: ingress.tls_cert")
+    tls_key: str = Field("", description="Key of tls_cert")
 
     _v_address = field_validator("address")(_listen)
 
@@ -183,6 +191,12 @@ class ListenerSettings(_Section):
         if isinstance(data, dict) and "auth" not in data:
             return {**data, "auth": data.get("role", "submission") != "mta"}
         return data
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ListenerSettings:
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("tls_key needs tls_cert")
+        return self
 
     @property
     def offers_auth(self) -> bool:
@@ -212,6 +226,11 @@ class IngressSettings(_Section):
     max_line_length: int = Field(998, ge=80, description="Text line limit, without CRLF")
     tls_cert: str = Field("", description="PEM certificate; empty: self-signed in state_dir")
     tls_key: str = Field("", description="PEM key matching tls_cert")
+    tls_level: str = Field(
+        "recommended",
+        pattern=_TLS_LEVEL,
+        description="TLS of listen: minimum, recommended, strict or maximum (docs/decisions.md)",
+    )
     policy_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a policy verdict")
     drain_timeout: float = Field(30.0, ge=0, description="Seconds sessions get on SIGTERM")
     reuse_port: bool = Field(True, description="SO_REUSEPORT, so several processes share the port")

@@ -68,6 +68,7 @@ from .smtpauth import (
 )
 from .stages import Client, StageChecks
 from .text import PrintableLogs, clean_text, reply_line
+from .tlscontext import ListenerTls
 from .transaction import MessageProcessor, Transaction
 
 __all__ = ["IngressSMTP", "SessionHost", "Settings"]
@@ -101,6 +102,7 @@ class Settings:
     relay: RelayControl
     processor: MessageProcessor
     stages: StageChecks
+    tls: ListenerTls | None = None  # the listener's certificate, level and TLS metrics
     role: str = "mta"  # mta | submission | submissions
     implicit_tls: bool = False  # the listener's socket is TLS from the first byte
     offers_auth: bool = False
@@ -166,6 +168,9 @@ class IngressSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and self.settings.tls is not None:
+            self.settings.tls.handshake_done(sslobj)
         if first and not self._registered:
             self._registered = True
             self._arm(self.settings.command_timeout)
@@ -282,6 +287,8 @@ class IngressSMTP(SMTP):
         if isinstance(error, TLSSetupException):
             why = error.__cause__ or error
             log.info("TLS handshake failed with %s: %r", self.peer[0], why)
+            if self.settings.tls is not None:
+                self.settings.tls.handshake_failed(error.__cause__)
             return "454 4.7.0 TLS handshake failed"
         log.exception("session error with %s", self.peer[0])
         return "451 4.3.0 Error: internal error, try again later"

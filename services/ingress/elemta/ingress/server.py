@@ -3,7 +3,8 @@
 ``ingress.listen`` is the MTA port; ``ingress.listeners`` adds more, each with its
 role: ``submission`` (STARTTLS, AUTH required before MAIL) and ``submissions``
 (implicit TLS from the first byte, RFC 8314; AUTH required). Every listener
-shares the sessions, the drain and the certificate (re-read when its files change).
+shares the sessions and the drain; each has its TLS level and certificate
+(:mod:`.tlscontext`; re-read at the first handshake after its files change).
 
 Each socket is created with ``SO_REUSEPORT`` (``ingress.reuse_port``) so that
 several ingress processes can share the SMTP port and the kernel spreads
@@ -21,13 +22,13 @@ import ssl
 from dataclasses import replace
 
 from elemta.common.config import Config, split_hostport
-from elemta.common.tlsfiles import ContextFollower
 
 from . import metrics
 from .protocol import IngressSMTP, Settings
 from .relay import RelayControl
 from .stages import StageChecks
-from .tls import server_context
+from .tls import certificate_files
+from .tlscontext import ListenerTls
 from .transaction import MessageProcessor
 
 __all__ = ["IngressServer"]
@@ -47,7 +48,6 @@ class IngressServer:
         self._servers: list[asyncio.AbstractServer] = []
         self._settings: Settings | None = None
         self._idle = asyncio.Event()
-        self._tls_files: ContextFollower | None = None
 
     @property
     def listening(self) -> bool:
@@ -68,7 +68,7 @@ class IngressServer:
             command_timeout=ing.command_timeout,
             data_timeout=ing.data_timeout,
             processing_timeout=ing.policy_timeout + self.cfg.nats.publish_timeout * 4 + 30,
-            tls_context=server_context(self.cfg),
+            tls_context=None,
             relay=relay,
             processor=self.processor,
             stages=StageChecks(self.processor.policy, relay),
@@ -77,16 +77,30 @@ class IngressServer:
             auth_max_failures=ing.auth_max_failures,
         )
 
+    def _tls(self, address: str, role: str, level: str, cert: str, key: str) -> ListenerTls:
+        cert, key = certificate_files(self.cfg, cert, key)
+        return ListenerTls(f"{role} {address}", role, level, cert, key)
+
     def _listeners(self, base: Settings) -> list[tuple[str, Settings]]:
         """(address, settings) of every listener, the MTA port first."""
-        out = [(self.cfg.ingress.listen, base)]
-        for listener in self.cfg.ingress.listeners:
+        ing = self.cfg.ingress
+        tls = self._tls(ing.listen, "mta", ing.tls_level, "", "")
+        out = [(ing.listen, replace(base, tls=tls, tls_context=tls.context))]
+        for listener in ing.listeners:
             implicit = listener.role == "submissions"
+            tls = self._tls(
+                listener.address,
+                listener.role,
+                listener.tls_level,
+                listener.tls_cert,
+                listener.tls_key,
+            )
             settings = replace(
                 base,
                 role=listener.role,
                 implicit_tls=implicit,
-                tls_context=None if implicit else base.tls_context,
+                tls=tls,
+                tls_context=None if implicit else tls.context,
                 offers_auth=listener.offers_auth,
                 requires_auth=listener.requires_auth,
             )
@@ -117,15 +131,10 @@ class IngressServer:
     async def start(self) -> None:
         self._settings = base = self._make_settings()
         for address, settings in self._listeners(base):
-            tls = base.tls_context if settings.implicit_tls else None
-            port = await self._listen(address, settings, tls)
+            implicit = settings.tls.context if settings.implicit_tls and settings.tls else None
+            port = await self._listen(address, settings, implicit)
             if not self.port:
                 self.port = port
-        ing = self.cfg.ingress
-        if ing.tls_cert and settings.tls_context is not None:
-            # A renewed certificate (a Secret updated in place) serves the next STARTTLS.
-            self._tls_files = ContextFollower(settings.tls_context, ing.tls_cert, ing.tls_key)
-            self._tls_files.start()
 
     # -- the SessionHost side ------------------------------------------------------
 
@@ -169,8 +178,6 @@ class IngressServer:
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop accepting at once; let open transactions finish; then close the rest."""
-        if self._tls_files is not None:
-            await self._tls_files.stop()
         for server in self._servers:
             server.close()
         self.draining = True

@@ -23,7 +23,9 @@ from cryptography.x509.oid import NameOID
 
 from elemta.common.config import Config
 
-__all__ = ["self_signed_pem", "server_context"]
+from .tlscontext import level_context
+
+__all__ = ["certificate_files", "self_signed_pem", "server_context"]
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +101,21 @@ def _write(directory: Path, path: Path, hostname: str) -> None:
     log.warning("no ingress.tls_cert configured; using a self-signed certificate %s", path)
 
 
-def server_context(cfg: Config) -> ssl.SSLContext:
-    """The SSL context for STARTTLS; raises ValueError or OSError when unusable."""
-    cert, key = cfg.ingress.tls_cert, cfg.ingress.tls_key
-    if key and not cert:
-        raise ValueError("ingress.tls_key is set but ingress.tls_cert is not")
+def certificate_files(cfg: Config, cert: str = "", key: str = "") -> tuple[str, str]:
+    """The certificate and key a listener serves: its own, else ``ingress.tls_cert``,
+    else the self-signed one; raises ValueError for a key without certificate."""
     if not cert:
-        cert = str(self_signed_pem(cfg.server.state_dir, cfg.server.hostname))
-        key = ""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+        if cfg.ingress.tls_key and not cfg.ingress.tls_cert:
+            raise ValueError("ingress.tls_key is set but ingress.tls_cert is not")
+        cert, key = cfg.ingress.tls_cert, cfg.ingress.tls_key
+    if not cert:
+        return str(self_signed_pem(cfg.server.state_dir, cfg.server.hostname)), ""
+    return cert, key
+
+
+def server_context(cfg: Config) -> ssl.SSLContext:
+    """The SSL context of ``ingress.listen``; raises ValueError or OSError when unusable."""
+    cert, key = certificate_files(cfg)
+    ctx = level_context(cfg.ingress.tls_level)
     ctx.load_cert_chain(cert, key or None)
     return ctx
