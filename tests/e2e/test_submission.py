@@ -10,37 +10,15 @@ import email
 import email.policy
 import json
 import smtplib
-import ssl
-import subprocess
 
 import pytest
 
 from support.dnsserver import free_port
+from support.mua import PASSWORD, add_user, plain, tls_client
 from support.smtpsink import SmtpSink
-from support.stack import ELEMTA, ServiceProcess, Stack
+from support.stack import ServiceProcess, Stack
 
-PASSWORD = "S3cret-submission"
 MESSAGE = "From: alice@local.test\r\nTo: dan@remote.test\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-def tls_client() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the stack's self-signed certificate
-    return ctx
-
-
-def add_user(stack: Stack, login: str, *addresses: str) -> None:
-    def run(*args: str, stdin: str = "") -> None:
-        proc = subprocess.run(
-            [ELEMTA, "user", *args, "--config", str(stack.config_path)],
-            input=stdin, capture_output=True, text=True, env=stack.env(), timeout=60,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-
-    run("add", login, "--password-stdin", stdin=PASSWORD + "\n")
-    for address in addresses:
-        run("address", "add", login, address)
 
 
 @pytest.fixture
@@ -67,10 +45,6 @@ def submissions(stack: Stack) -> smtplib.SMTP_SSL:
         "127.0.0.1", stack.submissions_port, local_hostname="mua.test", timeout=20,
         context=tls_client(),
     )  # fmt: skip
-
-
-def plain(login: str, password: str) -> str:
-    return base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
 
 def test_auth_plain_after_starttls_relays_and_marks_the_message(relay_stack):

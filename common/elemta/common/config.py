@@ -182,6 +182,9 @@ class ListenerSettings(_Section):
     )
     tls_cert: str = Field("", description="PEM certificate; empty: ingress.tls_cert")
     tls_key: str = Field("", description="Key of tls_cert")
+    proxy_protocol: bool = Field(
+        False, description="Read a PROXY v1/v2 header first, from ingress.proxy_networks only"
+    )
 
     _v_address = field_validator("address")(_listen)
 
@@ -239,6 +242,13 @@ class IngressSettings(_Section):
         description="Listeners beside listen (the MTA port): submission and submissions",
     )
     auth_on_mta: bool = Field(False, description="Offer AUTH (inside TLS) on listen too")
+    proxy_protocol: bool = Field(
+        False, description="listen reads a PROXY v1/v2 header first (behind a load balancer)"
+    )
+    proxy_networks: list[str] = Field(
+        default_factory=list,
+        description="Load balancer networks whose PROXY headers are believed; others are refused",
+    )
     auth_failure_delay: float = Field(
         1.0, ge=0, description="Seconds added per counted failure before 535 (slows guessing)"
     )
@@ -253,6 +263,20 @@ class IngressSettings(_Section):
     )
 
     _v_listen = field_validator("listen", "http_listen")(_listen)
+
+    @field_validator("proxy_networks")
+    @classmethod
+    def _proxy_networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            ipaddress.ip_network(net.strip(), strict=False)
+        return [n.strip() for n in v]
+
+    @model_validator(mode="after")
+    def _proxy_needs_networks(self) -> IngressSettings:
+        uses = self.proxy_protocol or any(li.proxy_protocol for li in self.listeners)
+        if uses and not self.proxy_networks:
+            raise ValueError("proxy_protocol needs proxy_networks (the load balancers' networks)")
+        return self
 
 
 class DkimKey(_Section):

@@ -51,6 +51,7 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
 
 from . import metrics
 from .arguments import Mail, read_mail, read_rcpt
+from .chunking import check_chunked, parse_bdat, read_chunk
 from .data import check_data, read_data
 from .dsnparams import DsnRequest
 from .relay import RelayControl
@@ -127,9 +128,14 @@ class _NoHooks:
 
 class IngressSMTP(SMTP):
     def __init__(
-        self, settings: Settings, host: SessionHost, loop: asyncio.AbstractEventLoop
+        self,
+        settings: Settings,
+        host: SessionHost,
+        loop: asyncio.AbstractEventLoop,
+        proxied: tuple[str, int] | None = None,
     ) -> None:
         self.settings = settings
+        self._proxied = proxied  # the client a PROXY header named (.proxyproto)
         self.host = host
         self._greeted = False
         self._processing = False
@@ -137,6 +143,8 @@ class IngressSMTP(SMTP):
         self._connect_checked = False
         self._in_data = False
         self._errors = 0
+        self._chunks: bytearray | None = None  # BDAT chunks of the open transaction
+        self._chunks_too_big = False
         self._auth_failures = 0
         self.user: AuthUser | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -168,6 +176,8 @@ class IngressSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
+        if self._proxied is not None and self.session is not None:
+            self.session.peer = self._proxied  # type: ignore[assignment]  # after STARTTLS too
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None and self.settings.tls is not None:
             self.settings.tls.handshake_done(sslobj)
@@ -237,6 +247,7 @@ class IngressSMTP(SMTP):
     def _new_transaction(self) -> None:
         self.envelope = Envelope()
         self.dsn = DsnRequest()
+        self._chunks = None
 
     # -- replies -----------------------------------------------------------------
 
@@ -320,7 +331,7 @@ class IngressSMTP(SMTP):
             keywords.append("STARTTLS")
         if self.settings.offers_auth and self.tls:
             keywords.append("AUTH " + " ".join(MECHANISMS))
-        keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "DSN"]
+        keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "DSN", "CHUNKING"]
         last = len(keywords) - 1
         await self._send([f"250{' ' if i == last else '-'}{k}" for i, k in enumerate(keywords)])
 
@@ -526,6 +537,9 @@ class IngressSMTP(SMTP):
         if not self.envelope.rcpt_tos:
             await self.push("503 5.5.1 Error: need RCPT command")
             return
+        if self._chunks is not None:
+            await self.push("503 5.5.1 Error: BDAT transaction in progress, DATA not allowed")
+            return
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
@@ -560,14 +574,85 @@ class IngressSMTP(SMTP):
             self._errors = 0
         await self.push(reply)
 
-    async def _finish(self, raw: bytes | None, envelope: Envelope, ended: float) -> str:
-        """Check the received data and hand the message on; return the reply."""
+    # -- BDAT (CHUNKING, RFC 3030; see .chunking) ----------------------------------
+
+    async def smtp_BDAT(self, arg: str) -> None:  # noqa: N802
+        parsed = parse_bdat(arg)
+        if parsed is None:
+            # the size is unknown, so the client and we are out of step: close
+            self.goodbye(f"421 4.5.4 {self.hostname} Error: bad BDAT syntax, closing")
+            return
+        size, last = parsed
+        envelope = self.envelope
+        room = 0  # a refused chunk is read and dropped
+        if envelope is not None and envelope.mail_from is not None and envelope.rcpt_tos:
+            room = self.settings.max_message_size - len(self._chunks or b"")
+        self._in_data = True
+        self._arm(self.settings.data_timeout)
+        try:
+            chunk = await read_chunk(self._reader, size, room)
+        except asyncio.IncompleteReadError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        finally:
+            self._in_data = False
+        if self.session is None or not self.session.host_name:
+            await self.push("503 5.5.1 Error: send HELO/EHLO first")
+            return
+        if envelope is None or envelope.mail_from is None:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if self._chunks is None:
+            self._chunks = bytearray()
+            self._chunks_too_big = False
+        if (chunk is None and size) or self._chunks_too_big:
+            self._chunks_too_big = True
+            self._chunks.clear()
+        elif chunk:
+            self._chunks += chunk
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        await self._bdat_last(envelope)
+
+    async def _bdat_last(self, envelope: Envelope) -> None:
+        refusal = self.settings.processor.precheck()
+        content = b"" if self._chunks is None else bytes(self._chunks)
+        too_big = self._chunks_too_big
+        self._chunks = None
+        if refusal:
+            metrics.MESSAGES.labels("tempfail").inc()
+            self._log_reject("BDAT", refusal, envelope)
+            self._new_transaction()
+            await self.push(refusal)
+            return
+        ended = time.perf_counter()
+        self._processing = True
+        try:
+            reply = await self._finish(None if too_big else content, envelope, ended, True)
+        finally:
+            self._processing = False
+            self._new_transaction()
+        if reply.startswith("250"):
+            self._errors = 0
+        await self.push(reply)
+
+    async def _finish(
+        self, raw: bytes | None, envelope: Envelope, ended: float, chunked: bool = False
+    ) -> str:
+        """Check the received data (DATA with its end mark, or BDAT's assembled
+        chunks) and hand the message on; return the reply."""
+        limits = (self.settings.max_message_size, self.settings.max_line_length)
         if raw is None:
             content, reply = b"", TOO_BIG
+        elif chunked:
+            content, reply = check_chunked(raw, *limits)
         else:
-            content, reply = check_data(
-                raw, self.settings.max_message_size, self.settings.max_line_length
-            )
+            content, reply = check_data(raw, *limits)
         if reply:
             metrics.MESSAGES.labels("rejected").inc()
             self._log_reject("DATA", reply, envelope)

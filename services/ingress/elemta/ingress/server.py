@@ -19,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import replace
 
 from elemta.common.config import Config, split_hostport
+from elemta.common.networks import Networks
 
 from . import metrics
 from .protocol import IngressSMTP, Settings
+from .proxyproto import ProxyFront
 from .relay import RelayControl
 from .stages import StageChecks
 from .tls import certificate_files
@@ -107,12 +110,28 @@ class IngressServer:
             out.append((listener.address, settings))
         return out
 
-    async def _listen(self, address: str, settings: Settings, tls: ssl.SSLContext | None) -> int:
+    async def _listen(
+        self, address: str, settings: Settings, tls: ssl.SSLContext | None, proxy: bool
+    ) -> int:
         host, port = split_hostport(address)
         loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol]
+        if proxy:
+            allowed = Networks(self.cfg.ingress.proxy_networks)
 
-        def factory() -> IngressSMTP:
-            return IngressSMTP(settings, self, loop)
+            def session(client: tuple[str, int] | None) -> IngressSMTP:
+                return IngressSMTP(settings, self, loop, proxied=client)
+
+            after_header = tls  # TLS starts after the header, not at accept
+
+            def factory() -> asyncio.Protocol:
+                return ProxyFront(session, allowed, self.cfg.server.hostname, after_header)
+
+            tls = None
+        else:
+
+            def factory() -> asyncio.Protocol:
+                return IngressSMTP(settings, self, loop)
 
         server = await loop.create_server(
             factory,
@@ -125,14 +144,23 @@ class IngressServer:
         self._servers.append(server)
         bound = int(server.sockets[0].getsockname()[1])
         self.ports[f"{settings.role} {address}"] = bound
-        log.info("SMTP listening on %s (%s, port %d)", address, settings.role, bound)
+        log.info(
+            "SMTP listening on %s (%s%s, port %d)",
+            address,
+            settings.role,
+            ", PROXY protocol" if proxy else "",
+            bound,
+        )
         return bound
 
     async def start(self) -> None:
         self._settings = base = self._make_settings()
-        for address, settings in self._listeners(base):
+        proxies = [self.cfg.ingress.proxy_protocol] + [
+            li.proxy_protocol for li in self.cfg.ingress.listeners
+        ]
+        for (address, settings), proxy in zip(self._listeners(base), proxies, strict=True):
             implicit = settings.tls.context if settings.implicit_tls and settings.tls else None
-            port = await self._listen(address, settings, implicit)
+            port = await self._listen(address, settings, implicit, proxy)
             if not self.port:
                 self.port = port
 
