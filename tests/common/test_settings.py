@@ -43,6 +43,7 @@ SAMPLES: dict[tuple[str, str], Any] = {
     },
     ("transport", "routes"): {"example.net": "smtp:[192.0.2.5]:2525", ".corp.example": "local"},
     ("telemetry", "log_level"): "DEBUG",
+    ("ingress", "proxy_networks"): ["10.0.0.0/8", "2001:db8::/48"],
     ("ingress", "listeners"): [
         {"address": "127.0.0.1:1587", "role": "submission"},
         {"address": "[::1]:1465", "role": "submissions", "auth": False},
@@ -53,6 +54,7 @@ SAMPLES: dict[tuple[str, str], Any] = {
 # Keys that need another one set with them (a certificate and its key).
 COMPANIONS: dict[tuple[str, str], dict[str, str]] = {
     ("nats", "tls_cert"): {"ELEMTA_NATS_TLS_KEY": "/tls/client.key"},
+    ("ingress", "proxy_protocol"): {"ELEMTA_INGRESS_PROXY_NETWORKS": '["10.0.0.0/8"]'},
     ("nats", "tls_key"): {"ELEMTA_NATS_TLS_CERT": "/tls/client.pem"},
     ("api", "tls_cert"): {"ELEMTA_API_TLS_KEY": "/tls/api.key"},
     ("api", "tls_key"): {"ELEMTA_API_TLS_CERT": "/tls/api.pem"},
@@ -132,7 +134,9 @@ def as_text(value: Any) -> str:
 def expected(section: str, key: str, value: Any) -> Any:
     """What the model makes of the value when it comes from a TOML file."""
     companions = {
-        name.removeprefix(f"ELEMTA_{section.upper()}_").lower(): v
+        name.removeprefix(f"ELEMTA_{section.upper()}_").lower(): (
+            json.loads(v) if v[:1] in "[{" else v
+        )
         for name, v in COMPANIONS.get((section, key), {}).items()
     }
     table = {section: {key: value, **companions}}

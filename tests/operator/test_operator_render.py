@@ -24,8 +24,16 @@ FULL: dict[str, Any] = {
         "listeners": [
             {"name": "smtp", "port": 25},
             {"name": "submission", "port": 587, "auth": "required"},
-            {"name": "submissions", "port": 465, "tls": "implicit", "auth": "required"},
+            {
+                "name": "submissions",
+                "port": 465,
+                "tls": "implicit",
+                "auth": "required",
+                "tlsLevel": "maximum",
+                "proxyProtocol": True,
+            },
         ],
+        "proxyNetworks": ["10.0.0.0/8"],
         "service": {"annotations": {"lb.example/type": "nlb"}},
         "podTemplate": {"spec": {"nodeSelector": {"pool": "edge"}}},
     },
@@ -68,6 +76,26 @@ def test_rendered_configuration_is_accepted_by_the_services(spec: dict[str, Any]
     assert config.server.hostname == "mx.example.org"
     assert config.policy.address == "mail-policy.mail.svc:7071"
     assert config.ingress.listen == "0.0.0.0:2525"
+
+
+def test_every_listener_is_rendered_with_its_role_tls_level_and_proxy_protocol(tmp_path) -> None:
+    path = tmp_path / "elemta.toml"
+    path.write_text(render_config_text(cluster(FULL)))
+    ingress = load_config(path, env={}).ingress
+    assert (ingress.listen, ingress.tls_level, ingress.auth_on_mta) == (
+        "0.0.0.0:2525",
+        "recommended",
+        False,
+    )
+    assert [(li.address, li.role, li.auth, li.tls_level, li.proxy_protocol) for li in
+            ingress.listeners] == [
+        ("0.0.0.0:2587", "submission", True, "recommended", False),
+        ("0.0.0.0:2465", "submissions", True, "maximum", True),
+    ]  # fmt: skip
+    assert ingress.proxy_networks == ["10.0.0.0/8"]
+    minimal = tmp_path / "minimal.toml"
+    minimal.write_text(render_config_text(cluster(BASE)))
+    assert load_config(minimal, env={}).ingress.listeners == []  # only what the spec lists
 
 
 def test_spec_config_is_merged_under_the_operators_keys() -> None:

@@ -7,6 +7,7 @@ DNS server.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -101,7 +102,9 @@ class ServiceProcess:
                 f"http://127.0.0.1:{self.http_port}/readyz", timeout=1
             ) as r:
                 return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            # HTTPException: another suite's server (an SMTP sink) holds the port
+            # picked for our health address; ours then fails to bind and moves.
             return False
 
     def metrics(self) -> str:
@@ -292,6 +295,24 @@ class Stack:
             policy["listen"] = f"127.0.0.1:{self.policy_port}"
             if policy.get("address") == f"127.0.0.1:{old_policy}":
                 policy["address"] = f"127.0.0.1:{self.policy_port}"
+
+    def add_ingress(
+        self, listeners: list[dict[str, Any]] | None = None
+    ) -> tuple[ServiceProcess, int]:
+        """A second ingress process on ports of its own (its SMTP port is returned),
+        sharing NATS and policy with the first: what two replicas share."""
+        smtp, health = free_port(), free_port()
+        env = {
+            "ELEMTA_INGRESS_LISTEN": f"127.0.0.1:{smtp}",
+            "ELEMTA_INGRESS_HTTP_LISTEN": f"127.0.0.1:{health}",
+            "ELEMTA_INGRESS_LISTENERS": json.dumps(listeners or []),
+        }
+        log = self.workdir / f"ingress-{health}.log"
+        proc = ServiceProcess("ingress", self.config_path, log, health, self.env(**env))
+        proc.start()
+        proc.wait_ready()
+        self.extra_processes.append(proc)  # stopped with the others
+        return proc, smtp
 
     def add_delivery(self) -> ServiceProcess:
         port = free_port()

@@ -245,6 +245,21 @@ class IngressSettings(_Section):
     proxy_protocol: bool = Field(
         False, description="listen reads a PROXY v1/v2 header first (behind a load balancer)"
     )
+    client_connection_limit: int = Field(
+        50, ge=0, description="Open connections per client address (IPv6: /64); 0: no limit"
+    )
+    client_connection_rate: int = Field(
+        0, ge=0, description="New connections per client address and minute; 0: no limit"
+    )
+    client_message_rate: int = Field(
+        0, ge=0, description="MAIL FROMs per client address and minute; 0: no limit"
+    )
+    client_recipient_rate: int = Field(
+        0, ge=0, description="RCPT TOs per client address and minute; 0: no limit"
+    )
+    client_limits_exempt_trusted: bool = Field(
+        True, description="Clients in server.trusted_networks are not limited"
+    )
     proxy_networks: list[str] = Field(
         default_factory=list,
         description="Load balancer networks whose PROXY headers are believed; others are refused",

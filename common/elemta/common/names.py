@@ -36,6 +36,8 @@ Key-value buckets and object stores:
     Rate-limit counters.
 ``ELEMTA_AUTH_FAILURES`` (KV, policy service)
     Failed logins per client address and per login, for slowing down and lockout.
+``ELEMTA_CLIENT_LIMITS`` (KV, ingress)
+    Per-client connection counts and connection, message and recipient rates.
 ``ELEMTA_MTA_STS`` (KV, delivery)
     MTA-STS policies, cached for their ``max_age``.
 ``ELEMTA_TLSRPT`` (KV, delivery)
@@ -68,6 +70,7 @@ __all__ = [
     "AUDIT_STREAM",
     "AUDIT_SUBJECT",
     "AUTH_FAILURES_BUCKET",
+    "CLIENT_LIMITS_BUCKET",
     "BODIES_BUCKET",
     "CONTROL_QUEUE_GROUP",
     "CONTROL_SUBJECT",
@@ -129,6 +132,7 @@ STATE_BUCKET = "ELEMTA_STATE"
 GREYLIST_BUCKET = "ELEMTA_GREYLIST"
 RATELIMIT_BUCKET = "ELEMTA_RATELIMIT"
 AUTH_FAILURES_BUCKET = "ELEMTA_AUTH_FAILURES"
+CLIENT_LIMITS_BUCKET = "ELEMTA_CLIENT_LIMITS"
 STS_BUCKET = "ELEMTA_MTA_STS"
 TLSRPT_BUCKET = "ELEMTA_TLSRPT"
 BODIES_BUCKET = "ELEMTA_BODIES"

@@ -27,6 +27,7 @@ __all__ = [
     "dkim_file",
     "nats_url",
     "secret_env",
+    "ingress_listeners",
     "primary_listener",
     "render_config",
     "render_config_text",
@@ -57,13 +58,35 @@ def container_port(listener: dict[str, Any]) -> int:
 
 
 def primary_listener(cluster: Cluster) -> dict[str, Any]:
-    """The listener ingress binds: the one on port 25, else the first.
-
-    The other listeners already get their Service and container ports; the
-    ingress binds them once it takes several listeners in its configuration.
-    """
+    """The listener on ``ingress.listen``: the one on port 25, else the first; the
+    others become ``ingress.listeners`` (:func:`ingress_listeners`)."""
     listeners: list[dict[str, Any]] = cluster.spec["ingress"]["listeners"]
     return next((lst for lst in listeners if lst["port"] == 25), listeners[0])
+
+
+def _role(listener: dict[str, Any]) -> str:
+    if listener.get("tls") == "implicit":
+        return "submissions"
+    return "submission" if listener.get("auth") == "required" else "mta"
+
+
+def ingress_listeners(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every listener but the primary one, as ``[[ingress.listeners]]`` tables."""
+    primary = primary_listener(cluster)
+    out = []
+    for lst in cluster.spec["ingress"]["listeners"]:
+        if lst is primary:
+            continue
+        out.append(
+            {
+                "address": f"0.0.0.0:{container_port(lst)}",
+                "role": _role(lst),
+                "auth": lst.get("auth", "none") != "none",
+                "tls_level": lst.get("tlsLevel", "recommended"),
+                "proxy_protocol": bool(lst.get("proxyProtocol", False)),
+            }
+        )
+    return out
 
 
 def dkim_file(key: dict[str, Any]) -> str:
@@ -141,6 +164,11 @@ def render_config(cluster: Cluster) -> dict[str, Any]:
             "http_listen": f"0.0.0.0:{HTTP_PORTS['ingress']}",
             "tls_cert": f"{SMTP_TLS_DIR}/tls.crt",
             "tls_key": f"{SMTP_TLS_DIR}/tls.key",
+            "tls_level": smtp.get("tlsLevel", "recommended"),
+            "auth_on_mta": smtp.get("auth", "none") != "none",
+            "proxy_protocol": bool(smtp.get("proxyProtocol", False)),
+            "proxy_networks": list(spec["ingress"].get("proxyNetworks", [])),
+            "listeners": ingress_listeners(cluster),
         },
         "policy": {
             "listen": f"0.0.0.0:{POLICY_PORT}",

@@ -54,6 +54,7 @@ from .arguments import Mail, read_mail, read_rcpt
 from .chunking import check_chunked, parse_bdat, read_chunk
 from .data import check_data, read_data
 from .dsnparams import DsnRequest
+from .limits import ClientLimits
 from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
 from .sessioninit import install as find_session_methods_once
@@ -104,6 +105,7 @@ class Settings:
     processor: MessageProcessor
     stages: StageChecks
     tls: ListenerTls | None = None  # the listener's certificate, level and TLS metrics
+    limits: ClientLimits | None = None  # per-client limits shared by the replicas
     role: str = "mta"  # mta | submission | submissions
     implicit_tls: bool = False  # the listener's socket is TLS from the first byte
     offers_auth: bool = False
@@ -136,6 +138,7 @@ class IngressSMTP(SMTP):
     ) -> None:
         self.settings = settings
         self._proxied = proxied  # the client a PROXY header named (.proxyproto)
+        self._counted = False  # holds a connection slot of the client limits
         self.host = host
         self._greeted = False
         self._processing = False
@@ -189,6 +192,9 @@ class IngressSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._counted and self.settings.limits is not None:
+            self._counted = False
+            self.settings.limits.disconnect(self.peer[0])
         try:
             super().connection_lost(error)
         finally:
@@ -253,10 +259,24 @@ class IngressSMTP(SMTP):
 
     async def push(self, status: Any) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        if not self._greeted and self.settings.limits is not None:
+            await self._admit()
         if self._greeted:
             text = with_enhanced_code(text)
         self._greeted = True
         await self._send([text])
+
+    async def _admit(self) -> None:
+        """Before the greeting: the client limits (a slot held until the connection
+        ends), or 421 and the end of the session."""
+        assert self.settings.limits is not None
+        refusal = await self.settings.limits.connect(self.peer[0])
+        if refusal is None:
+            self._counted = True
+            return
+        self._greeted = True
+        self.goodbye(refusal)
+        raise asyncio.CancelledError()  # aiosmtpd's session loop ends here
 
     async def _send(self, lines: list[str]) -> None:
         """Write one reply (one or more lines) and do what follows a reply.
@@ -440,6 +460,12 @@ class IngressSMTP(SMTP):
             self._log_reject("MAIL", SENDER_NOT_OWNED, None, sender=mail.sender)
             await self.push(SENDER_NOT_OWNED)
             return
+        limits = self.settings.limits
+        refusal = await limits.message(self.peer[0]) if limits is not None else None
+        if refusal:
+            self._log_reject("MAIL", refusal, None, sender=mail.sender)
+            await self.push(refusal)
+            return
         refusal = await self.check_mail(mail)
         if refusal:
             await self.push(refusal)
@@ -487,6 +513,11 @@ class IngressSMTP(SMTP):
         """Take the recipient of ``RCPT <arg>`` into ``envelope``; the reply."""
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
+        limits = self.settings.limits
+        refusal = await limits.recipient(self.peer[0]) if limits is not None else None
+        if refusal:
+            self._log_reject("RCPT", refusal, envelope, to=arg or "")
+            return refusal
         assert self.session is not None
         rcpt = read_rcpt(arg, self.session.extended_smtp, bool(envelope.smtp_utf8))
         relay = self.settings.relay

@@ -26,6 +26,7 @@ from elemta.common.config import Config, split_hostport
 from elemta.common.networks import Networks
 
 from . import metrics
+from .limits import ClientLimits
 from .protocol import IngressSMTP, Settings
 from .proxyproto import ProxyFront
 from .relay import RelayControl
@@ -48,6 +49,7 @@ class IngressServer:
         self.draining = False
         self.port = 0
         self.ports: dict[str, int] = {}  # "role address" -> bound port
+        self.limits = ClientLimits(cfg.ingress, cfg.server.trusted_networks)
         self._servers: list[asyncio.AbstractServer] = []
         self._settings: Settings | None = None
         self._idle = asyncio.Event()
@@ -75,6 +77,7 @@ class IngressServer:
             relay=relay,
             processor=self.processor,
             stages=StageChecks(self.processor.policy, relay),
+            limits=self.limits if self.limits.active else None,
             offers_auth=ing.auth_on_mta,
             auth_failure_delay=ing.auth_failure_delay,
             auth_max_failures=ing.auth_max_failures,
@@ -230,4 +233,5 @@ class IngressServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers = []
+        await self.limits.close()
         log.info("SMTP listener stopped")

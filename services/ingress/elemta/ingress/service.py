@@ -64,6 +64,7 @@ class IngressService:
         self.handoff.attach(self.nc)
         self._stream_task = asyncio.get_running_loop().create_task(self._wait_for_stream())
         await self.policy.open()
+        await self.server.limits.attach(self.nc.jetstream())
         await self.server.start()
 
     async def _wait_for_stream(self) -> None:
