@@ -152,3 +152,35 @@ def test_a_header_from_outside_the_balancer_networks_is_refused(stack_factory, m
         c = Raw(s)
         assert c.reply()[:3] == b"220"
         assert c.cmd(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25")[:3] == b"500"
+
+
+def send_via_balancer(port: int, client_ip: str) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        c = Raw(s)
+        s.sendall(f"PROXY TCP4 {client_ip} 127.0.0.1 40000 25\r\n".encode())
+        assert c.reply()[:3] == b"220"
+        c.cmd(b"EHLO client.test")
+        assert c.cmd(b"MAIL FROM:<a@client.test>")[:3] == b"250"
+        assert c.cmd(b"RCPT TO:<bob@local.test>")[:3] == b"250"
+        assert c.cmd(b"DATA")[:3] == b"354"
+        s.sendall(MESSAGE)
+        assert c.reply()[:3] == b"250"
+
+
+def test_the_client_is_named_by_forward_confirmed_reverse_dns(
+    stack_factory, make_sink, dns_server, wait_for_maildir
+):
+    dns_server.add("9.113.0.203.in-addr.arpa", "PTR", "mail.client.test.")
+    dns_server.add("mail.client.test", "A", "203.0.113.9")
+    # a PTR record whose name does not lead back is not believed
+    dns_server.add("10.113.0.203.in-addr.arpa", "PTR", "bank.example.")
+    dns_server.add("bank.example", "A", "192.0.2.99")
+    stack, _, _ = proxied_stack(stack_factory, make_sink(), ["127.0.0.0/8"])
+    send_via_balancer(stack.smtp_port, "203.0.113.9")
+    send_via_balancer(stack.smtp_port, "203.0.113.10")
+    got = wait_for_maildir(stack.workdir / "var" / "mail", "bob@local.test", count=2)
+    received = sorted(m["Received"].split(")")[0] for m in got)
+    assert received == [
+        "from client.test (mail.client.test [203.0.113.9]",
+        "from client.test (unknown [203.0.113.10]",
+    ]

@@ -260,6 +260,12 @@ class IngressSettings(_Section):
     client_limits_exempt_trusted: bool = Field(
         True, description="Clients in server.trusted_networks are not limited"
     )
+    client_name_lookup: bool = Field(
+        True, description="Name clients by forward-confirmed reverse DNS (Received:, policy)"
+    )
+    client_name_timeout: float = Field(
+        2.0, gt=0, description="Seconds the name may hold up MAIL or the end of DATA"
+    )
     proxy_networks: list[str] = Field(
         default_factory=list,
         description="Load balancer networks whose PROXY headers are believed; others are refused",

@@ -49,9 +49,12 @@ from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
 
+from elemta.common.resolver import Resolver
+
 from . import metrics
 from .arguments import Mail, read_mail, read_rcpt
 from .chunking import check_chunked, parse_bdat, read_chunk
+from .clientname import UNKNOWN, confirmed_name
 from .data import check_data, read_data
 from .dsnparams import DsnRequest
 from .limits import ClientLimits
@@ -106,6 +109,8 @@ class Settings:
     stages: StageChecks
     tls: ListenerTls | None = None  # the listener's certificate, level and TLS metrics
     limits: ClientLimits | None = None  # per-client limits shared by the replicas
+    resolver: Resolver | None = None  # for the client's name (FCrDNS); None: no lookup
+    client_name_timeout: float = 2.0
     role: str = "mta"  # mta | submission | submissions
     implicit_tls: bool = False  # the listener's socket is TLS from the first byte
     offers_auth: bool = False
@@ -139,6 +144,7 @@ class IngressSMTP(SMTP):
         self.settings = settings
         self._proxied = proxied  # the client a PROXY header named (.proxyproto)
         self._counted = False  # holds a connection slot of the client limits
+        self._name: asyncio.Task[str] | None = None  # the client's FCrDNS name
         self.host = host
         self._greeted = False
         self._processing = False
@@ -181,6 +187,8 @@ class IngressSMTP(SMTP):
         super().connection_made(transport)
         if self._proxied is not None and self.session is not None:
             self.session.peer = self._proxied  # type: ignore[assignment]  # after STARTTLS too
+        if self._name is None and self.settings.resolver is not None and self.peer[0]:
+            self._name = self.loop.create_task(confirmed_name(self.settings.resolver, self.peer[0]))
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None and self.settings.tls is not None:
             self.settings.tls.handshake_done(sslobj)
@@ -195,6 +203,8 @@ class IngressSMTP(SMTP):
         if self._counted and self.settings.limits is not None:
             self._counted = False
             self.settings.limits.disconnect(self.peer[0])
+        if self._name is not None and not self._name.done():
+            self._name.cancel()
         try:
             super().connection_lost(error)
         finally:
@@ -265,6 +275,17 @@ class IngressSMTP(SMTP):
             text = with_enhanced_code(text)
         self._greeted = True
         await self._send([text])
+
+    async def client_name(self) -> str:
+        """The client's forward-confirmed name (:mod:`.clientname`), or ``unknown``."""
+        if self._name is None:
+            return UNKNOWN
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(self._name), self.settings.client_name_timeout
+            )
+        except (TimeoutError, asyncio.CancelledError):
+            return UNKNOWN
 
     async def _admit(self) -> None:
         """Before the greeting: the client limits (a slot held until the connection
@@ -491,6 +512,8 @@ class IngressSMTP(SMTP):
     async def check_mail(self, mail: Mail) -> str | None:
         """Policy on the sender (and, once per session, on the client)."""
         client = self._client()
+        if self.settings.stages.applies(client):
+            client.hostname = await self.client_name()
         refusal = await self.settings.stages.mail(client, mail.sender)
         self._connect_checked = client.connect_checked
         if refusal:
@@ -705,6 +728,7 @@ class IngressSMTP(SMTP):
             body_8bit="BODY=8BITMIME" in envelope.mail_options,
             data_ended=ended,
             dsn=self.dsn,
+            client_name=await self.client_name(),
         )
         # The client waits for us now; only a safety net of a timeout applies.
         self._arm(self.settings.processing_timeout)

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from elemta.common.config import Config, split_hostport
 from elemta.common.networks import Networks
+from elemta.common.resolver import Resolver
 
 from . import metrics
 from .limits import ClientLimits
@@ -78,6 +79,8 @@ class IngressServer:
             processor=self.processor,
             stages=StageChecks(self.processor.policy, relay),
             limits=self.limits if self.limits.active else None,
+            resolver=Resolver(self.cfg.dns) if ing.client_name_lookup else None,
+            client_name_timeout=ing.client_name_timeout,
             offers_auth=ing.auth_on_mta,
             auth_failure_delay=ing.auth_failure_delay,
             auth_max_failures=ing.auth_max_failures,

@@ -40,6 +40,7 @@ class Client:
     tls: bool
     connect_checked: bool = False
     authenticated: bool = False
+    hostname: str = ""  # forward-confirmed name, or "unknown"
 
 
 def _refusal(decision: Decision) -> str | None:
@@ -58,7 +59,9 @@ class StageChecks:
         """None to go on, else the reply refusing MAIL FROM."""
         if not self.applies(client):
             return None
-        info = SessionInfo(client.ip, client.port, client.helo, client.tls)
+        info = SessionInfo(
+            client.ip, client.port, client.helo, client.tls, client_hostname=client.hostname
+        )
         try:
             if not client.connect_checked:
                 refusal = _refusal(await self.policy.check_connect(info))
@@ -73,7 +76,9 @@ class StageChecks:
         """None to go on, else the reply refusing this RCPT TO."""
         if not self.applies(client):
             return None
-        info = SessionInfo(client.ip, client.port, client.helo, client.tls)
+        info = SessionInfo(
+            client.ip, client.port, client.helo, client.tls, client_hostname=client.hostname
+        )
         try:
             return _refusal(await self.policy.check_rcpt(info, sender, recipient))
         except PolicyUnavailable:

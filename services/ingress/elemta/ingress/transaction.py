@@ -72,6 +72,7 @@ class Transaction:
     dsn: DsnRequest = field(default_factory=DsnRequest)
     authenticated_user: str = ""  # SMTP AUTH login: to policy only, never in headers
     submission: bool = False  # from a submission listener: Message-ID and Date completed
+    client_name: str = "unknown"  # forward-confirmed reverse DNS name
 
 
 def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) -> bytes:
@@ -223,6 +224,7 @@ class MessageProcessor:
             protocol=protocol_name(tx.esmtp, tx.tls, bool(tx.authenticated_user)),
             queue_id=queue_id,
             recipients=tx.recipients,
+            client_name=tx.client_name,
         )
         session = SessionInfo(
             client_ip=tx.client_ip,
@@ -231,6 +233,7 @@ class MessageProcessor:
             tls=tx.tls,
             queue_id=queue_id,
             authenticated_user=tx.authenticated_user,
+            client_hostname=tx.client_name,
         )
         try:
             if self.asks_policy(tx.client_ip):
