@@ -124,8 +124,8 @@ class ProxyFront(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: Any) -> None:
+        # uvloop's transports are no asyncio.Transport subclasses, but behave as one
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
         if str(peer[0]) not in self.allowed:
