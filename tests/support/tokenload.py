@@ -29,6 +29,9 @@ class _Stats:
     accepted: dict[str, float] = field(default_factory=dict)  # token -> time of its 250
     rejected: dict[str, str] = field(default_factory=dict)  # 5xx: never retried
     replies: Counter[str] = field(default_factory=Counter)  # "451 4.3.0", "refused", ...
+    # token -> how its attempts that sent the whole message ended without a 250
+    # ("broken", "451 4.3.0"): each may have been stored all the same
+    unsure: dict[str, list[str]] = field(default_factory=dict)
 
 
 class TokenLoad:
@@ -156,15 +159,18 @@ class TokenLoad:
         client: smtplib.SMTP | None = None
         token = self._take()
         while token is not None and not self._stop.is_set():
+            sent: list[bool] = []  # the whole message went out in this attempt
             try:
                 if client is None:
                     client = smtplib.SMTP(
                         "127.0.0.1", self.port, local_hostname="client.test", timeout=self.timeout
                     )
                     client.ehlo()
-                code, text = self._send(client, token)
+                code, text = self._send(client, token, sent)
             except (OSError, smtplib.SMTPException) as exc:
                 self._note("refused" if isinstance(exc, ConnectionRefusedError) else "broken")
+                if sent:
+                    self._unsure(token, "broken")
                 client = _close(client)
                 self._stop.wait(self.retry_pause)
                 continue
@@ -178,11 +184,17 @@ class TokenLoad:
                     self.stats.rejected[token] = f"{code} {text}"
                 token = self._take()
             else:
+                if sent:
+                    self._unsure(token, f"{code} {text.split(' ', 1)[0]}")
                 client = _close(client)
                 self._stop.wait(self.retry_pause)
         _close(client)
 
-    def _send(self, client: smtplib.SMTP, token: str) -> tuple[int, str]:
+    def _unsure(self, token: str, how: str) -> None:
+        with self._lock:
+            self.stats.unsure.setdefault(token, []).append(how)
+
+    def _send(self, client: smtplib.SMTP, token: str, sent: list[bool]) -> tuple[int, str]:
         for cmd in (f"MAIL FROM:<{self.sender}>", f"RCPT TO:<{self.recipient}>"):
             code, text = client.docmd(cmd)
             if code >= 400:
@@ -194,6 +206,7 @@ class TokenLoad:
             return code, text.decode(errors="replace")
         data = self._message(token)
         client.send(data + b".\r\n")
+        sent.append(True)
         code, text = client.getreply()
         return code, text.decode(errors="replace")
 

@@ -5,10 +5,17 @@ for JetStream's acknowledgement: only a stored outcome lets the worker ack the
 job. Its ``Nats-Msg-Id`` names the job message (queue id and stream sequence),
 so when a job is redelivered after its outcome was stored but before the ack
 reached the server, the second outcome is dropped as a duplicate.
+
+A publish that fails (no stream answered while a JetStream cluster elects a
+leader, a node gone, a timeout) is tried again with the same ``Nats-Msg-Id``
+for up to ``OUTCOME_PATIENCE`` seconds before the job is given back: the mail
+has been delivered by then, and a job given back is a job delivered twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import time
@@ -22,7 +29,11 @@ from elemta.common.jetstream import OUTCOME_SUBJECT
 from elemta.common.replies import Reply, Status
 from elemta.common.telemetry import headers_with_context
 
-__all__ = ["Delivery", "Reporter", "worker_name"]
+__all__ = ["OUTCOME_PATIENCE", "Delivery", "Reporter", "worker_name"]
+
+log = logging.getLogger(__name__)
+
+OUTCOME_PATIENCE = 30.0  # seconds an outcome publish is retried (the job is kept in progress)
 
 
 def worker_name() -> str:
@@ -62,9 +73,12 @@ class Delivery:
 
 
 class Reporter:
-    def __init__(self, js: JetStreamContext, publish_timeout: float) -> None:
+    def __init__(
+        self, js: JetStreamContext, publish_timeout: float, patience: float = OUTCOME_PATIENCE
+    ) -> None:
         self.js = js
         self.timeout = publish_timeout
+        self.patience = patience
         self.worker = worker_name()
 
     def outcome(self, job: DeliveryJob, delivery: Delivery) -> Outcome:
@@ -94,6 +108,20 @@ class Reporter:
         """Store the outcome in JetStream; raises when it was not acknowledged."""
         outcome = self.outcome(job, delivery)
         headers = headers_with_context({"Nats-Msg-Id": f"outcome.{job.id}.{job_seq}"})
-        await self.js.publish(
-            f"{OUTCOME_SUBJECT}.{job.id}", outcome.encode(), timeout=self.timeout, headers=headers
-        )
+        deadline = time.monotonic() + self.patience
+        pause = 0.2
+        while True:
+            try:
+                await self.js.publish(
+                    f"{OUTCOME_SUBJECT}.{job.id}",
+                    outcome.encode(),
+                    timeout=self.timeout,
+                    headers=headers,
+                )
+                return
+            except Exception as exc:  # the same Nats-Msg-Id: a retry cannot store it twice
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("%s: outcome not stored yet (%r); trying again", job.id, exc)
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)

@@ -1,0 +1,72 @@
+"""Reporting an outcome: a publish that finds no stream (a JetStream cluster
+electing a leader, a node gone) is tried again rather than the job given back,
+which would deliver the mail a second time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats
+import pytest
+
+from elemta.common.config import Config
+from elemta.common.envelope import DeliveryJob, RecipientResult
+from elemta.common.jetstream import OUTCOMES_STREAM, stream_configs
+from elemta.delivery.outcome import Delivery, Reporter
+
+from support.natsserver import NatsServer
+
+JOB = DeliveryJob(
+    id="01TESTOUTCOME0000000",
+    dest="mx:a.test",
+    route={"kind": "mx"},
+    domain="a.test",
+    sender="s@b.test",
+    recipients=["r@a.test"],
+    msg_seq=1,
+)
+DELIVERED = Delivery("mx.a.test", [RecipientResult("r@a.test", "delivered", 250, "2.0.0", "Ok")])
+
+
+async def _until(check, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_an_outcome_without_a_stream_to_take_it_is_tried_again_and_stored_once(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="elemta.delivery.outcome")
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream(timeout=5)
+        reporter = Reporter(js, publish_timeout=1.0, patience=20.0)
+        publishing = asyncio.create_task(reporter.publish(JOB, DELIVERED, 7))
+        await _until(lambda: "outcome not stored yet" in caplog.text)
+        assert not publishing.done()
+        (outcomes,) = [
+            sc for sc in stream_configs(Config.model_validate({})) if sc.name == OUTCOMES_STREAM
+        ]
+        await js.add_stream(outcomes)  # the stream answers again
+        await asyncio.wait_for(publishing, 20)
+        # the same outcome again (the job came back before its ack): stored once
+        await reporter.publish(JOB, DELIVERED, 7)
+        assert (await js.stream_info(OUTCOMES_STREAM)).state.messages == 1
+    finally:
+        await nc.close()
+
+
+async def test_an_outcome_that_cannot_be_stored_within_the_patience_raises(
+    nats_server: NatsServer,
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        reporter = Reporter(nc.jetstream(timeout=5), publish_timeout=0.5, patience=1.0)
+        with pytest.raises(Exception):  # noqa: B017, PT011 -- whatever NATS raised
+            await reporter.publish(JOB, DELIVERED, 7)
+    finally:
+        await nc.close()
