@@ -26,6 +26,7 @@ deletes the key, so the standby takes over at its next try.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -96,10 +97,23 @@ class Lease:
             self.lease_time * STALE_SHARE
         )
 
-    async def open(self) -> None:
-        """Create the bucket (the first process), or bind to it."""
+    async def open(self, patience: float = 60.0) -> None:
+        """Create the bucket (the first process), or bind to it; tried again for
+        ``patience`` seconds while a JetStream cluster elects its leaders."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.kv = await self._open()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("lease bucket not ready yet (%r); trying again", exc)
+                await asyncio.sleep(0.5)
+
+    async def _open(self) -> KeyValue:
         try:
-            self.kv = await self.js.create_key_value(
+            return await self.js.create_key_value(
                 KeyValueConfig(
                     bucket=LEASE_BUCKET,
                     history=1,
@@ -109,7 +123,7 @@ class Lease:
                 )
             )
         except BadRequestError:  # there already (perhaps with another lease_time)
-            self.kv = await self.js.key_value(LEASE_BUCKET)
+            return await self.js.key_value(LEASE_BUCKET)
 
     async def current(self) -> str:
         """The holder named in the bucket now; empty when nobody holds it."""

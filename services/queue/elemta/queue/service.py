@@ -140,16 +140,28 @@ class QueueService:
 
         self.lease = lease = Lease(js, cfg.queue.lease_time, cfg.nats.replicas)
         await lease.open()
-        if await lease.acquire():
-            await self.activate()
-        else:
-            holder = await lease.current()
-            log.info("standing by: %s is the active queue process", holder or "another")
+        try:
+            if await lease.acquire():
+                await self.activate()
+            else:
+                holder = await lease.current()
+                log.info("standing by: %s is the active queue process", holder or "another")
+        except Exception as exc:  # the bucket's leader is being elected: try again soon
+            log.info("lease not taken yet (%r); standing by", exc)
         self._lease_task = asyncio.create_task(self._hold_lease(), name="queue-lease")
 
     async def activate(self) -> None:
         """Start the work: rebuild the retry heap from ELEMTA_DEFERRED, then the
-        consumers, the scheduler, operator requests and the depth sampler."""
+        consumers, the scheduler, operator requests and the depth sampler. A
+        start that fails half-way (NATS gone meanwhile) is undone, to be tried
+        again while the lease holds."""
+        try:
+            await self._activate()
+        except BaseException:
+            await self.deactivate(grace=1.0)
+            raise
+
+    async def _activate(self) -> None:
         cfg = self.cfg
         nc, js = self.nc, self.js
         assert nc is not None and js is not None
