@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from elemta.common.config import Config
-from elemta.common.envelope import DeliveryJob, RecipientResult
+from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, RecipientResult
 from elemta.common.jetstream import OUTCOMES_STREAM, stream_configs
 from elemta.delivery.outcome import Delivery, Reporter
 
@@ -28,6 +28,23 @@ JOB = DeliveryJob(
     msg_seq=1,
 )
 DELIVERED = Delivery("mx.a.test", [RecipientResult("r@a.test", "delivered", 250, "2.0.0", "Ok")])
+ENVELOPE = Envelope(
+    id=JOB.id,
+    sender="s@b.test",
+    recipients=["r@a.test"],
+    received_at=time.time(),
+    client_ip="192.0.2.1",
+    client_helo="client.test",
+    size=10,
+)
+
+
+async def _report(reporter: Reporter, kind: str) -> None:
+    """The report of a retry (an outcome) or of a first attempt."""
+    if kind == "outcome":
+        await reporter.publish(JOB, DELIVERED, 7)
+    else:
+        await reporter.publish_first(FirstAttempt(envelope=ENVELOPE, msg_seq=7))
 
 
 async def _until(check, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -37,15 +54,16 @@ async def _until(check, within: float = 10.0) -> None:  # type: ignore[no-untype
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("kind", ["outcome", "first attempt"])
 async def test_an_outcome_without_a_stream_to_take_it_is_tried_again_and_stored_once(
-    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
     caplog.set_level(logging.WARNING, logger="elemta.delivery.outcome")
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream(timeout=5)
         reporter = Reporter(js, publish_timeout=1.0, patience=20.0)
-        publishing = asyncio.create_task(reporter.publish(JOB, DELIVERED, 7))
+        publishing = asyncio.create_task(_report(reporter, kind))
         await _until(lambda: "outcome not stored yet" in caplog.text)
         assert not publishing.done()
         (outcomes,) = [
@@ -53,8 +71,8 @@ async def test_an_outcome_without_a_stream_to_take_it_is_tried_again_and_stored_
         ]
         await js.add_stream(outcomes)  # the stream answers again
         await asyncio.wait_for(publishing, 20)
-        # the same outcome again (the job came back before its ack): stored once
-        await reporter.publish(JOB, DELIVERED, 7)
+        # the same report again (the job came back before its ack): stored once
+        await _report(reporter, kind)
         assert (await js.stream_info(OUTCOMES_STREAM)).state.messages == 1
     finally:
         await nc.close()

@@ -100,28 +100,28 @@ class Reporter:
         ack is dropped as a duplicate."""
         qid = report.envelope.id
         headers = headers_with_context({"Nats-Msg-Id": f"first.{qid}.{report.msg_seq}"})
-        await self.js.publish(
-            f"{OUTCOME_SUBJECT}.{qid}", report.encode(), timeout=self.timeout, headers=headers
-        )
+        await self._store(qid, report.encode(), headers)
 
     async def publish(self, job: DeliveryJob, delivery: Delivery, job_seq: int) -> None:
         """Store the outcome in JetStream; raises when it was not acknowledged."""
         outcome = self.outcome(job, delivery)
         headers = headers_with_context({"Nats-Msg-Id": f"outcome.{job.id}.{job_seq}"})
+        await self._store(job.id, outcome.encode(), headers)
+
+    async def _store(self, qid: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publish to ``elemta.outcome.<qid>``, again for ``patience`` seconds while
+        JetStream does not acknowledge it; raises the last error after that."""
         deadline = time.monotonic() + self.patience
         pause = 0.2
         while True:
             try:
                 await self.js.publish(
-                    f"{OUTCOME_SUBJECT}.{job.id}",
-                    outcome.encode(),
-                    timeout=self.timeout,
-                    headers=headers,
+                    f"{OUTCOME_SUBJECT}.{qid}", data, timeout=self.timeout, headers=headers
                 )
                 return
             except Exception as exc:  # the same Nats-Msg-Id: a retry cannot store it twice
                 if time.monotonic() + pause > deadline:
                     raise
-                log.warning("%s: outcome not stored yet (%r); trying again", job.id, exc)
+                log.warning("%s: outcome not stored yet (%r); trying again", qid, exc)
                 await asyncio.sleep(pause)
                 pause = min(2.0, pause * 2)
