@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test scanners chromium console-screenshots k8s-tools tls-tools chart image image-check lint typecheck proto bench bench-policy chaos fuzz clean install lock
+.PHONY: run test scanners chromium console-screenshots k8s-tools tls-tools chart image image-check lint typecheck proto bench bench-policy bench-shaping chaos fuzz clean install lock
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -132,6 +132,9 @@ chaos: install
 
 bench-policy: install
 	$(PY) bench/policy.py $(ARGS)
+
+bench-shaping: install
+	$(PY) bench/shaping.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache

@@ -42,6 +42,11 @@ SAMPLES: dict[tuple[str, str], Any] = {
         }
     },
     ("transport", "routes"): {"example.net": "smtp:[192.0.2.5]:2525", ".corp.example": "local"},
+    ("shaping", "suspend_on"): ["^421 .*try again later"],
+    ("shaping", "destinations"): {
+        "gmail.com": {"max_connections": 20, "max_message_rate": 50.0},
+        "[192.0.2.7]:2525": {"suspend_on": ["^421 "], "suspend_for": 60.0},
+    },
     ("telemetry", "log_level"): "DEBUG",
     ("ingress", "proxy_networks"): ["10.0.0.0/8", "2001:db8::/48"],
     ("ingress", "listeners"): [

@@ -40,6 +40,8 @@ __all__ = [
     "QueueSettings",
     "RelaySettings",
     "Route",
+    "ShapingRule",
+    "ShapingSettings",
     "ServerSettings",
     "TelemetrySettings",
     "TlsRptSettings",
@@ -639,6 +641,61 @@ class DeliverySettings(_Section):
         return out
 
 
+class ShapingRule(_Section):
+    """Limits for one destination, shared by every delivery process (0: no limit)."""
+
+    max_connections: int = Field(
+        0, ge=0, description="Connections open at once to the destination; 0: no limit"
+    )
+    max_message_rate: float = Field(
+        0.0, ge=0, description="Messages per second to the destination; 0: no limit"
+    )
+    suspend_on: list[str] = Field(
+        default_factory=list,
+        description="Reply patterns (regular expressions on 'code enhanced text') that suspend"
+        " the destination",
+    )
+    suspend_for: float = Field(300.0, gt=0, description="Seconds a matching reply suspends it")
+
+    @field_validator("suspend_on")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
+        return v
+
+
+class ShapingSettings(ShapingRule):
+    """Traffic shaping per destination (recipient domain, ``.parent`` domain, or the
+    ``[host]:port`` of a relay), held across every delivery process. The limits of
+    this section apply to every destination; a ``destinations`` entry overrides
+    the keys it sets."""
+
+    destinations: dict[str, ShapingRule] = Field(
+        default_factory=dict, description="Rules by domain, .parent domain or [host]:port"
+    )
+    slot_wait: float = Field(
+        2.0, gt=0, description="Seconds a job may wait for a slot before it is handed back"
+    )
+    max_backoff: float = Field(
+        30.0, gt=0, description="Most seconds a job without a slot stays handed back"
+    )
+
+    @field_validator("destinations")
+    @classmethod
+    def _destinations(cls, v: dict[str, ShapingRule]) -> dict[str, ShapingRule]:
+        return {dest.strip().lower(): rule for dest, rule in v.items()}
+
+    @property
+    def active(self) -> bool:
+        """Some destination has a limit: the shared state is needed."""
+        rules: list[ShapingRule] = [self, *self.destinations.values()]
+        return any(r.max_connections or r.max_message_rate or r.suspend_on for r in rules)
+
+
 class DnsSettings(_Section):
     """The one resolver every service uses."""
 
@@ -790,6 +847,7 @@ class Config(_Section):
     dns: DnsSettings = DnsSettings()
     transport: TransportSettings = TransportSettings()
     tlsrpt: TlsRptSettings = TlsRptSettings()
+    shaping: ShapingSettings = ShapingSettings()
     users: UsersSettings = UsersSettings()
     api: ApiSettings = ApiSettings()
     telemetry: TelemetrySettings = TelemetrySettings()

@@ -50,6 +50,9 @@ Key-value buckets and object stores:
 ``ELEMTA_FAILED`` (KV, queue service writes, api reads)
     The last state of each message that failed (a recipient bounced or
     expired), kept ``queue.failed_retention`` seconds after it was finished.
+``ELEMTA_SHAPING`` (KV, delivery)
+    Traffic shaping shared by every delivery process: connection leases
+    ``c.<dest>.<slot>`` and message schedules ``r.<dest>``.
 ``ELEMTA_SUSPENSIONS`` (KV, queue service writes, queue and delivery read)
     Suspended destinations by domain: reason and end; no delivery attempt to a
     suspended domain (see :mod:`elemta.common.suspensions`).
@@ -101,6 +104,7 @@ __all__ = [
     "SESSIONS_BUCKET",
     "STATE_BUCKET",
     "STS_BUCKET",
+    "SHAPING_BUCKET",
     "SUSPENSIONS_BUCKET",
     "TLSRPT_BUCKET",
 ]
@@ -141,6 +145,7 @@ LEASE_KEY = "active"  # the one key of LEASE_BUCKET
 KEYS_BUCKET = "ELEMTA_API_KEYS"
 SESSIONS_BUCKET = "ELEMTA_API_SESSIONS"
 SUSPENSIONS_BUCKET = "ELEMTA_SUSPENSIONS"
+SHAPING_BUCKET = "ELEMTA_SHAPING"
 FAILED_BUCKET = "ELEMTA_FAILED"
 
 # Message headers.

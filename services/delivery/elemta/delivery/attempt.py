@@ -33,6 +33,7 @@ from .lmtp import LmtpTransport
 from .maildir import MaildirTransport
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
+from .shaping import Backlogged, Shaper
 from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
 
@@ -58,18 +59,38 @@ class Router:
         resolver: Resolver,
         tls: TlsPolicy | None = None,
         results: ResultSink | None = None,
+        shaper: Shaper | None = None,
     ) -> None:
         self.smtp = SmtpTransport(cfg, resolver, tls, results)
+        self.shaper = shaper
         self.lmtp = LmtpTransport(cfg, resolver)
         self.maildir = MaildirTransport(cfg.maildir_root)
 
-    async def deliver(self, job: DeliveryJob, body: bytes) -> Delivery:
+    async def deliver(
+        self, job: DeliveryJob, body: bytes, redeliveries: int | None = None
+    ) -> Delivery:
+        """Deliver by the job's route. With ``redeliveries`` (a job from the work
+        queue) traffic shaping raises :class:`Backlogged` when the job must wait;
+        without (a first attempt), the job is reported deferred instead."""
         try:
             route = Route(**job.route)
         except Exception:
             return Delivery.everyone(job, "", Reply(451, "4.3.5", f"unusable route {job.route!r}"))
         if route.kind in ("mx", "smtp"):
-            return await self.smtp.deliver(job, body, route)
+            rule = self.shaper.rule_for(job, route) if self.shaper is not None else None
+            if rule is None or self.shaper is None:
+                return await self.smtp.deliver(job, body, route)
+            try:
+                return await self.shaper.deliver(
+                    job,
+                    rule,
+                    lambda pacer, pooled: self.smtp.deliver(job, body, route, pacer, pooled),
+                    redeliveries or 1,
+                )
+            except Backlogged as exc:
+                if redeliveries is not None:
+                    raise
+                return Delivery.everyone(job, "", Reply(451, "4.7.0", f"traffic shaping: {exc}"))
         if route.kind == "lmtp":
             return await self.lmtp.deliver(job, body, route)
         if route.kind == "local":
@@ -142,7 +163,15 @@ class AttemptHandler:
                 await msg.ack()
                 return "missing"
             try:
-                delivery = self._suspended(job) or await self.router.deliver(job, body)
+                delivery = self._suspended(job) or await self.router.deliver(
+                    job, body, msg.metadata.num_delivered or 1
+                )
+            except Backlogged as exc:
+                # Shaping: no slot now. Back to the stream, so that this worker's
+                # capacity goes to other destinations meanwhile.
+                log.debug("%s: %s; job handed back for %.1fs", job.id, exc, exc.delay)
+                await msg.nak(delay=exc.delay)
+                return "backlogged"
             except Exception as exc:
                 log.exception("%s: delivery failed unexpectedly", job.id)
                 delivery = Delivery.everyone(

@@ -11,13 +11,15 @@ __all__ = [
     "CONNECTIONS_REUSED",
     "INFLIGHT",
     "RECIPIENTS",
+    "SHAPED",
     "TLS_SESSIONS",
 ]
 
 ATTEMPTS = Counter(
     "elemta_delivery_attempts_total",
     "Delivery attempts by result: delivered, deferred, failed, mixed (recipients differ), "
-    "missing (stored message gone), error (outcome not recorded, job returned), invalid",
+    "missing (stored message gone), error (outcome not recorded, job returned), invalid, "
+    "backlogged (shaping: no slot, job handed back)",
     ["result"],
 )
 RECIPIENTS = Counter(
@@ -43,4 +45,11 @@ TLS_SESSIONS = Counter(
     "SMTP sessions opened, by the policy that applied (none, may, encrypt, verify, dane, sts)"
     " and what came of it: verified, encrypted (not authenticated), plain, failed",
     ["policy", "outcome"],
+)
+SHAPED = Counter(
+    "elemta_delivery_shaping_total",
+    "Traffic shaping events: paced (a message waited for its slot), backlogged (a job"
+    " handed back for want of a slot), suspended (a job deferred, destination suspended),"
+    " suspensions (a reply suspended a destination)",
+    ["event"],
 )

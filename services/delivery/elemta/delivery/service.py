@@ -21,6 +21,7 @@ from elemta.common.jetstream import (
     disconnect,
     open_bucket,
 )
+from elemta.common.names import SHAPING_BUCKET
 from elemta.common.pull import PullConsumer
 from elemta.common.resolver import Resolver
 from elemta.common.routing import Router as RouteTable
@@ -32,6 +33,7 @@ from .first import FirstAttemptHandler
 from .metrics import INFLIGHT
 from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
 from .outcome import Reporter, worker_name
+from .shaping import LEASE_TTL, Shaper
 from .tlspolicy import TlsPolicy
 from .tlsreport import ReportSender
 from .tlsrpt import KEEP_DAYS, TLSRPT_BUCKET, TlsResults
@@ -85,11 +87,11 @@ class DeliveryService:
         self.mta_sts = await self._mta_sts(resolver)
         await self._tlsrpt(resolver)
         tls = TlsPolicy(cfg, resolver, self.mta_sts)
-        self.router = Router(cfg, resolver, tls, self.tls_results)
         bodies = BodyStore(self.js)
         reporter = Reporter(self.js, cfg.nats.publish_timeout)
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
+        self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper())
         handler = AttemptHandler(bodies, self.router, reporter, suspensions=self.suspensions)
         inflight = [0, 0]  # first attempts, jobs
 
@@ -143,6 +145,14 @@ class DeliveryService:
             kv = None
         fetcher = PolicyFetcher(resolver, d.tls_ca_file, d.mta_sts_fetch_timeout, d.mta_sts_port)
         return MtaSts(resolver, fetcher, PolicyCache(kv), clock=self.clock)
+
+    async def _shaper(self) -> Shaper | None:
+        """Traffic shaping, when some destination has a limit (state in KV, shared)."""
+        if not self.cfg.shaping.active:
+            return None
+        assert self.js is not None
+        leases = await open_bucket(self.js, SHAPING_BUCKET, ttl=LEASE_TTL)
+        return Shaper(self.cfg.shaping, leases, self.suspensions, worker_name(), clock=self.clock)
 
     async def _tlsrpt(self, resolver: Resolver) -> None:
         """Counting of policy results and the daily reports, when ``tlsrpt.enabled``."""

@@ -53,7 +53,7 @@ from .pool import Pool
 from .relayauth import login
 from .tlscheck import Verifier, peer_chain
 from .tlspolicy import PolicyReport, ResultSink, TlsPolicy, TlsRequirement
-from .transport import SessionTransport, peer_name
+from .transport import Pacer, SessionTransport, peer_name
 
 dataphase.install()
 pipelining.install()
@@ -249,7 +249,15 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         self.verifier = Verifier(d.tls_ca_file)
         self.results = results
 
-    async def deliver(self, job: DeliveryJob, body: bytes, route: Route) -> Delivery:
+    async def deliver(
+        self,
+        job: DeliveryJob,
+        body: bytes,
+        route: Route,
+        pacer: Pacer | None = None,
+        pooled: bool = True,
+    ) -> Delivery:
+        """Deliver ``job``; ``pacer`` and ``pooled`` as in :meth:`send_to_hosts`."""
         dest = self.tls.destination(job, route)
         if not dest.mx_lookup or _is_address(dest.domain):
             hosts, secure = [dest.domain], True  # no MX answer to distrust
@@ -271,7 +279,9 @@ class SmtpTransport(SessionTransport[SmtpSession]):
                 self.results.record(plan.report, "validation-failure", "", "", reason)
         if plan.failure is not None:
             return Delivery.everyone(job, dest.domain, plan.failure)
-        return await self.send_to_hosts(job, body, plan.hosts, dest.port, plan.requirement)
+        return await self.send_to_hosts(
+            job, body, plan.hosts, dest.port, plan.requirement, pacer, pooled
+        )
 
     async def open(
         self, name: str, addr: str, port: int, tls: TlsRequirement | None = None

@@ -17,6 +17,7 @@ one policy never carries mail held to another.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
@@ -50,6 +51,9 @@ def peer_name(name: str, addr: str, port: int) -> str:
     return f"{name}[{addr}]:{port}"
 
 
+Pacer = Callable[[], Awaitable[None]]
+
+
 class SessionTransport(Generic[S]):
     """Subclasses say how to open a session; this walks the hosts."""
 
@@ -68,7 +72,12 @@ class SessionTransport(Generic[S]):
         hosts: list[str],
         port: int,
         tls: Callable[[str], Awaitable[TlsRequirement]] | None = None,
+        pacer: Pacer | None = None,
+        pooled: bool = True,
     ) -> Delivery:
+        """Try ``hosts`` in order. ``pacer`` is awaited before the transaction (traffic
+        shaping); ``pooled`` False opens a session of its own and closes it (QUIT
+        answered) before returning, so a connection limit counts real connections."""
         last: tuple[str, Reply] | None = None
         temporary: tuple[str, Reply] | None = None
         for name in hosts:
@@ -88,7 +97,11 @@ class SessionTransport(Generic[S]):
             for addr in addresses:
                 peer = peer_name(name, addr, port)
                 try:
-                    return await self._send_via(job, body, name, addr, port, requirement)
+                    if not pooled:
+                        return await self._send_alone(
+                            job, body, name, addr, port, requirement, pacer
+                        )
+                    return await self._send_via(job, body, name, addr, port, requirement, pacer)
                 except SessionFailure as exc:
                     last = (peer, exc.reply)
                     if exc.reply.status == Status.DEFERRED:
@@ -106,13 +119,41 @@ class SessionTransport(Generic[S]):
         addr: str,
         port: int,
         tls: TlsRequirement | None = None,
+        pacer: Pacer | None = None,
     ) -> Delivery:
         key = (addr, port) if tls is None else (addr, port, tls.key())
         session = await self.pool.acquire(key, functools.partial(self.open, name, addr, port, tls))
         reuse = False
         try:
+            if pacer is not None:
+                await pacer()
             results = await session.send(job, body)
             reuse = session.usable
             return Delivery(peer_name(name, addr, port), results)
         finally:
             self.pool.release(key, session, reuse)
+
+    async def _send_alone(
+        self,
+        job: DeliveryJob,
+        body: bytes,
+        name: str,
+        addr: str,
+        port: int,
+        tls: TlsRequirement | None,
+        pacer: Pacer | None,
+    ) -> Delivery:
+        session = await self.open(name, addr, port, tls)
+        try:
+            if pacer is not None:
+                await pacer()
+            results = await session.send(job, body)
+            return Delivery(peer_name(name, addr, port), results)
+        finally:
+            try:
+                if session.usable:
+                    await asyncio.wait_for(session.quit(), 10.0)
+            except Exception:
+                pass
+            finally:
+                session.close()
