@@ -38,6 +38,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from .jetstream import open_bucket
 from .names import SUSPENSIONS_BUCKET
+from .tasks import cancel_and_wait
 
 __all__ = ["DOMAIN_PATTERN", "Suspension", "Suspensions"]
 
@@ -98,9 +99,7 @@ class Suspensions:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _watch(self) -> None:
         while True:

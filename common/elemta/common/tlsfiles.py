@@ -20,7 +20,6 @@ followed. CA bundles added to an ``SSLContext`` stay trusted until restart
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -29,6 +28,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
+
+from .tasks import cancel_and_wait
 
 __all__ = [
     "ContextFollower",
@@ -213,7 +214,5 @@ class ContextFollower:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None

@@ -20,7 +20,6 @@ skip it. Which day it is comes from an injected clock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import gzip
 import json
@@ -46,6 +45,7 @@ from elemta.common.config import Config
 from elemta.common.envelope import Envelope, new_queue_id
 from elemta.common.jetstream import store_message
 from elemta.common.resolver import DnsError, Resolver
+from elemta.common.tasks import cancel_and_wait
 
 from .tlsrpt import KEEP_DAYS, DayCounts, day_of, merge
 from .webclient import https_session
@@ -260,9 +260,7 @@ class ReportSender:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
 
 def _addresses(uri: str) -> list[str]:

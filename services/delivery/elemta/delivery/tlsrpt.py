@@ -20,7 +20,6 @@ day into one report per policy domain.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -33,6 +32,7 @@ from typing import Any
 from nats.js.kv import KeyValue
 
 from elemta.common.names import TLSRPT_BUCKET
+from elemta.common.tasks import cancel_and_wait
 
 from .tlspolicy import PolicyReport
 
@@ -206,7 +206,5 @@ class TlsResults:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self.flush()

@@ -10,7 +10,6 @@ counted per event, so the figures stay true across restarts and replicas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from elemta.common.jetstream import MESSAGES_STREAM
+from elemta.common.tasks import cancel_and_wait
 
 from .metrics import OLDEST_AGE, QUEUED
 
@@ -62,7 +62,5 @@ class DepthSampler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
