@@ -206,29 +206,7 @@ class QueueView:
     async def states(self) -> list[dict[str, Any]]:
         """Every message record in KV ``ELEMTA_STATE`` (one pass over the bucket's
         stream, latest value per key), at most :data:`MAX_SCAN`."""
-        js = self._ready_js()
-        out: list[dict[str, Any]] = []
-        try:
-            if self._kv is None:
-                self._kv = await js.key_value(STATE_BUCKET)
-            watcher = await self._kv.watchall(ignore_deletes=True)
-            try:
-                while len(out) < MAX_SCAN:
-                    entry = await watcher.updates(timeout=self.backend.cfg.nats.publish_timeout)
-                    if entry is None:
-                        break
-                    record = _decode(entry.value)
-                    if isinstance(record, dict) and "id" in record:
-                        out.append(record)
-                    if entry.delta == 0:
-                        break
-            finally:
-                await watcher.stop()
-        except BucketNotFoundError:
-            return []
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise Unavailable(f"NATS did not answer: {exc!r}") from None
-        return out
+        return await self._scan(STATE_BUCKET, "id")
 
     async def finished(self, qid: str) -> dict[str, Any] | None:
         """The kept record of a message that failed (bounced, expired), if still kept."""
@@ -244,29 +222,8 @@ class QueueView:
         return record if isinstance(record, dict) else None
 
     async def failed_states(self) -> list[dict[str, Any]]:
-        """Every kept record of a failed message."""
-        js = self._ready_js()
-        out: list[dict[str, Any]] = []
-        try:
-            kv = await js.key_value(FAILED_BUCKET)
-            watcher = await kv.watchall(ignore_deletes=True)
-            try:
-                while len(out) < MAX_SCAN:
-                    entry = await watcher.updates(timeout=self.backend.cfg.nats.publish_timeout)
-                    if entry is None:
-                        break
-                    record = _decode(entry.value)
-                    if isinstance(record, dict) and "id" in record:
-                        out.append(record)
-                    if entry.delta == 0:
-                        break
-            finally:
-                await watcher.stop()
-        except BucketNotFoundError:
-            return []
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise Unavailable(f"NATS did not answer: {exc!r}") from None
-        return out
+        """Every kept record of a failed message, at most :data:`MAX_SCAN`."""
+        return await self._scan(FAILED_BUCKET, "id")
 
     async def raw_message(self, state: dict[str, Any]) -> bytes | None:
         """The stored message (headers and body) of a queued message; None when gone."""
@@ -288,18 +245,24 @@ class QueueView:
     async def suspensions(self) -> list[dict[str, Any]]:
         """The suspensions in KV ``ELEMTA_SUSPENSIONS`` (ended ones included; the
         caller filters by time)."""
+        return await self._scan(SUSPENSIONS_BUCKET, "domain")
+
+    async def _scan(self, bucket: str, key_field: str) -> list[dict[str, Any]]:
+        """The latest value of every key of KV ``bucket`` that is a JSON object with
+        ``key_field`` (one pass over the bucket's stream), at most :data:`MAX_SCAN`;
+        an empty list while the bucket does not exist yet."""
         js = self._ready_js()
         out: list[dict[str, Any]] = []
         try:
-            kv = await js.key_value(SUSPENSIONS_BUCKET)
+            kv = await js.key_value(bucket)
             watcher = await kv.watchall(ignore_deletes=True)
             try:
-                while True:
+                while len(out) < MAX_SCAN:
                     entry = await watcher.updates(timeout=self.backend.cfg.nats.publish_timeout)
                     if entry is None:
                         break
                     record = _decode(entry.value)
-                    if isinstance(record, dict) and "domain" in record:
+                    if isinstance(record, dict) and key_field in record:
                         out.append(record)
                     if entry.delta == 0:
                         break
