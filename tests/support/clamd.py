@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .dnsserver import free_port
+from .processes import stop_process
 
 __all__ = ["EICAR", "SIGNATURE", "ClamdServer", "clamd_binary"]
 
@@ -94,14 +95,5 @@ class ClamdServer:
             return False
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        stop_process(self.proc)
         self.proc = None

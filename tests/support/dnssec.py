@@ -36,6 +36,7 @@ import dns.zone
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .dnsserver import free_port
+from .processes import stop_process
 
 __all__ = ["SignedZone", "Unbound", "unbound_binary"]
 
@@ -213,10 +214,4 @@ class Unbound:
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 5)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .dnsserver import free_port
+from .processes import stop_process
 
 __all__ = ["ClamavMilter", "OpenDkim", "debian_binary"]
 
@@ -77,14 +78,7 @@ class _Daemon:
             return ""
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=self.stop_wait)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, self.stop_wait)
         self.proc = None
 
 

@@ -23,6 +23,7 @@ import trustme
 
 from .dnsserver import free_port
 from .natsserver import nats_server_binary
+from .processes import stop_process
 
 __all__ = ["SecureNats", "write_pem"]
 
@@ -164,7 +165,5 @@ class SecureNats:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+        stop_process(self.proc)
+        self.proc = None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .dnsserver import free_port
 from .milters import debian_binary
+from .processes import stop_process
 
 __all__ = ["RspamdServer"]
 
@@ -111,12 +112,5 @@ class RspamdServer:
         return text
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.proc = None

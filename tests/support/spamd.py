@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .dnsserver import free_port
+from .processes import stop_process
 
 __all__ = ["GTUBE", "SpamdServer", "ensure_spamd", "spamd_binary"]
 
@@ -157,13 +158,7 @@ class SpamdServer:
             return False
 
     def stop(self, remove: bool = True) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if remove and self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)

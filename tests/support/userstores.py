@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .dnsserver import free_port
+from .processes import stop_process
 
 __all__ = ["MariaDbServer", "PostgresServer", "SlapdServer", "binary"]
 
@@ -108,13 +109,7 @@ class PostgresServer:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -166,13 +161,7 @@ class MariaDbServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -231,11 +220,5 @@ class SlapdServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
         shutil.rmtree(self.dir, ignore_errors=True)
