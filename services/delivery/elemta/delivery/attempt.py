@@ -4,7 +4,8 @@ For each job the handler fetches the stored message, picks the transport for
 the job's route (``mx``/``smtp`` SMTP, ``lmtp`` LMTP, ``local`` Maildir), delivers,
 logs one Postfix-style line, publishes the :class:`~elemta.common.envelope.Outcome`
 and, only once JetStream stored it, acks the job. A job whose message is gone
-is acked with no outcome; a job that cannot be reported goes back (nak) for
+is acked with no outcome, and so is a job offered again whose outcome is stored
+already (:mod:`.redelivery`); a job that cannot be reported goes back (nak) for
 another worker. The attempt runs in the ``delivery.attempt`` span, a child of
 the trace context that arrived in the job's headers, with the attributes
 ``elemta.queue_id``, ``elemta.dest``, ``elemta.attempt``, ``elemta.host``,
@@ -33,6 +34,7 @@ from .lmtp import LmtpTransport
 from .maildir import MaildirTransport
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
+from .redelivery import Reported
 from .shaping import Backlogged, Shaper
 from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
@@ -118,6 +120,7 @@ class AttemptHandler:
         self.reporter = reporter
         self.retry_delay = retry_delay
         self.suspensions = suspensions
+        self.reported = Reported(reporter.js)
 
     def _suspended(self, job: DeliveryJob) -> Delivery | None:
         return suspended(self.suspensions, job)
@@ -151,6 +154,12 @@ class AttemptHandler:
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         ) as span:
+            if (msg.metadata.num_delivered or 1) > 1:  # the ack was lost: reported already?
+                done = await self.reported.job(job.id, msg.metadata.sequence.stream)
+                if done:
+                    log.info("%s: job offered again, not attempted again: %s", job.id, done)
+                    await msg.ack()
+                    return "reported"
             try:
                 body = await self.bodies.fetch(job)
             except BodyUnavailable as exc:

@@ -11,6 +11,10 @@ queue then removes a message delivered to everyone, and turns anything else into
 state, retries and bounces. The report is the one record of the attempt, so a
 happy message costs no job, no state and no separate history write.
 
+A message offered again (its ack was lost) is first looked up
+(:mod:`.redelivery`): when its report is stored already it is acked, not
+delivered a second time.
+
 Handed to the queue untried (a report without outcomes): held messages.
 Never delivered: a copy stored after the envelope's ``deadline`` — the one ingress
 stopped waiting for and answered ``451`` — reported as ``dropped`` so the queue
@@ -38,6 +42,7 @@ from .attempt import Router, log_attempt, suspended
 from .body import BodyStore, BodyUnavailable
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
+from .redelivery import Reported
 
 __all__ = ["FirstAttemptHandler"]
 
@@ -63,6 +68,7 @@ class FirstAttemptHandler:
         self.router = router
         self.reporter = reporter
         self.retry_delay = retry_delay
+        self.reported = Reported(reporter.js)
 
     async def __call__(self, msg: Msg) -> None:
         try:
@@ -81,6 +87,13 @@ class FirstAttemptHandler:
 
     async def _first(self, msg: Msg, env: Envelope) -> None:
         meta = msg.metadata
+        if (meta.num_delivered or 1) > 1:  # the ack was lost: was it reported already?
+            done = await self.reported.first(env.id, meta.sequence.stream)
+            if done:
+                log.info("%s: offered again, not attempted again: %s", env.id, done)
+                ATTEMPTS.labels("reported").inc()
+                await msg.ack()
+                return
         report = FirstAttempt(envelope=env, msg_seq=meta.sequence.stream)
         stored_at = meta.timestamp.timestamp() if meta.timestamp else 0.0
         # The report is published inside the span: the queue's work joins the trace.

@@ -19,7 +19,8 @@ ATTEMPTS = Counter(
     "elemta_delivery_attempts_total",
     "Delivery attempts by result: delivered, deferred, failed, mixed (recipients differ), "
     "missing (stored message gone), error (outcome not recorded, job returned), invalid, "
-    "backlogged (shaping: no slot, job handed back)",
+    "backlogged (shaping: no slot, job handed back), reported (offered again after its report "
+    "was stored: acked, not attempted again)",
     ["result"],
 )
 RECIPIENTS = Counter(

@@ -1,0 +1,93 @@
+"""Before a redelivered message or job is attempted again: was it reported already?
+
+JetStream offers a message again when its acknowledgement did not arrive: the
+process was killed after the report was stored, or the ack died with a
+nats-server node. Attempting it again would deliver the mail a second time, so a
+message or job that comes back (``num_delivered > 1``; a first delivery costs
+nothing here) is looked up first, with reads from the stream leader:
+
+* a stored message (first attempt) is done when ``elemta.outcome.<id>`` holds
+  anything (its report is stored and not yet taken by the queue: every record on
+  that subject comes after the first report), when the message is no longer in
+  ``ELEMTA_MESSAGES`` (the queue finished it), or when the queue holds its state
+  in ``ELEMTA_STATE`` (the queue took the report over);
+* a job is done when its outcome (``Nats-Msg-Id: outcome.<id>.<job seq>``) is
+  still waiting in ``ELEMTA_OUTCOMES``. A job whose message is gone is dropped as
+  before (:mod:`.body`).
+
+Anything else, and any lookup that fails, means "attempt it": a lookup may
+cost a copy, never a message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from elemta.common.jetstream import MESSAGES_STREAM, OUTCOME_SUBJECT, OUTCOMES_STREAM, STATE_BUCKET
+
+__all__ = ["Reported"]
+
+log = logging.getLogger(__name__)
+
+_KV_GONE = ("DEL", "PURGE")
+_MAX_SCAN = 32  # outcomes of one message looked at for a job's own
+
+
+class Reported:
+    """Lookups of what is stored about a message; each answers why it is done, or ''."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def first(self, qid: str, msg_seq: int) -> str:
+        """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''."""
+        try:
+            await self.js.get_msg(OUTCOMES_STREAM, subject=f"{OUTCOME_SUBJECT}.{qid}")
+            return "its report is stored"
+        except NotFoundError:
+            pass
+        except Exception as exc:
+            return self._unknown(qid, exc)
+        try:
+            raw = await self.js.get_msg(MESSAGES_STREAM, seq=msg_seq)
+            if not (raw.subject or "").endswith(f".{qid}"):
+                return "the queue finished it"
+        except NotFoundError:
+            return "the queue finished it"
+        except Exception as exc:
+            return self._unknown(qid, exc)
+        try:
+            state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
+            if (state.headers or {}).get("KV-Operation") not in _KV_GONE:
+                return "the queue holds it"
+        except NotFoundError:
+            pass
+        except Exception as exc:
+            return self._unknown(qid, exc)
+        return ""
+
+    async def job(self, qid: str, job_seq: int) -> str:
+        """Why the job at ``job_seq`` of message ``qid`` needs no attempt, or ''."""
+        want = f"outcome.{qid}.{job_seq}"
+        seq = 1
+        try:
+            for _ in range(_MAX_SCAN):
+                raw = await self.js.get_msg(
+                    OUTCOMES_STREAM, seq=seq, subject=f"{OUTCOME_SUBJECT}.{qid}", next=True
+                )
+                if (raw.headers or {}).get("Nats-Msg-Id") == want:
+                    return "its outcome is stored"
+                seq = (raw.seq or seq) + 1
+        except NotFoundError:
+            pass
+        except Exception as exc:
+            return self._unknown(qid, exc)
+        return ""
+
+    @staticmethod
+    def _unknown(qid: str, exc: Exception) -> str:
+        log.info("%s: cannot tell whether it was reported (%r); attempting it", qid, exc)
+        return ""

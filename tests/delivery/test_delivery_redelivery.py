@@ -1,0 +1,155 @@
+"""A message or job offered again after its report was stored (the ack was lost:
+the process killed just after the report, the ack gone with a nats-server node)
+is acked, not delivered a second time; one whose report is not stored is."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from delivery_harness import Harness, metric
+
+from elemta.common.config import Config
+from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt
+from elemta.common.jetstream import (
+    DELIVERY_CONSUMER,
+    DELIVERY_STREAM,
+    ENVELOPE_HEADER,
+    FIRST_CONSUMER,
+    MESSAGES_STREAM,
+    STATE_BUCKET,
+    delivery_consumer_config,
+    first_consumer_config,
+)
+from elemta.common.replies import Reply
+from elemta.delivery.outcome import Delivery, Reporter
+
+from support.smtpsink import SmtpSink
+
+ACK_WAIT = 1.0  # seconds before a message taken and not acked is offered again
+
+
+def routed(harness: Harness, sink: SmtpSink) -> Config:
+    cfg = harness.config()
+    routes = {"relay.test": f"smtp:[127.0.0.1]:{sink.port}"}
+    return cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def received(sink: SmtpSink, count: int) -> list[list[str]]:
+    async def enough() -> bool:
+        return len(sink.messages) >= count
+
+    await until(enough)
+    return [m.rcpt_tos for m in sink.messages]
+
+
+def reported() -> float:
+    return metric("elemta_delivery_attempts_total", {"result": "reported"})
+
+
+async def take_without_ack(harness: Harness, stream: str, consumer: str, subject: str) -> int:
+    """What a killed delivery process did: take the next message and never ack it.
+    Returns its stream sequence."""
+    sub = await harness.js.pull_subscribe_bind(consumer, stream)
+    [msg] = await sub.fetch(1, timeout=10)
+    assert msg.subject.startswith(subject)
+    await sub.unsubscribe()
+    return msg.metadata.sequence.stream
+
+
+async def first_consumer(harness: Harness, cfg: Config) -> None:
+    config = first_consumer_config(cfg)
+    config.ack_wait = ACK_WAIT
+    await harness.js.add_consumer(MESSAGES_STREAM, config)
+
+
+async def settled(harness: Harness, stream: str, consumer: str) -> bool:
+    info = await harness.js.consumer_info(stream, consumer)
+    return info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_message_offered_again_after_its_report_was_stored_is_not_delivered_twice(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    await first_consumer(harness, cfg)
+    _qid, seq = await harness.store("alice@sender.test", ["bob@relay.test"])
+    taken = await take_without_ack(harness, MESSAGES_STREAM, FIRST_CONSUMER, "elemta.msg.")
+    assert taken == seq
+    # the killed process had delivered it and stored its report; the ack never came
+    raw = await harness.js.get_msg(MESSAGES_STREAM, seq=seq)
+    env = Envelope.from_header((raw.headers or {})[ENVELOPE_HEADER])
+    await Reporter(harness.js, 2.0).publish_first(FirstAttempt(envelope=env, msg_seq=seq))
+    before = reported()
+    await harness.start(cfg)
+    await until(lambda: settled(harness, MESSAGES_STREAM, FIRST_CONSUMER))
+    assert reported() == before + 1
+    assert sink.messages == []
+    assert await harness.outcomes_stored() == 1  # the one report, not a second
+
+
+async def test_a_message_offered_again_without_a_report_is_delivered(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    await first_consumer(harness, cfg)
+    qid, _seq = await harness.store("alice@sender.test", ["bob@relay.test"])
+    await take_without_ack(harness, MESSAGES_STREAM, FIRST_CONSUMER, "elemta.msg.")
+    await harness.start(cfg)
+    assert await received(sink, 1) == [["bob@relay.test"]]
+    report = FirstAttempt.decode((await harness.outcome_msg(qid)).data or b"")
+    assert report.outcomes[0].results[0].status == "delivered"
+
+
+async def test_a_message_offered_again_that_the_queue_took_over_is_not_attempted(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    """The queue already consumed the report: finished (message deleted) or holding
+    the message's state."""
+    cfg = routed(harness, sink)
+    await first_consumer(harness, cfg)
+    state = await harness.js.key_value(STATE_BUCKET)
+    finished, _ = await harness.store("alice@sender.test", ["bob@relay.test"])
+    held, _ = await harness.store("alice@sender.test", ["carol@relay.test"])
+    sub = await harness.js.pull_subscribe_bind(FIRST_CONSUMER, MESSAGES_STREAM)
+    assert len(await sub.fetch(2, timeout=10)) == 2
+    await sub.unsubscribe()
+    await harness.js.purge_stream(MESSAGES_STREAM, subject=f"elemta.msg.{finished}")
+    await state.put(held, b"{}")
+    before = reported()
+    await harness.start(cfg)
+    await until(lambda: settled(harness, MESSAGES_STREAM, FIRST_CONSUMER))
+    assert reported() == before + 1  # the deleted one is never offered again
+    assert sink.messages == []
+
+
+async def test_a_job_offered_again_after_its_outcome_was_stored_is_not_delivered_twice(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    jobs_config = delivery_consumer_config(cfg)
+    jobs_config.ack_wait = ACK_WAIT
+    await harness.js.add_consumer(DELIVERY_STREAM, jobs_config)  # updates it
+    route = f"smtp:[127.0.0.1]:{sink.port}"
+    first = await harness.submit(route, ["bob@relay.test"])
+    await harness.submit(route, ["carol@relay.test"])
+    sub = await harness.js.pull_subscribe_bind(DELIVERY_CONSUMER, DELIVERY_STREAM)
+    jobs = await sub.fetch(2, timeout=10)
+    await sub.unsubscribe()
+    # the first job's outcome was stored before its process died; the other's not
+    job = DeliveryJob.decode(jobs[0].data)
+    assert job.id == first
+    delivered = Delivery.everyone(job, "sink", Reply(250, "2.0.0", "Ok"))
+    await Reporter(harness.js, 2.0).publish(job, delivered, jobs[0].metadata.sequence.stream)
+    await harness.start(cfg)
+    assert await received(sink, 1) == [["carol@relay.test"]]
+    await until(lambda: settled(harness, DELIVERY_STREAM, DELIVERY_CONSUMER))
+    assert len(sink.messages) == 1
