@@ -66,6 +66,11 @@ class ChaosResult:
     # without a 250 once the message was out, per how it ended (ingress side);
     # the others were delivered twice by delivery (a job redone after a kill)
     resent: Counter[str] = field(default_factory=Counter)
+    # duplicates by delivery whose token was the last message of a sink connection
+    # that ended without QUIT: its delivery process was killed between the sink's
+    # 250 and the stored report (the copy every MTA makes); the rest came back
+    # for another reason
+    cut: int = 0
     delivered: int = 0  # copies the sink received, duplicates included
     unaccepted_delivered: int = 0  # arrived though never answered 250
     rejected: dict[str, str] = field(default_factory=dict)  # token -> 5xx reply
@@ -78,6 +83,10 @@ class ChaosResult:
     def duplicate_ratio(self) -> float:
         return self.duplicates / self.accepted if self.accepted else 0.0
 
+    @property
+    def by_delivery(self) -> int:
+        return self.duplicates - sum(self.resent.values())
+
     def report(self) -> str:
         where = "one nats-server" if self.nodes == 1 else f"a {self.nodes}-node cluster"
         lines = [
@@ -89,7 +98,8 @@ class ChaosResult:
             f"{self.doubled} tokens)",
             "    after a resend  "
             + (", ".join(f"{k} {n}" for k, n in sorted(self.resent.items())) or "0"),
-            f"    by delivery     {self.duplicates - sum(self.resent.values())}",
+            f"    by delivery     {self.by_delivery} (killed after the 250: {self.cut}, "
+            f"other: {self.by_delivery - self.cut})",
             f"  delivered   {self.delivered} copies"
             + (
                 f", {self.unaccepted_delivered} never answered 250"
@@ -328,10 +338,15 @@ class Chaos:
             result.duplicates = sum(n - 1 for n in counts.values() if n > 1)
             result.doubled = sum(1 for n in counts.values() if n > 1)
             unsure = dict(load.stats.unsure)
+            cut = sink.cut_tokens()
             for token, n in counts.items():
-                if n > 1 and token in unsure:
-                    for how in unsure[token][: n - 1]:
-                        result.resent[how] += 1
+                if n < 2:
+                    continue
+                resends = unsure.get(token, [])[: n - 1]
+                for how in resends:
+                    result.resent[how] += 1
+                if token in cut:
+                    result.cut += n - 1 - len(resends)
             result.delivered = sum(counts.values())
             result.unaccepted_delivered = sum(1 for t in counts if t not in accepted)
             result.replies = load.replies()

@@ -6,6 +6,12 @@ sink answers ``250`` to everything and counts how often each token arrived, so a
 message delivered twice (by a retry after a crash, or a ``451`` that was stored
 after all) shows up as a count of 2. It keeps no bodies: ten thousand messages
 cost a dictionary.
+
+It also notes the tokens a sender may not have heard about: the last message of a
+connection that ended without ``QUIT`` (``cut``). When a delivery process is
+killed between this sink's ``250`` and its stored report, the message it carried
+is such a token; a token it had finished before is not (its session waited, idle,
+for the next message, and the queue's next one carries another token).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 from collections import Counter
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from .dnsserver import free_port
 
@@ -34,8 +40,31 @@ class _Handler:
         content = envelope.original_content or b""
         header_end = content.find(b"\r\n\r\n")
         found = _TOKEN.search(content, 0, header_end if header_end >= 0 else len(content))
-        self.sink._arrived(found.group(1).decode() if found else "")
+        token = found.group(1).decode() if found else ""
+        self.sink._arrived(token)
+        self.sink._last[id(session)] = token
         return "250 2.0.0 OK: counted"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> object:
+        self.sink._last.pop(id(session), None)  # a goodbye: the sender heard every reply
+        return MISSING
+
+
+class _Smtp(SMTP):
+    """Tells the sink when a connection ends, so that it knows which ended without QUIT."""
+
+    def connection_lost(self, error: Exception | None) -> None:
+        handler = self.event_handler
+        if isinstance(handler, _Handler) and self.session is not None:
+            token = handler.sink._last.pop(id(self.session), None)
+            if token:
+                handler.sink._cut(token)
+        super().connection_lost(error)
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _Smtp(self.handler, **self.SMTP_kwargs)
 
 
 class CountingSink:
@@ -45,8 +74,11 @@ class CountingSink:
         self.port = port or free_port()
         self.counts: Counter[str] = Counter()
         self.untokened = 0  # messages without a token (bounces, reports)
+        # tokens that were the last message of a connection closed without QUIT
+        self.cut: Counter[str] = Counter()
+        self._last: dict[int, str] = {}  # id(session) -> its last token
         self._cond = threading.Condition()
-        self.controller = Controller(
+        self.controller = _Controller(
             _Handler(self),
             hostname="127.0.0.1",
             port=self.port,
@@ -61,6 +93,14 @@ class CountingSink:
             else:
                 self.untokened += 1
             self._cond.notify_all()
+
+    def _cut(self, token: str) -> None:
+        with self._cond:
+            self.cut[token] += 1
+
+    def cut_tokens(self) -> set[str]:
+        with self._cond:
+            return set(self.cut)
 
     def start(self) -> CountingSink:
         self.controller.start()
