@@ -47,6 +47,9 @@ SAMPLES: dict[tuple[str, str], Any] = {
         "gmail.com": {"max_connections": 20, "max_message_rate": 50.0},
         "[192.0.2.7]:2525": {"suspend_on": ["^421 "], "suspend_for": 60.0},
     },
+    ("priorities", "senders"): {"ceo@example.org": 5, ".lists.example.org": -5},
+    ("priorities", "users"): {"alerts": 9},
+    ("priorities", "routes"): {"partner.example": 3},
     ("telemetry", "log_level"): "DEBUG",
     ("ingress", "proxy_networks"): ["10.0.0.0/8", "2001:db8::/48"],
     ("ingress", "listeners"): [

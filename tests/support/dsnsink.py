@@ -1,4 +1,5 @@
-"""A sink that offers DSN (RFC 3461): records the DSN parameters it is given.
+"""A sink that offers DSN (RFC 3461): records the DSN parameters it is given; with
+``mt_priority``, it offers MT-PRIORITY (RFC 6710) too and records that parameter.
 
 aiosmtpd refuses every MAIL and RCPT parameter it does not know; this sink
 advertises ``DSN``, takes ``RET``/``ENVID`` and ``NOTIFY``/``ORCPT`` off the
@@ -14,7 +15,7 @@ from .smtpsink import SmtpSink, _Handler
 
 __all__ = ["DsnSink"]
 
-_DSN_KEYS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
+_DSN_KEYS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=", "MT-PRIORITY=")
 
 
 class _DsnSMTP(SMTP):
@@ -39,9 +40,12 @@ class _DsnSMTP(SMTP):
 
 
 class _DsnHandler(_Handler):
+    mt_priority = False
+
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
         session.host_name = hostname
-        return [*responses[:-1], "250-DSN", responses[-1]]
+        extra = ["250-DSN", *(["250-MT-PRIORITY"] if self.mt_priority else [])]
+        return [*responses[:-1], *extra, responses[-1]]
 
 
 class _DsnController(Controller):
@@ -54,11 +58,13 @@ class _DsnController(Controller):
 
 
 class DsnSink(SmtpSink):
-    def __init__(self) -> None:
+    def __init__(self, mt_priority: bool = False) -> None:
         super().__init__()
         self.mail_params: list[list[str]] = []
         self.rcpt_params: list[list[str]] = []
+        handler = _DsnHandler(self)
+        handler.mt_priority = mt_priority
         self.controller = _DsnController(
-            _DsnHandler(self), hostname="127.0.0.1", port=self.port, server_hostname="sink.test"
+            handler, hostname="127.0.0.1", port=self.port, server_hostname="sink.test"
         )
         self.controller.sink = self

@@ -93,6 +93,8 @@ class Envelope:
     # Epoch seconds after which ingress no longer waits for the store's PubAck (and
     # answers 451): a copy stored later is never delivered. 0: no deadline.
     deadline: float = 0.0
+    # -9..9 (RFC 6710 MT-PRIORITY or the [priorities] rules; see elemta.common.priority).
+    priority: int = 0
 
     def to_header(self) -> str:
         return _dump(self).decode()
@@ -120,6 +122,7 @@ class DeliveryJob:
     dsn_envid: str = ""
     dsn_notify: dict[str, str] = field(default_factory=dict)
     dsn_orcpt: dict[str, str] = field(default_factory=dict)
+    priority: int = 0  # the message's (see Envelope); passed on as MT-PRIORITY
 
     def encode(self) -> bytes:
         return _dump(self)

@@ -146,6 +146,7 @@ class FirstAttemptHandler:
                 dsn_envid=env.dsn_envid,
                 dsn_notify={r: env.dsn_notify[r] for r in dest.recipients if r in env.dsn_notify},
                 dsn_orcpt={r: env.dsn_orcpt[r] for r in dest.recipients if r in env.dsn_orcpt},
+                priority=env.priority,
             )
             for dest in self.routes.plan(env.recipients)
         ]

@@ -15,7 +15,8 @@ Per message: MAIL FROM (with SIZE when offered, BODY=8BITMIME when the message
 has 8-bit content and the peer offers it, SMTPUTF8 when the envelope needs it —
 a peer without SMTPUTF8 then fails the message with 5.6.7, RFC 6531), one RCPT
 TO per recipient, each answered on its own, and DATA for the accepted ones. A
-peer offering DSN gets the sender's DSN parameters (:mod:`.dsnrelay`).
+peer offering DSN gets the sender's DSN parameters (:mod:`.dsnrelay`), one
+offering MT-PRIORITY (RFC 6710) the message's priority when it is not 0.
 A peer offering PIPELINING gets MAIL, the RCPTs and DATA in one packet; one
 offering CHUNKING gets the message as a single ``BDAT <size> LAST`` (see
 :mod:`.pipelining`).
@@ -142,6 +143,8 @@ class SmtpSession:
         dsn = c.supports_extension("dsn")
         if dsn:
             options.extend(dsnrelay.mail_options(job))
+        if job.priority and c.supports_extension("mt-priority"):
+            options.append(b"MT-PRIORITY=%d" % job.priority)
         try:
             sender = _address(job.sender)
         except ValueError as exc:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from elemta.common.priority import read_mt_priority
+
 from . import dsnparams
 from .address import AddressError, ParameterError, parse_parameters, parse_path
 from .replies import TOO_BIG
@@ -48,6 +50,7 @@ class Mail:
     smtputf8: bool = False
     ret: str = ""  # DSN: FULL or HDRS (RFC 3461), "" when not asked
     envid: str = ""  # DSN: the sender's envelope id, xtext as received
+    mt_priority: int | None = None  # RFC 6710 MT-PRIORITY, -9..9, None when not given
 
 
 @dataclass
@@ -110,6 +113,15 @@ def _envid(mail: Mail, value: str | None, max_size: int) -> str | None:
     return None
 
 
+def _mt_priority(mail: Mail, value: str | None, max_size: int) -> str | None:
+    """MT-PRIORITY=<-9..9> (RFC 6710): whether it is honoured is the session's call."""
+    priority = read_mt_priority(value)
+    if isinstance(priority, str):
+        return priority
+    mail.mt_priority = priority
+    return None
+
+
 def _notify(rcpt: Rcpt, value: str | None) -> str | None:
     """NOTIFY=NEVER|SUCCESS,FAILURE,DELAY (RFC 3461): which notices the sender wants."""
     notify = dsnparams.read_notify(value)
@@ -134,6 +146,7 @@ MAIL_PARAMETERS: dict[str, MailParameter] = {
     "SMTPUTF8": _smtputf8,
     "RET": _ret,
     "ENVID": _envid,
+    "MT-PRIORITY": _mt_priority,  # only where priorities are on (read_mail's mt_priority)
 }
 RCPT_PARAMETERS: dict[str, RcptParameter] = {"NOTIFY": _notify, "ORCPT": _orcpt}
 
@@ -145,8 +158,11 @@ def _keyword(arg: str | None, keyword: str) -> str | None:
     return arg[len(keyword) :]
 
 
-def read_mail(arg: str | None, extended: bool, max_size: int) -> Mail | str:
-    """The sender of ``MAIL <arg>`` and its parameters, or the refusal."""
+def read_mail(
+    arg: str | None, extended: bool, max_size: int, mt_priority: bool = False
+) -> Mail | str:
+    """The sender of ``MAIL <arg>`` and its parameters, or the refusal. ``mt_priority``:
+    the MT-PRIORITY extension is offered (``priorities.enabled``)."""
     rest = _keyword(arg, "FROM:")
     if rest is None:
         return MAIL_SYNTAX
@@ -162,7 +178,7 @@ def read_mail(arg: str | None, extended: bool, max_size: int) -> Mail | str:
         return MAIL_UNKNOWN
     for key, value in params.items():
         check = MAIL_PARAMETERS.get(key)
-        if check is None:
+        if check is None or (key == "MT-PRIORITY" and not mt_priority):
             return MAIL_UNKNOWN
         refusal = check(mail, value, max_size)
         if refusal:

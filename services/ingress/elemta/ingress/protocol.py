@@ -117,6 +117,7 @@ class Settings:
     requires_auth: bool = False
     auth_failure_delay: float = 1.0
     auth_max_failures: int = 3
+    mt_priority: bool = False  # offer MT-PRIORITY (RFC 6710): priorities.enabled
 
 
 class SessionHost(Protocol):
@@ -173,10 +174,11 @@ class IngressSMTP(SMTP):
         # MAIL may carry SIZE=, BODY=8BITMIME and SMTPUTF8 (RFC 1870, 6152, 6531).
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         # DSN (RFC 3461 section 5) adds 110 characters to MAIL (RET, ENVID) and
-        # 500 to RCPT (NOTIFY, ORCPT).
-        self.command_size_limits["MAIL"] = SMTP.command_size_limit + 26 + 14 + 10 + 110
+        # 500 to RCPT (NOTIFY, ORCPT); MT-PRIORITY (RFC 6710 section 3) 16 to MAIL.
+        self.command_size_limits["MAIL"] = SMTP.command_size_limit + 26 + 14 + 10 + 110 + 16
         self.command_size_limits["RCPT"] = SMTP.command_size_limit + 500
         self.dsn = DsnRequest()
+        self._mt_priority: int | None = None  # MT-PRIORITY of the open transaction
         # Raw DATA may be larger than the message: dot-stuffing adds up to a third.
         self._data_limit = settings.max_message_size + settings.max_message_size // 3 + 1024
 
@@ -263,6 +265,7 @@ class IngressSMTP(SMTP):
     def _new_transaction(self) -> None:
         self.envelope = Envelope()
         self.dsn = DsnRequest()
+        self._mt_priority = None
         self._chunks = None
 
     # -- replies -----------------------------------------------------------------
@@ -373,6 +376,8 @@ class IngressSMTP(SMTP):
         if self.settings.offers_auth and self.tls:
             keywords.append("AUTH " + " ".join(MECHANISMS))
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "DSN", "CHUNKING"]
+        if self.settings.mt_priority:
+            keywords.append("MT-PRIORITY")
         last = len(keywords) - 1
         await self._send([f"250{' ' if i == last else '-'}{k}" for i, k in enumerate(keywords)])
 
@@ -472,7 +477,12 @@ class IngressSMTP(SMTP):
             self._log_reject("MAIL", AUTH_REQUIRED, None, sender=arg or "")
             await self.push(AUTH_REQUIRED)
             return
-        mail = read_mail(arg, self.session.extended_smtp, self.settings.max_message_size)
+        mail = read_mail(
+            arg,
+            self.session.extended_smtp,
+            self.settings.max_message_size,
+            self.settings.mt_priority,
+        )
         if isinstance(mail, str):
             self._log_reject("MAIL", mail, None, sender=arg or "")
             await self.push(mail)
@@ -495,6 +505,7 @@ class IngressSMTP(SMTP):
         self.envelope.mail_options.extend(mail.options)
         self.envelope.smtp_utf8 = mail.smtputf8
         self.dsn.ret, self.dsn.envid = mail.ret, mail.envid
+        self._mt_priority = mail.mt_priority
         await self.push("250 2.1.0 Ok")
 
     def _client(self) -> Client:
@@ -728,6 +739,7 @@ class IngressSMTP(SMTP):
             body_8bit="BODY=8BITMIME" in envelope.mail_options,
             data_ended=ended,
             dsn=self.dsn,
+            mt_priority=self._mt_priority,
             client_name=await self.client_name(),
         )
         # The client waits for us now; only a safety net of a timeout applies.

@@ -84,6 +84,7 @@ class IngressServer:
             offers_auth=ing.auth_on_mta,
             auth_failure_delay=ing.auth_failure_delay,
             auth_max_failures=ing.auth_max_failures,
+            mt_priority=self.cfg.priorities.enabled,
         )
 
     def _tls(self, address: str, role: str, level: str, cert: str, key: str) -> ListenerTls:

@@ -20,6 +20,7 @@ from elemta.common.config import Config
 from elemta.common.envelope import Envelope, new_queue_id
 from elemta.common.message import join_message, split_message
 from elemta.common.networks import Networks
+from elemta.common.priority import Priorities
 from elemta.common.telemetry import tracer
 
 from . import metrics
@@ -73,6 +74,7 @@ class Transaction:
     authenticated_user: str = ""  # SMTP AUTH login: to policy only, never in headers
     submission: bool = False  # from a submission listener: Message-ID and Date completed
     client_name: str = "unknown"  # forward-confirmed reverse DNS name
+    mt_priority: int | None = None  # MT-PRIORITY of MAIL FROM (RFC 6710), not yet judged
 
 
 def edit_headers(message: bytes, add: list[tuple[str, str]], remove: list[str]) -> bytes:
@@ -154,6 +156,7 @@ class MessageProcessor:
         self.handoff = handoff
         self._tracer = tracer("elemta.ingress")
         self.trusted = Networks(cfg.server.trusted_networks)
+        self.priorities = Priorities(cfg.priorities)
         p = cfg.policy
         # What policy does with mail from the trusted networks is sign it (dkim_keys)
         # and run the plugins and milters; with none of them configured its verdict
@@ -285,6 +288,14 @@ class MessageProcessor:
             dsn_notify={r: n for r, n in tx.dsn.notify.items() if r in recipients},
             dsn_orcpt={r: o for r, o in tx.dsn.orcpt.items() if r in recipients},
         )
+        if self.priorities.enabled:
+            env.priority = self.priorities.assign(
+                sender,
+                recipients,
+                tx.authenticated_user,
+                tx.mt_priority,
+                honoured=bool(tx.authenticated_user) or tx.client_ip in self.trusted,
+            )
         with self._tracer.start_as_current_span(
             "ingress.store",
             kind=trace.SpanKind.PRODUCER,

@@ -136,6 +136,7 @@ class Dispatcher:
             dsn_envid=st.dsn_envid,
             dsn_notify={r: st.dsn_notify[r] for r in d.recipients if r in st.dsn_notify},
             dsn_orcpt={r: st.dsn_orcpt[r] for r in d.recipients if r in st.dsn_orcpt},
+            priority=st.priority,
         )
 
     async def send(self, st: MessageState, key: str, d: DestState, trace: dict[str, str]) -> None:

@@ -14,7 +14,8 @@ the contract::
      "final": {<recipient>: "delivered" | "bounced" | "expired" | "failed"},
      "trace": {"traceparent", "tracestate"}, "bounces": <DSNs sent so far>,
      "dsn_ret", "dsn_envid", "dsn_notify": {<recipient>: <NOTIFY>},
-     "dsn_orcpt": {<recipient>: <ORCPT>}, "delay_warned": [<recipient>, ...]}
+     "dsn_orcpt": {<recipient>: <ORCPT>}, "delay_warned": [<recipient>, ...],
+     "priority": -9..9}
 
 Updates use the KV revision (compare-and-set), so a concurrent writer (the API
 releasing or deleting a message) makes the queue's write fail and the work is
@@ -83,6 +84,7 @@ class MessageState:
     dsn_notify: dict[str, str] = field(default_factory=dict)
     dsn_orcpt: dict[str, str] = field(default_factory=dict)
     delay_warned: list[str] = field(default_factory=list)  # recipients told of a delay
+    priority: int = 0  # -9..9, see elemta.common.priority
 
     @classmethod
     def from_envelope(
@@ -106,6 +108,7 @@ class MessageState:
             dsn_envid=env.dsn_envid,
             dsn_notify=dict(env.dsn_notify),
             dsn_orcpt=dict(env.dsn_orcpt),
+            priority=env.priority,
         )
 
     def is_final(self) -> bool:
