@@ -210,7 +210,7 @@ class Stored:
 
 
 def stored(nats_url: str, queue_id: str) -> Stored | None:
-    """The message stored under ``queue_id``, or None."""
+    """The message stored under ``queue_id`` (of any priority class), or None."""
 
     async def go() -> Stored | None:
         nc = await nats.connect(nats_url)
@@ -219,7 +219,10 @@ def stored(nats_url: str, queue_id: str) -> Stored | None:
             try:
                 m = await js.get_last_msg(MESSAGES_STREAM, f"{MSG_SUBJECT}.{queue_id}")
             except NotFoundError:
-                return None
+                try:
+                    m = await js.get_last_msg(MESSAGES_STREAM, f"elemta.*.msg.{queue_id}")
+                except NotFoundError:
+                    return None
             return Stored(int(m.seq or 0), str(m.subject), dict(m.headers or {}), m.data or b"")
         finally:
             await nc.close()

@@ -28,9 +28,13 @@ def test_mt_priority_is_offered_and_honoured_from_a_trusted_client(
     s.ehlo()
     assert s.has_extn("mt-priority")
     qid = _send(s, "a@client.test", ["MT-PRIORITY=6"])
-    assert stored(shared_nats.url, qid).envelope.priority == 6
+    high = stored(shared_nats.url, qid)
+    assert (high.envelope.priority, high.subject) == (6, f"elemta.high.msg.{qid}")
     qid = _send(s, "a@client.test", ["MT-PRIORITY=-4"])
-    assert stored(shared_nats.url, qid).envelope.priority == -4
+    low = stored(shared_nats.url, qid)
+    assert (low.envelope.priority, low.subject) == (-4, f"elemta.low.msg.{qid}")
+    qid = _send(s, "a@client.test", [])
+    assert stored(shared_nats.url, qid).subject == f"elemta.msg.{qid}"
 
 
 def test_mt_priority_from_an_untrusted_client_is_taken_but_not_honoured(

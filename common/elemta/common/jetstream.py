@@ -52,7 +52,11 @@ from .names import (
     OUTCOME_SUBJECT,
     OUTCOMES_CONSUMER,
     OUTCOMES_STREAM,
+    PRIORITY_CLASSES,
     STATE_BUCKET,
+    class_prefix,
+    delivery_consumer,
+    first_consumer,
 )
 from .natsauth import NatsAuth, NatsTls
 
@@ -97,7 +101,7 @@ def stream_configs(cfg: Config) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=MESSAGES_STREAM,
-            subjects=[f"{MSG_SUBJECT}.>"],
+            subjects=[f"{class_prefix(c)}msg.>" for c in PRIORITY_CLASSES],
             retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.NEW,
             duplicate_window=120.0,
@@ -107,7 +111,7 @@ def stream_configs(cfg: Config) -> list[StreamConfig]:
         ),
         StreamConfig(
             name=DELIVERY_STREAM,
-            subjects=[f"{DELIVERY_SUBJECT}.>"],
+            subjects=[f"{class_prefix(c)}delivery.>" for c in PRIORITY_CLASSES],
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=120.0,
             **common,  # type: ignore[arg-type]
@@ -138,31 +142,34 @@ def stream_configs(cfg: Config) -> list[StreamConfig]:
     ]
 
 
-def delivery_consumer_config(cfg: Config) -> ConsumerConfig:
+def delivery_consumer_config(cfg: Config, klass: str = "normal") -> ConsumerConfig:
+    """``delivery`` (or ``delivery-<class>``) on ELEMTA_DELIVERY: jobs, to every
+    delivery process."""
     return ConsumerConfig(
-        durable_name=DELIVERY_CONSUMER,
+        durable_name=delivery_consumer(klass),
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=cfg.delivery.ack_wait,
         max_deliver=-1,
         max_ack_pending=20000,
-        filter_subject=f"{DELIVERY_SUBJECT}.>",
+        filter_subject=f"{class_prefix(klass)}delivery.>",
     )
 
 
-def first_consumer_config(cfg: Config, start_seq: int = 0) -> ConsumerConfig:
+def first_consumer_config(cfg: Config, start_seq: int = 0, klass: str = "normal") -> ConsumerConfig:
     """``delivery-first`` on ELEMTA_MESSAGES: every stored message, body included, to
     one delivery process for its first attempt. ``start_seq``: where a consumer
-    created for a stream that already has history starts (0: the beginning)."""
+    created for a stream that already has history starts (0: the beginning).
+    ``klass``: a priority class other than normal has a consumer of its own."""
     return ConsumerConfig(
-        durable_name=FIRST_CONSUMER,
+        durable_name=first_consumer(klass),
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
         opt_start_seq=start_seq or None,
         ack_wait=cfg.delivery.ack_wait,
         max_deliver=-1,
         max_ack_pending=20000,
-        filter_subject=f"{MSG_SUBJECT}.>",
+        filter_subject=f"{class_prefix(klass)}msg.>",
     )
 
 

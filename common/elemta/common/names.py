@@ -4,14 +4,16 @@ in the tree spells one out; ``docs/architecture.md`` lists them all.
 
 Streams (subjects in parentheses) — created by the queue service:
 
-``ELEMTA_MESSAGES`` (``elemta.msg.<id>``)
+``ELEMTA_MESSAGES`` (``elemta.msg.<id>``; ``elemta.high.msg.<id>``, ``elemta.low.msg.<id>``)
     Accepted messages: envelope in the ``Elemta-Envelope`` header, body in the
     payload. Consumer ``delivery-first``, shared by every delivery process (first
     attempts); ``queue-intake`` is the queue's consumer of earlier versions, removed
-    at start.
-``ELEMTA_DELIVERY`` (``elemta.delivery.<id>``)
+    at start. With priorities on, messages of the high and low classes have
+    subjects of their own, pulled through ``delivery-first-high`` and
+    ``delivery-first-low``; normal ones keep ``elemta.msg.<id>``.
+``ELEMTA_DELIVERY`` (``elemta.delivery.<id>``; ``elemta.high.delivery.<id>``, ``elemta.low.delivery.<id>``)
     Work queue of delivery jobs. Consumer ``delivery``, shared by every delivery
-    process.
+    process; ``delivery-high`` and ``delivery-low`` for the other classes.
 ``ELEMTA_OUTCOMES`` (``elemta.outcome.<id>``)
     Work queue of attempt outcomes and first-attempt reports. Consumer
     ``queue-outcomes``.
@@ -84,6 +86,12 @@ __all__ = [
     "DELIVERY_STREAM",
     "DELIVERY_SUBJECT",
     "DUE_HEADER",
+    "PRIORITY_CLASSES",
+    "class_prefix",
+    "delivery_consumer",
+    "delivery_subject",
+    "first_consumer",
+    "msg_subject",
     "ENVELOPE_HEADER",
     "FAILED_BUCKET",
     "EVENTS_STREAM",
@@ -130,6 +138,33 @@ INTAKE_CONSUMER = "queue-intake"  # earlier versions' consumer of ELEMTA_MESSAGE
 OUTCOMES_CONSUMER = "queue-outcomes"
 DELIVERY_CONSUMER = "delivery"
 REBUILD_CONSUMER_PREFIX = "queue-rebuild-"
+
+# Priority classes, highest first. ``normal`` is the subject and consumer of old;
+# the others put their name before the subject (``elemta.high.msg.<id>``), so
+# that ``elemta.msg.>`` still means normal mail only.
+PRIORITY_CLASSES = ("high", "normal", "low")
+
+
+def class_prefix(klass: str) -> str:
+    """``elemta.`` or ``elemta.<class>.``: what comes before ``msg`` or ``delivery``."""
+    return "elemta." if klass == "normal" else f"elemta.{klass}."
+
+
+def msg_subject(queue_id: str, klass: str = "normal") -> str:
+    return f"{class_prefix(klass)}msg.{queue_id}"
+
+
+def delivery_subject(queue_id: str, klass: str = "normal") -> str:
+    return f"{class_prefix(klass)}delivery.{queue_id}"
+
+
+def first_consumer(klass: str) -> str:
+    return FIRST_CONSUMER if klass == "normal" else f"{FIRST_CONSUMER}-{klass}"
+
+
+def delivery_consumer(klass: str) -> str:
+    return DELIVERY_CONSUMER if klass == "normal" else f"{DELIVERY_CONSUMER}-{klass}"
+
 
 # Key-value buckets and the object store.
 STATE_BUCKET = "ELEMTA_STATE"

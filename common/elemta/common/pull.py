@@ -20,6 +20,10 @@ back (nak) whatever still arrives, gives running handlers a grace period and
 naks those still running after it, so that another process takes them at once
 instead of after ``ack_wait``; every step is bounded in time, so a stop finishes
 while NATS is unreachable too.
+
+With a :class:`~elemta.common.budget.Budget` (priorities on), several loops — one
+per priority class — share one concurrency: each asks the budget how many
+messages it may ask for, and how (see :mod:`elemta.common.budget`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+
+from .budget import Budget
 
 __all__ = ["PullConsumer"]
 
@@ -68,6 +74,8 @@ class PullConsumer:
         fetch_expires: float = 2.0,
         retry_delay: float = 5.0,
         on_inflight: Callable[[int], None] = lambda n: None,
+        budget: Budget | None = None,
+        klass: str = "",
     ) -> None:
         self.nc = nc
         self.js = js
@@ -80,6 +88,8 @@ class PullConsumer:
         self.fetch_expires = fetch_expires
         self.retry_delay = retry_delay
         self.on_inflight = on_inflight
+        self.budget = budget
+        self.klass = klass  # the priority class this loop pulls, with a budget
         self.min_batch = max(1, min(16, concurrency // 8))
         self.bound = False
         self._running: dict[asyncio.Task[None], _Running] = {}
@@ -163,9 +173,18 @@ class PullConsumer:
                 continue
             await self._wait_for_slots()
             free = self.concurrency - len(self._running)
+            body: dict[str, object] = {"batch": free, "expires": int(self.fetch_expires * 1e9)}
+            if self.budget is not None:
+                grant = await self.budget.take(
+                    self.klass, lambda: self.concurrency - len(self._running), self.min_batch
+                )
+                free = grant.n
+                body = {"batch": free, "expires": int(self.fetch_expires * 1e9)}
+                if not grant.probe:
+                    body = {"batch": free, "no_wait": True}
             request: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._request, self._requested = request, free
-            body = {"batch": free, "expires": int(self.fetch_expires * 1e9)}
+            status = ""
             try:
                 await self.nc.publish(
                     self.next_subject, json.dumps(body).encode(), reply=self._inbox
@@ -181,6 +200,8 @@ class PullConsumer:
                 continue
             finally:
                 self._request = None
+                if self.budget is not None:
+                    self.budget.ended(self.klass, full=status == "full")
             if status in ("full", "404", "408"):
                 continue
             if status == "503":  # no responders: the consumer is gone
@@ -216,6 +237,8 @@ class PullConsumer:
             with contextlib.suppress(Exception):
                 await msg.nak()
             return
+        if self.budget is not None:
+            self.budget.arrived(self.klass)
         task = asyncio.create_task(self._handle(msg))
         self._running[task] = _Running(msg, time.monotonic())
         self.on_inflight(len(self._running))
@@ -237,7 +260,8 @@ class PullConsumer:
                 await msg.nak(delay=self.retry_delay)
 
     def _handled(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
+        if self._running.pop(task, None) is not None and self.budget is not None:
+            self.budget.done(self.klass)
         self.on_inflight(len(self._running))
         self._slot_freed.set()
 

@@ -21,17 +21,21 @@ from nats.js.kv import KeyValue
 from elemta.common.jetstream import (
     BODIES_BUCKET,
     DEFERRED_STREAM,
-    DELIVERY_CONSUMER,
     DELIVERY_STREAM,
     ENVELOPE_HEADER,
     EVENTS_STREAM,
     EVENTS_SUBJECT,
     MESSAGES_STREAM,
-    MSG_SUBJECT,
     OUTCOMES_STREAM,
     STATE_BUCKET,
 )
-from elemta.common.names import FAILED_BUCKET, SUSPENSIONS_BUCKET
+from elemta.common.names import (
+    FAILED_BUCKET,
+    PRIORITY_CLASSES,
+    SUSPENSIONS_BUCKET,
+    delivery_consumer,
+    msg_subject,
+)
 
 from .backend import Backend, Unavailable
 
@@ -122,8 +126,13 @@ class QueueView:
             raise Unavailable("streams not created yet: " + ", ".join(missing))
         streams: dict[str, dict[str, Any]] = {k: v for k, v in results.items() if v}
         delivery = streams[DELIVERY_STREAM]
-        worker = delivery["consumers"].get(DELIVERY_CONSUMER)
-        in_flight = worker["ack_pending"] if worker else 0
+        in_flight = sum(
+            worker["ack_pending"]
+            for worker in (
+                delivery["consumers"].get(delivery_consumer(c)) for c in PRIORITY_CLASSES
+            )
+            if worker
+        )
         return {
             "messages": streams[MESSAGES_STREAM]["messages"],
             "message_bytes": streams[MESSAGES_STREAM]["bytes"],
@@ -157,9 +166,15 @@ class QueueView:
 
     async def _waiting(self, js: JetStreamContext, qid: str) -> dict[str, Any] | None:
         try:
-            raw = await js.get_last_msg(MESSAGES_STREAM, f"{MSG_SUBJECT}.{qid}", direct=True)
+            raw = await js.get_last_msg(MESSAGES_STREAM, msg_subject(qid), direct=True)
         except NotFoundError:
-            return None
+            # a message of another priority class (elemta.<class>.msg.<id>)
+            try:
+                raw = await js.get_last_msg(MESSAGES_STREAM, msg_subject(qid, "*"), direct=True)
+            except NotFoundError:
+                return None
+            except (TimeoutError, nats.errors.Error) as exc:
+                raise Unavailable(f"NATS did not answer: {exc!r}") from None
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
         env = _decode(((raw.headers or {}).get(ENVELOPE_HEADER) or "{}").encode())
@@ -238,7 +253,7 @@ class QueueView:
             return None
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
-        if raw.subject != f"{MSG_SUBJECT}.{qid}":
+        if raw.subject not in {msg_subject(qid, c) for c in PRIORITY_CLASSES}:
             return None
         return raw.data or b""
 

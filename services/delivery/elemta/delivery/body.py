@@ -17,7 +17,8 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from elemta.common.envelope import DeliveryJob
-from elemta.common.jetstream import BODIES_BUCKET, MESSAGES_STREAM, MSG_SUBJECT
+from elemta.common.jetstream import BODIES_BUCKET, MESSAGES_STREAM
+from elemta.common.names import PRIORITY_CLASSES, msg_subject
 
 __all__ = ["BodyStore", "BodyUnavailable"]
 
@@ -43,7 +44,7 @@ class BodyStore:
             return None
         except Exception as exc:
             raise BodyUnavailable(f"cannot fetch message {job.id}: {exc!r}") from exc
-        if raw.subject != f"{MSG_SUBJECT}.{job.id}":
+        if raw.subject not in {msg_subject(job.id, c) for c in PRIORITY_CLASSES}:
             log.warning(
                 "stream sequence %d holds %s, not message %s", job.msg_seq, raw.subject, job.id
             )

@@ -10,18 +10,22 @@ from collections.abc import Callable
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from elemta.common.budget import Budget
 from elemta.common.config import Config
 from elemta.common.health import HealthServer
 from elemta.common.jetstream import (
-    DELIVERY_CONSUMER,
     DELIVERY_STREAM,
-    FIRST_CONSUMER,
     MESSAGES_STREAM,
     connect,
     disconnect,
     open_bucket,
 )
-from elemta.common.names import SHAPING_BUCKET
+from elemta.common.names import (
+    PRIORITY_CLASSES,
+    SHAPING_BUCKET,
+    delivery_consumer,
+    first_consumer,
+)
 from elemta.common.pull import PullConsumer
 from elemta.common.resolver import Resolver
 from elemta.common.routing import Router as RouteTable
@@ -69,14 +73,15 @@ class DeliveryService:
         self.mta_sts: MtaSts | None = None
         self.tls_results: TlsResults | None = None
         self.reports: ReportSender | None = None
+        self.pullers: list[PullConsumer] = []  # first attempts, then jobs; per class
+        self.first: PullConsumer | None = None  # the normal class's of each stream
         self.worker: PullConsumer | None = None
-        self.first: PullConsumer | None = None
         self.suspensions: Suspensions | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
             health.add_check(
                 "consumer",
-                lambda: all(w is not None and w.bound for w in (self.worker, self.first)),
+                lambda: bool(self.pullers) and all(w.bound for w in self.pullers),
             )
 
     async def start(self) -> None:
@@ -93,7 +98,11 @@ class DeliveryService:
         await self.suspensions.start()
         self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper())
         handler = AttemptHandler(bodies, self.router, reporter, suspensions=self.suspensions)
-        inflight = [0, 0]  # first attempts, jobs
+        first = FirstAttemptHandler(
+            RouteTable(cfg), bodies, self.router, reporter, suspensions=self.suspensions
+        )
+        classes = await self._classes()
+        inflight = [0] * (2 * len(classes))
 
         def count(i: int) -> Callable[[int], None]:
             def set_(n: int) -> None:
@@ -102,35 +111,53 @@ class DeliveryService:
 
             return set_
 
-        self.first = PullConsumer(
-            self.nc,
-            self.js,
-            MESSAGES_STREAM,
-            FIRST_CONSUMER,
-            FirstAttemptHandler(
-                RouteTable(cfg), bodies, self.router, reporter, suspensions=self.suspensions
-            ),
-            cfg.delivery.concurrency,
-            cfg.delivery.ack_wait,
-            on_inflight=count(0),
-        )
-        self.first.start()
-        self.worker = PullConsumer(
-            self.nc,
-            self.js,
-            DELIVERY_STREAM,
-            DELIVERY_CONSUMER,
-            handler,
-            cfg.delivery.concurrency,
-            cfg.delivery.ack_wait,
-            on_inflight=count(1),
-        )
-        self.worker.start()
+        # One consumer per class and stream; with more than one class, the classes
+        # of a stream share its concurrency through a Budget (elemta.common.budget).
+        p = cfg.priorities
+        shares = {"high": 0.0, "normal": p.normal_share, "low": p.low_share}
+        for stream, name, handle in (
+            (MESSAGES_STREAM, first_consumer, first),
+            (DELIVERY_STREAM, delivery_consumer, handler),
+        ):
+            budget = Budget(cfg.delivery.concurrency, classes, shares) if len(classes) > 1 else None
+            for klass in classes:
+                puller = PullConsumer(
+                    self.nc,
+                    self.js,
+                    stream,
+                    name(klass),
+                    handle,
+                    cfg.delivery.concurrency,
+                    cfg.delivery.ack_wait,
+                    on_inflight=count(len(self.pullers)),
+                    budget=budget,
+                    klass=klass,
+                )
+                puller.start()
+                self.pullers.append(puller)
+                if klass == "normal" and stream == MESSAGES_STREAM:
+                    self.first = puller
+                elif klass == "normal":
+                    self.worker = puller
         log.info(
             "delivery started: concurrency %d, maildir %s",
             cfg.delivery.concurrency,
             cfg.maildir_root,
         )
+
+    async def _classes(self) -> list[str]:
+        """The priority classes to pull: all with priorities on; else normal only,
+        unless consumers of the other classes are left from when they were on
+        (their mail is delivered, in order, before they fall idle)."""
+        if self.cfg.priorities.enabled:
+            return list(PRIORITY_CLASSES)
+        assert self.js is not None
+        try:
+            await self.js.consumer_info(MESSAGES_STREAM, first_consumer("high"))
+        except Exception:
+            return ["normal"]
+        log.info("priorities are off, but their consumers exist: pulling every class")
+        return list(PRIORITY_CLASSES)
 
     async def _mta_sts(self, resolver: Resolver) -> MtaSts | None:
         """MTA-STS with its policy cache in JetStream KV (memory only while NATS fails)."""
@@ -170,9 +197,7 @@ class DeliveryService:
         self.reports.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(
-            *(w.stop(self.drain_grace) for w in (self.first, self.worker) if w is not None)
-        )
+        await asyncio.gather(*(w.stop(self.drain_grace) for w in self.pullers))
         if self.suspensions is not None:
             await self.suspensions.stop()
         if self.router is not None:

@@ -41,7 +41,9 @@ from opentelemetry.context import Context
 
 from elemta.common.config import Config
 from elemta.common.envelope import Envelope
-from elemta.common.jetstream import BODIES_BUCKET, ENVELOPE_HEADER, MESSAGES_STREAM, MSG_SUBJECT
+from elemta.common.jetstream import BODIES_BUCKET, ENVELOPE_HEADER, MESSAGES_STREAM
+from elemta.common.names import msg_subject
+from elemta.common.priority import Priorities
 from elemta.common.replies import TemporaryError
 from elemta.common.telemetry import headers_with_context
 
@@ -69,6 +71,8 @@ class Handoff:
         self._cleanup: set[asyncio.Task[None]] = set()
         self.purged = 0  # subjects purged (twice) after an unconfirmed store
         self.found = 0  # unconfirmed stores found stored by their deadline (answered 250)
+        # The class of a message's priority names its subject (elemta.common.names).
+        self.klass = Priorities(cfg.priorities).class_of
 
     def attach(self, nc: NATS) -> None:
         self.nc = nc
@@ -105,7 +109,7 @@ class Handoff:
         headers = headers_with_context(
             {ENVELOPE_HEADER: env.to_header(), "Nats-Msg-Id": env.id}, ctx
         )
-        subject = f"{MSG_SUBJECT}.{env.id}"
+        subject = msg_subject(env.id, self.klass(env.priority))
         try:
             ack = await asyncio.wait_for(
                 self.js.publish(

@@ -12,7 +12,9 @@ mail transfer agent needs changed:
   (the greeting, the HELO/EHLO answer and 354 excepted, as RFC 2034 says), and
   is printable ASCII: client bytes are never sent back raw.
 * EHLO advertises PIPELINING, SIZE, STARTTLS, ENHANCEDSTATUSCODES, 8BITMIME,
-  SMTPUTF8 and DSN (its parameters are read in ``dsnparams``); ``AUTH PLAIN LOGIN``
+  SMTPUTF8, DSN (its parameters are read in ``dsnparams``) and, with priorities on,
+  MT-PRIORITY (honoured from authenticated and trusted clients, see
+  ``elemta.common.priority``); ``AUTH PLAIN LOGIN``
   only inside TLS on listeners that offer it (:mod:`.smtpauth`). Submission
   listeners require AUTH before MAIL; an authenticated client may relay, as the
   owner of its envelope sender.

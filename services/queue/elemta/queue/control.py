@@ -60,6 +60,7 @@ from elemta.common.names import (
     CONTROL_VERBS,
     DELIVERY_STREAM,
     DELIVERY_SUBJECT,
+    delivery_subject,
 )
 from elemta.common.routing import Router
 from elemta.common.suspensions import Suspension, Suspensions, valid_domain
@@ -175,6 +176,8 @@ class Control:
             return
         try:
             await self.js.purge_stream(DELIVERY_STREAM, subject=f"{DELIVERY_SUBJECT}.{qid}")
+            if self.dispatcher.priorities.enabled:  # jobs of the other classes
+                await self.js.purge_stream(DELIVERY_STREAM, subject=delivery_subject(qid, "*"))
         except Exception as exc:  # a job then arrives and is ignored or delivered once
             log.warning("waiting jobs not removed: %r", exc)
 

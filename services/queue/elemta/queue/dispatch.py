@@ -30,10 +30,11 @@ from elemta.common.config import Config
 from elemta.common.envelope import DeliveryJob
 from elemta.common.jetstream import (
     DEFERRED_SUBJECT,
-    DELIVERY_SUBJECT,
     DUE_HEADER,
     MESSAGES_STREAM,
 )
+from elemta.common.names import delivery_subject
+from elemta.common.priority import Priorities
 from elemta.common.replies import Status
 from elemta.common.routing import dest_hash
 
@@ -96,6 +97,7 @@ class Dispatcher:
         self.events = events
         self.bouncer = bouncer
         self.notices = Notices(bouncer, cfg.queue.delay_warning_time)
+        self.priorities = Priorities(cfg.priorities)
         self.objects = objects
         # KV ELEMTA_FAILED (set by the service): the last state of failed messages.
         self.failed: KeyValue | None = None
@@ -143,7 +145,9 @@ class Dispatcher:
         """Hand the destination's pending recipients to the delivery workers."""
         headers = {**trace, "Nats-Msg-Id": job_msg_id(st.id, key, d.attempt)}
         await self.js.publish(
-            f"{DELIVERY_SUBJECT}.{st.id}", self.job(st, key, d).encode(), headers=headers
+            delivery_subject(st.id, self.priorities.class_of(st.priority)),
+            self.job(st, key, d).encode(),
+            headers=headers,
         )
 
     async def defer(

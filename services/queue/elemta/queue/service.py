@@ -74,8 +74,14 @@ async def ensure_consumers(js: JetStreamContext, cfg: Config) -> None:
     """The consumers the queue owns: ``delivery`` and ``delivery-first`` (pulled by
     delivery), ``queue-outcomes`` (its own). A store from a version whose queue took
     messages in itself (consumer ``queue-intake``) is carried over: ``delivery-first``
-    starts after the last message ``queue-intake`` finished, and that consumer goes."""
+    starts after the last message ``queue-intake`` finished, and that consumer goes.
+    With priorities on, the high and low classes get their pair of consumers too
+    (kept when priorities are turned off again: delivery drains them)."""
     await js.add_consumer(DELIVERY_STREAM, delivery_consumer_config(cfg))
+    if cfg.priorities.enabled:
+        for klass in ("high", "low"):
+            await js.add_consumer(DELIVERY_STREAM, delivery_consumer_config(cfg, klass=klass))
+            await js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg, klass=klass))
     await js.add_consumer(OUTCOMES_STREAM, outcomes_consumer_config())
     start = 0
     try:
