@@ -87,11 +87,6 @@ __all__ = [
     "DELIVERY_SUBJECT",
     "DUE_HEADER",
     "PRIORITY_CLASSES",
-    "class_prefix",
-    "delivery_consumer",
-    "delivery_subject",
-    "first_consumer",
-    "msg_subject",
     "ENVELOPE_HEADER",
     "FAILED_BUCKET",
     "EVENTS_STREAM",
@@ -143,6 +138,9 @@ REBUILD_CONSUMER_PREFIX = "queue-rebuild-"
 # the others put their name before the subject (``elemta.high.msg.<id>``), so
 # that ``elemta.msg.>`` still means normal mail only.
 PRIORITY_CLASSES = ("high", "normal", "low")
+
+# The names of each class's subjects and consumers (not in __all__, which lists
+# names only; docs/architecture.md spells out every one).
 
 
 def class_prefix(klass: str) -> str:
