@@ -99,6 +99,8 @@ class Elemta(System):
             "dns": {"nameservers": ["127.0.0.1"], "port": self.dns.port, "timeout": 2.0},
             "transport": {"routes": {DOMAIN: f"smtp:[127.0.0.1]:{self.sink_port}"}},
             "telemetry": {"log_level": a.log_level, "log_format": "json"},
+            # --priorities: the three classes' consumers and budget, all mail normal
+            "priorities": {"enabled": bool(getattr(a, "priorities", False))},
         }
 
     def start(self) -> None:

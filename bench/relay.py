@@ -288,6 +288,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--wait-quiet", type=float, default=120.0, help="seconds to wait for that at most"
     )
+    p.add_argument(
+        "--priorities",
+        action="store_true",
+        help="Elemta with [priorities] on (all mail in the normal class): their cost",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     p.add_argument("--output", type=Path, default=None, help="JSON file (default bench/results)")
     args = p.parse_args(argv)
