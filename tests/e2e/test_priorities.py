@@ -4,11 +4,14 @@ and low-priority mail still moves; MT-PRIORITY counts only from trusted clients.
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import threading
 import time
 
 import nats
 
+from support.dsnsink import DsnSink
+from support.mua import PASSWORD, add_user, plain, tls_client
 from support.smtpsink import SmtpSink
 
 MESSAGE = "From: {sender}\r\nSubject: {rcpt}\r\n\r\nHello.\r\n"
@@ -164,3 +167,45 @@ def test_mt_priority_orders_mail_from_a_trusted_client_but_not_from_others(
     _wait(sink, 24)
     order = _order(sink)
     assert order[:12].count("h") >= 8, order
+
+
+def test_mt_priority_of_an_authenticated_client_goes_on_and_an_untrusted_ones_does_not(
+    stack_factory,
+):
+    sink = DsnSink(mt_priority=True).start()
+    try:
+        stack = stack_factory(
+            {
+                # loopback is not trusted here: only a login makes MT-PRIORITY count
+                "server": {"trusted_networks": ["192.0.2.0/24"], "relay_domains": ["partner.test"]},
+                "ingress": {"auth_failure_delay": 0.0},
+                "transport": {
+                    "routes": {
+                        "remote.test": f"smtp:[127.0.0.1]:{sink.port}",
+                        "partner.test": f"smtp:[127.0.0.1]:{sink.port}",
+                    }
+                },
+                "priorities": {"enabled": True},
+            }
+        )
+        add_user(stack, "alice@local.test")
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", stack.submissions_port, local_hostname="mua.test", timeout=20,
+            context=tls_client(),
+        ) as s:  # fmt: skip
+            s.ehlo()
+            assert s.has_extn("mt-priority")
+            assert s.docmd("AUTH", "PLAIN " + plain("alice@local.test", PASSWORD))[0] == 235
+            body = MESSAGE.format(sender="alice@local.test", rcpt="dan@remote.test")
+            s.sendmail("alice@local.test", ["dan@remote.test"], body, ["MT-PRIORITY=7"])
+        sink.wait_for(1)
+        with stack.smtp() as s:  # port 25, no login, not trusted
+            s.ehlo()
+            assert s.has_extn("mt-priority")
+            body = MESSAGE.format(sender="eve@client.test", rcpt="pat@partner.test")
+            s.sendmail("eve@client.test", ["pat@partner.test"], body, ["MT-PRIORITY=7"])
+        sink.wait_for(2)
+    finally:
+        sink.stop()
+    by_rcpt = dict(zip(sink.recipients(), sink.mail_params, strict=True))
+    assert by_rcpt == {"dan@remote.test": ["MT-PRIORITY=7"], "pat@partner.test": []}
