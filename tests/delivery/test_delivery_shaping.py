@@ -6,12 +6,15 @@ import asyncio
 import time
 
 import nats
+import nats.js.errors
+import pytest
 
 from elemta.common.config import Route, ShapingSettings
 from elemta.common.envelope import DeliveryJob
 from elemta.common.replies import Reply
 from elemta.common.suspensions import Suspensions
 from elemta.delivery.outcome import Delivery
+from elemta.delivery.pool import Pool
 from elemta.delivery.shaping import Backlogged, Shaper, destination_of
 
 from support.clock import FakeClock
@@ -56,36 +59,136 @@ def test_rules_merge_defaults_then_the_most_specific_destination() -> None:
     assert destination_of(_job(), relay) == "[127.0.0.1]:2525"
 
 
-async def test_two_shapers_never_hold_more_leases_than_the_limit(nats_server: NatsServer) -> None:
+class _Session:
+    """A fake pooled session that counts the connections open to the peer."""
+
+    open = 0
+    peak = 0
+    opened = 0
+
+    def __init__(self) -> None:
+        _Session.open += 1
+        _Session.opened += 1
+        _Session.peak = max(_Session.peak, _Session.open)
+        self.connected = True
+        self.quits = 0
+
+    @property
+    def usable(self) -> bool:
+        return self.connected
+
+    async def reset(self) -> bool:
+        return True
+
+    async def quit(self) -> None:
+        self.quits += 1
+
+    def close(self) -> None:
+        if self.connected:
+            self.connected = False
+            _Session.open -= 1
+
+
+@pytest.fixture
+def sessions() -> type[_Session]:
+    _Session.open = _Session.peak = _Session.opened = 0
+    return _Session
+
+
+def _sender(pool: Pool[_Session], hold: float = 0.05):  # type: ignore[no-untyped-def]
+    """``send`` for Shaper.deliver: one message over a session pooled under the claim."""
+
+    async def send(pacer, claim):  # type: ignore[no-untyped-def]
+        async def opener() -> _Session:
+            return _Session()
+
+        key = ("127.0.0.1", 25, claim.key)
+        session = await pool.acquire(key, opener, claim)
+        try:
+            if pacer is not None:
+                await pacer()
+            await asyncio.sleep(hold)
+        finally:
+            pool.release(key, session, True)
+        return Delivery("h", [Reply(250, "2.0.0", "ok").result("r@example.test")])
+
+    return send
+
+
+async def _leases_held(nc) -> list[str]:  # type: ignore[no-untyped-def]
+    kv = await nc.jetstream().key_value("ELEMTA_SHAPING")
+    try:
+        return [k for k in await kv.keys() if k.startswith("c.")]
+    except nats.js.errors.NoKeysError:
+        return []
+
+
+async def test_two_processes_never_open_more_connections_than_the_limit_and_reuse_them(
+    nats_server: NatsServer, sessions: type[_Session]
+) -> None:
     settings = ShapingSettings.model_validate(
         {"slot_wait": 5.0, "destinations": {"example.test": {"max_connections": 2}}}
     )
     nc, shapers = await _shapers(nats_server, settings)
-    holding = peak = 0
+    pools = [Pool[_Session](8, idle_timeout=5.0) for _ in shapers]
 
-    async def send(pacer, pooled):  # type: ignore[no-untyped-def]
-        nonlocal holding, peak
-        assert not pooled  # a connection limit means a session of its own
-        holding += 1
-        peak = max(peak, holding)
-        await asyncio.sleep(0.05)
-        holding -= 1
-        return Delivery("h", [Reply(250, "2.0.0", "ok").result("r@example.test")])
-
-    async def one(shaper: Shaper) -> str:
+    async def one(i: int) -> str:
+        shaper = shapers[i % 2]
         rule = shaper.rule_for(_job(), Route(kind="mx"))
         assert rule is not None
         try:
-            await shaper.deliver(_job(), rule, send, 1)
+            await shaper.deliver(_job(), rule, _sender(pools[i % 2]), 1)
         except Backlogged:
             return "backlogged"
         return "sent"
 
-    results = await asyncio.gather(*(one(shapers[i % 2]) for i in range(12)))
-    await nc.close()
-    assert peak == 2
+    results = await asyncio.gather(*(one(i) for i in range(12)))
+    assert sessions.peak == 2
     # Only max_connections jobs per process wait; the others are handed back at once.
     assert results.count("sent") >= 4 and "backlogged" in results
+    # Sessions went back to the pool with their leases, and carried the next messages.
+    assert sessions.opened < results.count("sent")
+    assert len(await _leases_held(nc)) == sessions.open
+    for pool in pools:
+        await pool.close()
+    assert sessions.open == 0 and await _leases_held(nc) == []
+    await nc.close()
+
+
+async def test_an_idle_session_gives_its_lease_back_after_quit_once_the_idle_time_is_over(
+    nats_server: NatsServer, sessions: type[_Session]
+) -> None:
+    settings = ShapingSettings.model_validate({"max_connections": 1})
+    nc, [shaper] = await _shapers(nats_server, settings, 1)
+    pool = Pool[_Session](8, idle_timeout=10.0)
+    rule = shaper.rule_for(_job(), Route(kind="mx"))
+    assert rule is not None
+    await shaper.deliver(_job(), rule, _sender(pool, hold=0), 1)
+    assert len(await _leases_held(nc)) == 1 and sessions.open == 1  # idle, still leased
+    for _ in range(200):  # the lease is deleted after QUIT, 1 s (lease_idle_timeout) on
+        if not await _leases_held(nc):
+            break
+        await asyncio.sleep(0.05)
+    assert await _leases_held(nc) == [] and sessions.open == 0
+    await pool.close()
+    await nc.close()
+
+
+async def test_a_connection_carries_at_most_max_messages_per_connection(
+    nats_server: NatsServer, sessions: type[_Session]
+) -> None:
+    settings = ShapingSettings.model_validate(
+        {"max_connections": 1, "max_messages_per_connection": 3}
+    )
+    nc, [shaper] = await _shapers(nats_server, settings, 1)
+    pool = Pool[_Session](8, idle_timeout=5.0)
+    rule = shaper.rule_for(_job(), Route(kind="mx"))
+    assert rule is not None
+    for _ in range(7):
+        await shaper.deliver(_job(), rule, _sender(pool, hold=0), 1)
+    assert sessions.opened == 3 and sessions.peak == 1  # 3 + 3 + 1
+    await pool.close()
+    await nc.close()
 
 
 async def test_message_slots_are_spaced_by_the_rate_across_shapers(nats_server: NatsServer) -> None:
@@ -103,6 +206,43 @@ async def test_message_slots_are_spaced_by_the_rate_across_shapers(nats_server: 
     await nc.close()
     assert most_in_any_second(times) <= 10 - 2  # 8 messages: all within ~0.75 s
     assert max(times) - min(times) >= 0.7  # seven gaps of at least a tenth
+
+
+async def test_fast_rates_take_slots_in_windows_with_fewer_writes_and_still_keep_the_rate(
+    nats_server: NatsServer,
+) -> None:
+    settings = ShapingSettings.model_validate({"max_message_rate": 100.0, "slot_wait": 5.0})
+    nc, shapers = await _shapers(nats_server, settings)
+    writes = 0
+    kv = shapers[0].leases  # one bucket handle, shared by both
+    update, create = kv.update, kv.create
+
+    async def counted_update(*a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal writes
+        revision = await update(*a, **kw)
+        writes += 1
+        return revision
+
+    async def counted_create(*a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal writes
+        revision = await create(*a, **kw)
+        writes += 1
+        return revision
+
+    kv.update, kv.create = counted_update, counted_create  # type: ignore[method-assign]
+    rule = shapers[0].rule_for(_job(), Route(kind="mx"))
+    assert rule is not None
+    times: list[float] = []
+
+    async def paced(shaper: Shaper) -> None:
+        await shaper.pace(rule)
+        times.append(time.monotonic())
+
+    await asyncio.gather(*(paced(shapers[i % 2]) for i in range(150)))
+    await nc.close()
+    assert most_in_any_second(times) <= 100
+    assert max(times) - min(times) >= 1.2  # 150 at 100/s (less 10 %)
+    assert writes <= 150 / 3  # windows of 4 slots: one schedule write per 4 messages
 
 
 async def test_slots_further_away_than_slot_wait_hand_the_job_back(nats_server: NatsServer) -> None:

@@ -657,6 +657,9 @@ class ShapingRule(_Section):
         " the destination",
     )
     suspend_for: float = Field(300.0, gt=0, description="Seconds a matching reply suspends it")
+    max_messages_per_connection: int = Field(
+        0, ge=0, description="Messages one connection carries before it is closed; 0: no limit"
+    )
 
     @field_validator("suspend_on")
     @classmethod
@@ -684,6 +687,12 @@ class ShapingSettings(ShapingRule):
     max_backoff: float = Field(
         30.0, gt=0, description="Most seconds a job without a slot stays handed back"
     )
+    lease_idle_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds an idle session to a destination with a connection limit keeps"
+        " its connection (and lease) before it is closed",
+    )
 
     @field_validator("destinations")
     @classmethod
@@ -694,7 +703,10 @@ class ShapingSettings(ShapingRule):
     def active(self) -> bool:
         """Some destination has a limit: the shared state is needed."""
         rules: list[ShapingRule] = [self, *self.destinations.values()]
-        return any(r.max_connections or r.max_message_rate or r.suspend_on for r in rules)
+        return any(
+            r.max_connections or r.max_message_rate or r.suspend_on or r.max_messages_per_connection
+            for r in rules
+        )
 
 
 PRIORITY_MIN, PRIORITY_MAX = -9, 9  # RFC 6710's range of MT-PRIORITY

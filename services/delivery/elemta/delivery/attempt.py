@@ -86,7 +86,7 @@ class Router:
                 return await self.shaper.deliver(
                     job,
                     rule,
-                    lambda pacer, pooled: self.smtp.deliver(job, body, route, pacer, pooled),
+                    lambda pacer, claim: self.smtp.deliver(job, body, route, pacer, claim),
                     redeliveries or 1,
                 )
             except Backlogged as exc:

@@ -12,16 +12,24 @@ Every limit lives in JetStream KV, so two processes (or pods) share it:
 
 * ``max_connections``: a counting semaphore of leases ``c.<dest>.<slot>`` in
   ``ELEMTA_SHAPING``. A lease is taken with a create (compare-and-set on "no
-  such key"), refreshed while held and deleted on release; the bucket's TTL
-  frees the lease of a process that died. A shaped attempt opens its own
-  session and closes it (QUIT, answer awaited) before the lease goes back, so
-  the peer never sees more connections than leases.
+  such key") when a new session is needed, and the session keeps it while it is
+  pooled, busy or idle (:mod:`.pool`); it is refreshed while held and deleted
+  only after the session closed (QUIT answered): on an error, after
+  ``max_messages_per_connection`` messages, or after
+  ``shaping.lease_idle_timeout`` idle (short, so that an idle session in one
+  process does not keep a job in another waiting). So the peer never sees more
+  connections than leases, and a pooled session costs no KV access per
+  message. The bucket's TTL frees the leases of a process that died.
 * ``max_message_rate``: a shared schedule ``r.<dest>`` holding the time of the
   last message slot handed out. A message takes the slot ``1/rate`` seconds
   (plus :data:`SLOT_MARGIN`) after it (or now), by compare-and-set, and waits
   for it right before MAIL FROM: messages are spaced evenly, so no second holds
   more than the rate. A message that goes late (a busy event loop) moves the
   slots after it on by its lateness, so it cannot crowd the next second either.
+  Where the rate allows at least two slots in :data:`WINDOW` seconds, a process
+  takes that many at once, as a window of time of its own in which it may send
+  them as they come: one compare-and-set per window instead of per message,
+  and still at most the rate in any second (see :meth:`Shaper._pace_window`).
 * ``suspend_on``: a reply that matches one of the patterns (searched in
   ``"<code> <enhanced> <text>"``) suspends the recipient domain for
   ``suspend_for`` seconds, as an administrator's suspension does
@@ -57,7 +65,7 @@ from elemta.common.suspensions import Suspension, Suspensions
 from .metrics import SHAPED
 from .outcome import Delivery
 
-__all__ = ["Backlogged", "Lease", "MessagePacer", "Shaper", "destination_of"]
+__all__ = ["Backlogged", "ConnectionClaim", "Lease", "MessagePacer", "Shaper", "destination_of"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,9 @@ RULE_CACHE = 10000  # merged rules kept (destinations seen)
 # few milliseconds late (timers, a busy loop) must not put one more into a second.
 SLOT_MARGIN = 0.1
 LATE = 0.01  # seconds late for a slot after which the later slots are moved on
+# A process takes the message slots of up to this many seconds with one
+# compare-and-set when the rate gives at least two in that time.
+WINDOW = 0.05
 _KEY_CHARS = re.compile(r"[^-_.a-zA-Z0-9]")
 
 
@@ -99,10 +110,16 @@ class Rule:
     max_message_rate: float
     suspend_on: tuple[re.Pattern[str], ...]
     suspend_for: float
+    max_messages_per_connection: int = 0
 
     @property
     def limited(self) -> bool:
-        return bool(self.max_connections or self.max_message_rate or self.suspend_on)
+        return bool(
+            self.max_connections
+            or self.max_message_rate
+            or self.suspend_on
+            or self.max_messages_per_connection
+        )
 
 
 class Lease:
@@ -137,6 +154,70 @@ class Lease:
         self.on_release(self.key)
 
 
+class _NoLease:
+    """The slot of a destination without a connection limit: nothing to give back."""
+
+    async def release(self) -> None:
+        return None
+
+
+NO_LEASE = _NoLease()
+
+
+class ConnectionClaim:
+    """One job's claim on a destination's connection slots (:class:`~.pool.Claim`).
+
+    The pool asks :meth:`take` when it needs a new session; between tries it
+    waits :meth:`pause` for one of the process's sessions to the destination to
+    come back. Only ``max_connections`` jobs per destination wait in a process,
+    and none longer than ``shaping.slot_wait``: the others raise
+    :class:`Backlogged`.
+    """
+
+    def __init__(self, shaper: Shaper, rule: Rule, redeliveries: int) -> None:
+        self.shaper = shaper
+        self.rule = rule
+        self.redeliveries = redeliveries
+        self.key = f"shaped:{rule.dest}"
+        self.max_messages = rule.max_messages_per_connection
+        self.idle_timeout = shaper.settings.lease_idle_timeout
+        self._deadline: float | None = None
+        self._pause = 0.02
+        self._waiting = False
+
+    async def take(self) -> Lease | _NoLease | None:
+        rule, shaper = self.rule, self.shaper
+        if not rule.max_connections:
+            return NO_LEASE
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:
+            if shaper._waiting.get(rule.dest, 0) >= rule.max_connections:
+                raise shaper._backlogged(rule.dest, "connection limit", self.redeliveries)
+            shaper._waiting[rule.dest] = shaper._waiting.get(rule.dest, 0) + 1
+            self._waiting = True
+            self._deadline = loop.time() + shaper.settings.slot_wait
+        lease = await shaper._try_lease(rule)
+        if lease is not None:
+            self.close()
+            return lease
+        if loop.time() + self._pause > self._deadline:
+            raise shaper._backlogged(rule.dest, "connection limit", self.redeliveries)
+        return None
+
+    def pause(self) -> float:
+        pause, self._pause = self._pause, min(self._pause * 2, 0.2)
+        return pause
+
+    def close(self) -> None:
+        """No longer waiting (a lease taken, or the attempt over)."""
+        if self._waiting:
+            self._waiting = False
+            waiting = self.shaper._waiting
+            waiting[self.rule.dest] -= 1
+            if not waiting[self.rule.dest]:
+                del waiting[self.rule.dest]
+
+
 class MessagePacer:
     """Waits, before each message, for the destination's next shared message slot."""
 
@@ -148,7 +229,16 @@ class MessagePacer:
         await self.shaper.pace(self.rule)
 
 
-Send = Callable[[MessagePacer | None, bool], Awaitable[Delivery]]
+Send = Callable[[MessagePacer | None, ConnectionClaim], Awaitable[Delivery]]
+
+
+@dataclass
+class _Window:
+    """Message slots this process took at once: ``left`` of them until ``end``."""
+
+    start: float
+    end: float
+    left: int
 
 
 class Shaper:
@@ -173,7 +263,11 @@ class Shaper:
         # Leases this process gave back, by destination: tried first, and waiters
         # here are woken at once rather than at their next poll.
         self._freed: dict[str, list[str]] = {}
-        self._wake: dict[str, asyncio.Event] = {}
+        # The message schedules as this process last wrote them: (last slot,
+        # revision), so that the next compare-and-set needs no read first.
+        self._schedules: dict[str, tuple[float, int]] = {}
+        self._windows: dict[str, _Window] = {}
+        self._window_locks: dict[str, asyncio.Lock] = {}
 
     # -- rules -------------------------------------------------------------
 
@@ -200,6 +294,7 @@ class Shaper:
             max_message_rate=rule.max_message_rate,
             suspend_on=tuple(re.compile(p, re.IGNORECASE) for p in rule.suspend_on),
             suspend_for=rule.suspend_for,
+            max_messages_per_connection=rule.max_messages_per_connection,
         )
 
     def _entry(self, dest: str) -> ShapingRule | None:
@@ -220,19 +315,15 @@ class Shaper:
     ) -> Delivery:
         """Run ``send`` within the rule; raises :class:`Backlogged` when the job must wait.
 
-        ``send(pacer, pooled)``: deliver, awaiting ``pacer`` before each
-        message; ``pooled`` False means open a session of its own and close it
-        before returning.
+        ``send(pacer, claim)``: deliver, awaiting ``pacer`` before each message,
+        over a session pooled under ``claim`` (a new one only with a slot of it).
         """
-        lease = None
-        if rule.max_connections:
-            lease = await self._connection(rule, redeliveries)
+        claim = ConnectionClaim(self, rule, redeliveries)
         try:
             pacer = MessagePacer(self, rule) if rule.max_message_rate else None
-            delivery = await send(pacer, lease is None)
+            delivery = await send(pacer, claim)
         finally:
-            if lease is not None:
-                await lease.release()
+            claim.close()
         await self._check_replies(rule, job, delivery)
         return delivery
 
@@ -241,34 +332,9 @@ class Shaper:
         base = min(self.settings.max_backoff, self.settings.slot_wait * max(1, redeliveries))
         return base * random.uniform(0.75, 1.25)
 
-    async def _connection(self, rule: Rule, redeliveries: int) -> Lease:
-        """A connection lease, waiting at most ``slot_wait``; else :class:`Backlogged`."""
-        dest = rule.dest
-        if self._waiting.get(dest, 0) >= rule.max_connections:
-            SHAPED.labels("backlogged").inc()
-            raise Backlogged(dest, "connection limit", self._backoff(redeliveries))
-        self._waiting[dest] = self._waiting.get(dest, 0) + 1
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.settings.slot_wait
-            pause = 0.02
-            wake = self._wake.setdefault(dest, asyncio.Event())
-            while True:
-                lease = await self._try_lease(rule)
-                if lease is not None:
-                    return lease
-                if loop.time() + pause > deadline:
-                    SHAPED.labels("backlogged").inc()
-                    raise Backlogged(dest, "connection limit", self._backoff(redeliveries))
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), pause)
-                pause = min(pause * 2, 0.2)
-        finally:
-            self._waiting[dest] -= 1
-            if not self._waiting[dest]:
-                del self._waiting[dest]
-                self._wake.pop(dest, None)
+    def _backlogged(self, dest: str, why: str, redeliveries: int) -> Backlogged:
+        SHAPED.labels("backlogged").inc()
+        return Backlogged(dest, why, self._backoff(redeliveries))
 
     async def _try_lease(self, rule: Rule) -> Lease | None:
         """Try the slots this process freed last, then a few at random (not all
@@ -290,40 +356,79 @@ class Shaper:
         freed = self._freed.setdefault(dest, [])
         if len(freed) < 16:
             freed.append(key)
-        wake = self._wake.get(dest)
-        if wake is not None:
-            wake.set()
 
     async def pace(self, rule: Rule) -> None:
         """Take the destination's next message slot (shared) and wait for it."""
         interval = (1.0 + SLOT_MARGIN) / rule.max_message_rate
         key = f"r.{_key(rule.dest)}"
-        while True:
-            now = self.clock()
-            try:
-                entry = await self.leases.get(key)
-                last, revision = float(entry.value or b"0"), int(entry.revision or 0)
-            except KeyNotFoundError:
-                last, revision = 0.0, 0
-            slot = max(now, last + interval)
-            if slot - now > self.settings.slot_wait:
-                SHAPED.labels("backlogged").inc()
-                raise Backlogged(rule.dest, "message rate", slot - now)
-            value = f"{slot:.6f}".encode()
-            try:
-                if revision:
-                    await self.leases.update(key, value, last=revision)
-                else:
-                    await self.leases.create(key, value)
-            except KeyWrongLastSequenceError:
-                continue  # another process took a slot meanwhile: read again
-            break
+        batch = int(WINDOW / interval)
+        if batch >= 2:
+            await self._pace_window(rule, key, interval, batch)
+            return
+        slot = await self._reserve(rule, key, interval, 1)
+        now = self.clock()
         if slot > now:
             SHAPED.labels("paced").inc()
             await asyncio.sleep(slot - now)
         late = self.clock() - slot
         if late > LATE:
             await self._shift(key, slot, late)
+
+    async def _pace_window(self, rule: Rule, key: str, interval: float, batch: int) -> None:
+        """Take a slot of this process's window, or ``batch`` new slots as a window.
+
+        A window spans ``batch`` slots (``batch * interval`` seconds) of the shared
+        schedule, and its ``batch`` messages go whenever they come within it.
+        Windows never overlap, so any second meets at most ``1/span + 1`` of
+        them: at most ``rate / (1 + SLOT_MARGIN) + batch`` messages, and
+        ``batch`` is at most ``rate * WINDOW / (1 + SLOT_MARGIN)``, under the
+        rate's SLOT_MARGIN share.
+        """
+        lock = self._window_locks.setdefault(key, asyncio.Lock())
+        while True:
+            window = self._windows.get(key)
+            if window is not None and window.left > 0 and self.clock() < window.end:
+                window.left -= 1
+                wait = window.start - self.clock()
+                if wait > 0:
+                    SHAPED.labels("paced").inc()
+                    await asyncio.sleep(wait)
+                return
+            async with lock:
+                window = self._windows.get(key)
+                if window is not None and window.left > 0 and self.clock() < window.end:
+                    continue  # another job took a window meanwhile: use it
+                start = await self._reserve(rule, key, interval, batch)
+                self._windows[key] = _Window(start, start + batch * interval, batch)
+
+    async def _reserve(self, rule: Rule, key: str, interval: float, count: int) -> float:
+        """Take ``count`` slots of the shared schedule by compare-and-set; the first's time."""
+        known = self._schedules.get(key)
+        while True:
+            now = self.clock()
+            if known is None:
+                try:
+                    entry = await self.leases.get(key)
+                    known = (float(entry.value or b"0"), int(entry.revision or 0))
+                except KeyNotFoundError:
+                    known = (0.0, 0)
+            last, revision = known
+            slot = max(now, last + interval)
+            if slot - now > self.settings.slot_wait:
+                SHAPED.labels("backlogged").inc()
+                raise Backlogged(rule.dest, "message rate", slot - now)
+            taken = slot + (count - 1) * interval
+            value = f"{taken:.6f}".encode()
+            try:
+                if revision:
+                    revision = await self.leases.update(key, value, last=revision)
+                else:
+                    revision = await self.leases.create(key, value)
+            except KeyWrongLastSequenceError:
+                known = None  # another process took slots meanwhile: read again
+                continue
+            self._schedules[key] = (taken, revision)
+            return slot
 
     async def _shift(self, key: str, slot: float, late: float) -> None:
         """This message goes ``late`` seconds after its slot: move the slots handed

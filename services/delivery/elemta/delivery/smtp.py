@@ -50,7 +50,7 @@ from . import dataphase, dsnrelay, pipelining
 from .errors import SessionFailure, connect_failure, lost_connection
 from .metrics import TLS_SESSIONS
 from .outcome import Delivery
-from .pool import Pool
+from .pool import Claim, Pool
 from .relayauth import login
 from .tlscheck import Verifier, peer_chain
 from .tlspolicy import PolicyReport, ResultSink, TlsPolicy, TlsRequirement
@@ -258,9 +258,9 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         body: bytes,
         route: Route,
         pacer: Pacer | None = None,
-        pooled: bool = True,
+        claim: Claim | None = None,
     ) -> Delivery:
-        """Deliver ``job``; ``pacer`` and ``pooled`` as in :meth:`send_to_hosts`."""
+        """Deliver ``job``; ``pacer`` and ``claim`` as in :meth:`send_to_hosts`."""
         dest = self.tls.destination(job, route)
         if not dest.mx_lookup or _is_address(dest.domain):
             hosts, secure = [dest.domain], True  # no MX answer to distrust
@@ -283,7 +283,7 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         if plan.failure is not None:
             return Delivery.everyone(job, dest.domain, plan.failure)
         return await self.send_to_hosts(
-            job, body, plan.hosts, dest.port, plan.requirement, pacer, pooled
+            job, body, plan.hosts, dest.port, plan.requirement, pacer, claim
         )
 
     async def open(

@@ -12,12 +12,13 @@ With a TLS plan (SMTP only, see :mod:`.tlspolicy`) each host's requirement is
 asked for before its addresses are tried; a host whose requirement cannot be
 known now (a failed TLSA lookup) is skipped like an unreachable one. Sessions
 are pooled per address, port and requirement, so a session authenticated for
-one policy never carries mail held to another.
+one policy never carries mail held to another. A job held to a shared
+connection limit (traffic shaping) brings a :class:`~.pool.Claim`: its sessions
+are pooled apart, per destination, each holding a slot of the limit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
@@ -28,7 +29,7 @@ from elemta.common.resolver import DnsError, Resolver
 
 from .errors import SessionFailure
 from .outcome import Delivery
-from .pool import Pool
+from .pool import Claim, Pool
 from .tlspolicy import TlsRequirement
 
 __all__ = ["SessionTransport", "TransactionSession"]
@@ -73,11 +74,10 @@ class SessionTransport(Generic[S]):
         port: int,
         tls: Callable[[str], Awaitable[TlsRequirement]] | None = None,
         pacer: Pacer | None = None,
-        pooled: bool = True,
+        claim: Claim | None = None,
     ) -> Delivery:
-        """Try ``hosts`` in order. ``pacer`` is awaited before the transaction (traffic
-        shaping); ``pooled`` False opens a session of its own and closes it (QUIT
-        answered) before returning, so a connection limit counts real connections."""
+        """Try ``hosts`` in order. ``pacer`` is awaited before the transaction, and
+        a new session needs a slot of ``claim`` (traffic shaping)."""
         last: tuple[str, Reply] | None = None
         temporary: tuple[str, Reply] | None = None
         for name in hosts:
@@ -97,11 +97,9 @@ class SessionTransport(Generic[S]):
             for addr in addresses:
                 peer = peer_name(name, addr, port)
                 try:
-                    if not pooled:
-                        return await self._send_alone(
-                            job, body, name, addr, port, requirement, pacer
-                        )
-                    return await self._send_via(job, body, name, addr, port, requirement, pacer)
+                    return await self._send_via(
+                        job, body, name, addr, port, requirement, pacer, claim
+                    )
                 except SessionFailure as exc:
                     last = (peer, exc.reply)
                     if exc.reply.status == Status.DEFERRED:
@@ -120,9 +118,13 @@ class SessionTransport(Generic[S]):
         port: int,
         tls: TlsRequirement | None = None,
         pacer: Pacer | None = None,
+        claim: Claim | None = None,
     ) -> Delivery:
-        key = (addr, port) if tls is None else (addr, port, tls.key())
-        session = await self.pool.acquire(key, functools.partial(self.open, name, addr, port, tls))
+        key: tuple[object, ...] = (addr, port) if tls is None else (addr, port, tls.key())
+        if claim is not None:
+            key = (*key, claim.key)
+        opener = functools.partial(self.open, name, addr, port, tls)
+        session = await self.pool.acquire(key, opener, claim)
         reuse = False
         try:
             if pacer is not None:
@@ -132,28 +134,3 @@ class SessionTransport(Generic[S]):
             return Delivery(peer_name(name, addr, port), results)
         finally:
             self.pool.release(key, session, reuse)
-
-    async def _send_alone(
-        self,
-        job: DeliveryJob,
-        body: bytes,
-        name: str,
-        addr: str,
-        port: int,
-        tls: TlsRequirement | None,
-        pacer: Pacer | None,
-    ) -> Delivery:
-        session = await self.open(name, addr, port, tls)
-        try:
-            if pacer is not None:
-                await pacer()
-            results = await session.send(job, body)
-            return Delivery(peer_name(name, addr, port), results)
-        finally:
-            try:
-                if session.usable:
-                    await asyncio.wait_for(session.quit(), 10.0)
-            except Exception:
-                pass
-            finally:
-                session.close()
