@@ -50,6 +50,10 @@ SAMPLES: dict[tuple[str, str], Any] = {
     ("priorities", "senders"): {"ceo@example.org": 5, ".lists.example.org": -5},
     ("priorities", "users"): {"alerts": 9},
     ("priorities", "routes"): {"partner.example": 3},
+    ("shaping", "providers"): {
+        "google": {"max_connections": 5},
+        "bigmail": {"mx_suffixes": [".bigmail.example"], "max_connections": 2},
+    },
     ("telemetry", "log_level"): "DEBUG",
     ("ingress", "proxy_networks"): ["10.0.0.0/8", "2001:db8::/48"],
     ("ingress", "listeners"): [

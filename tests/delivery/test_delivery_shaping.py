@@ -9,15 +9,17 @@ import nats
 import nats.js.errors
 import pytest
 
-from elemta.common.config import Route, ShapingSettings
+from elemta.common.config import DnsSettings, Route, ShapingSettings
 from elemta.common.envelope import DeliveryJob
 from elemta.common.replies import Reply
+from elemta.common.resolver import Resolver
 from elemta.common.suspensions import Suspensions
 from elemta.delivery.outcome import Delivery
 from elemta.delivery.pool import Pool
 from elemta.delivery.shaping import Backlogged, Shaper, destination_of
 
 from support.clock import FakeClock
+from support.dnsserver import DnsServer
 from support.natsserver import NatsServer
 from support.shapingsink import most_in_any_second
 
@@ -38,25 +40,89 @@ async def _shapers(server: NatsServer, settings: ShapingSettings, n: int = 2, cl
     return nc, [Shaper(settings, leases, susp, f"p{i}", clock=clock) for i in range(n)]
 
 
-def test_rules_merge_defaults_then_the_most_specific_destination() -> None:
+def test_rules_merge_defaults_then_the_provider_then_the_most_specific_destination() -> None:
     settings = ShapingSettings.model_validate(
         {
             "max_message_rate": 50.0,
+            "providers": {
+                "bigmail": {"mx_suffixes": [".bigmail.test"], "max_connections": 4},
+                "google": {"max_connections": 7},  # over the shipped rule, key by key
+            },
             "destinations": {
                 ".example.test": {"max_connections": 3},
                 "mail.example.test": {"max_connections": 1, "max_message_rate": 2.0},
+                "own.test": {"max_message_rate": 9.0},
             },
         }
     )
     shaper = Shaper(settings, None, None, "p")  # type: ignore[arg-type]
-    rule = shaper.rule_for(_job("a.example.test"), Route(kind="mx"))
+    rule = shaper.rule("a.example.test")
     assert rule is not None and (rule.max_connections, rule.max_message_rate) == (3, 50.0)
-    rule = shaper.rule_for(_job("mail.example.test"), Route(kind="mx"))
+    rule = shaper.rule("mail.example.test")
     assert rule is not None and (rule.max_connections, rule.max_message_rate) == (1, 2.0)
-    unlimited = Shaper(ShapingSettings(), None, None, "p")  # type: ignore[arg-type]
-    assert unlimited.rule_for(_job(), Route(kind="mx")) is None
+    # Every MX host under the provider's suffix: its rule, and its one shared unit.
+    rule = shaper.rule("x.test", ["mx1.bigmail.test", "mx2.BigMail.test."])
+    assert rule is not None and (rule.dest, rule.max_connections) == ("provider:bigmail", 4)
+    assert shaper.rule("x.test", ["mx1.bigmail.test", "mx.elsewhere.test"]) is not None
+    assert shaper.rule("x.test", ["mx1.bigmail.test", "mx.elsewhere.test"]).dest == "x.test"  # type: ignore[union-attr]
+    # A domain with an entry of its own keeps its own unit, over the provider's rule.
+    rule = shaper.rule("own.test", ["mx1.bigmail.test"])
+    assert rule is not None and (rule.dest, rule.max_connections, rule.max_message_rate) == (
+        "own.test",
+        4,
+        9.0,
+    )
+    # The shipped providers, with this file's keys over them.
+    rule = shaper.rule(
+        "gmail.com", ["gmail-smtp-in.l.google.com", "alt1.gmail-smtp-in.l.google.com"]
+    )
+    assert rule is not None and rule.dest == "provider:google"
+    assert (rule.max_connections, rule.max_messages_per_connection) == (7, 500)
+    assert rule.suspend_on and rule.suspend_on[0].search("421 4.7.28 slow down")
+    off = Shaper(ShapingSettings(provider_defaults=False), None, None, "p")  # type: ignore[arg-type]
+    assert off.rule("gmail.com", ["gmail-smtp-in.l.google.com"]) is None
+    assert off.rule("example.test") is None
     relay = Route(kind="smtp", host="127.0.0.1", port=2525, mx_lookup=False)
     assert destination_of(_job(), relay) == "[127.0.0.1]:2525"
+
+
+async def test_two_domains_with_mx_hosts_at_one_provider_share_its_connection_limit(
+    nats_server: NatsServer, dns_server: DnsServer, sessions: type[_Session]
+) -> None:
+    for domain, mx in (("a.test", "mx1.bigmail.test"), ("b.test", "mx2.bigmail.test")):
+        dns_server.add(domain, "MX", f"10 {mx}.")
+        dns_server.add(mx, "A", "127.0.0.1")
+    dns_server.add("c.test", "MX", "10 mx.c.test.")
+    dns_server.add("mx.c.test", "A", "127.0.0.1")
+    settings = ShapingSettings.model_validate(
+        {
+            "slot_wait": 10.0,
+            "providers": {"bigmail": {"mx_suffixes": [".bigmail.test"], "max_connections": 2}},
+        }
+    )
+    resolver = Resolver(DnsSettings(nameservers=["127.0.0.1"], port=dns_server.port, timeout=2))
+    nc, shapers = await _shapers(nats_server, settings)
+    for shaper in shapers:
+        shaper.resolver = resolver
+    pools = [Pool[_Session](8, idle_timeout=5.0) for _ in shapers]
+    rule_c = await shapers[0].rule_for(_job("c.test"), Route(kind="mx"))
+    assert rule_c is None  # its MX is at no provider: no limit
+
+    async def one(i: int, domain: str) -> None:
+        shaper = shapers[i % 2]
+        rule = await shaper.rule_for(_job(domain), Route(kind="mx"))
+        assert rule is not None and rule.dest == "provider:bigmail"
+        await shaper.deliver(_job(domain), rule, _sender(pools[i % 2]), 1)
+
+    # A job for each domain in each process: the four share the provider's two
+    # connections (a limit per domain would have let all four open at once).
+    await asyncio.gather(
+        *(one(i, d) for i, d in enumerate(["a.test", "a.test", "b.test", "b.test"]))
+    )
+    assert sessions.peak == 2 and sessions.opened >= 2
+    for pool in pools:
+        await pool.close()
+    await nc.close()
 
 
 class _Session:
@@ -127,14 +193,18 @@ async def test_two_processes_never_open_more_connections_than_the_limit_and_reus
     nats_server: NatsServer, sessions: type[_Session]
 ) -> None:
     settings = ShapingSettings.model_validate(
-        {"slot_wait": 5.0, "destinations": {"example.test": {"max_connections": 2}}}
+        {
+            "slot_wait": 10.0,
+            "lease_idle_timeout": 3.0,
+            "destinations": {"example.test": {"max_connections": 2}},
+        }
     )
     nc, shapers = await _shapers(nats_server, settings)
     pools = [Pool[_Session](8, idle_timeout=5.0) for _ in shapers]
 
     async def one(i: int) -> str:
         shaper = shapers[i % 2]
-        rule = shaper.rule_for(_job(), Route(kind="mx"))
+        rule = await shaper.rule_for(_job(), Route(kind="mx"))
         assert rule is not None
         try:
             await shaper.deliver(_job(), rule, _sender(pools[i % 2]), 1)
@@ -146,8 +216,13 @@ async def test_two_processes_never_open_more_connections_than_the_limit_and_reus
     assert sessions.peak == 2
     # Only max_connections jobs per process wait; the others are handed back at once.
     assert results.count("sent") >= 4 and "backlogged" in results
-    # Sessions went back to the pool with their leases, and carried the next messages.
-    assert sessions.opened < results.count("sent")
+    # Sessions went back to the pool with their leases and carry the next messages.
+    opened = sessions.opened
+    rule = await shapers[1].rule_for(_job(), Route(kind="mx"))
+    assert rule is not None
+    for _ in range(3):
+        await shapers[1].deliver(_job(), rule, _sender(pools[1], hold=0), 1)
+    assert sessions.opened == opened and sessions.peak == 2
     assert len(await _leases_held(nc)) == sessions.open
     for pool in pools:
         await pool.close()
@@ -161,7 +236,7 @@ async def test_an_idle_session_gives_its_lease_back_after_quit_once_the_idle_tim
     settings = ShapingSettings.model_validate({"max_connections": 1})
     nc, [shaper] = await _shapers(nats_server, settings, 1)
     pool = Pool[_Session](8, idle_timeout=10.0)
-    rule = shaper.rule_for(_job(), Route(kind="mx"))
+    rule = await shaper.rule_for(_job(), Route(kind="mx"))
     assert rule is not None
     await shaper.deliver(_job(), rule, _sender(pool, hold=0), 1)
     assert len(await _leases_held(nc)) == 1 and sessions.open == 1  # idle, still leased
@@ -182,7 +257,7 @@ async def test_a_connection_carries_at_most_max_messages_per_connection(
     )
     nc, [shaper] = await _shapers(nats_server, settings, 1)
     pool = Pool[_Session](8, idle_timeout=5.0)
-    rule = shaper.rule_for(_job(), Route(kind="mx"))
+    rule = await shaper.rule_for(_job(), Route(kind="mx"))
     assert rule is not None
     for _ in range(7):
         await shaper.deliver(_job(), rule, _sender(pool, hold=0), 1)
@@ -194,7 +269,7 @@ async def test_a_connection_carries_at_most_max_messages_per_connection(
 async def test_message_slots_are_spaced_by_the_rate_across_shapers(nats_server: NatsServer) -> None:
     settings = ShapingSettings.model_validate({"max_message_rate": 10.0, "slot_wait": 5.0})
     nc, shapers = await _shapers(nats_server, settings)
-    rule = shapers[0].rule_for(_job(), Route(kind="mx"))
+    rule = await shapers[0].rule_for(_job(), Route(kind="mx"))
     assert rule is not None
     times: list[float] = []
 
@@ -230,7 +305,7 @@ async def test_fast_rates_take_slots_in_windows_with_fewer_writes_and_still_keep
         return revision
 
     kv.update, kv.create = counted_update, counted_create  # type: ignore[method-assign]
-    rule = shapers[0].rule_for(_job(), Route(kind="mx"))
+    rule = await shapers[0].rule_for(_job(), Route(kind="mx"))
     assert rule is not None
     times: list[float] = []
 
@@ -248,7 +323,7 @@ async def test_fast_rates_take_slots_in_windows_with_fewer_writes_and_still_keep
 async def test_slots_further_away_than_slot_wait_hand_the_job_back(nats_server: NatsServer) -> None:
     settings = ShapingSettings.model_validate({"max_message_rate": 1.0, "slot_wait": 1.5})
     nc, [shaper] = await _shapers(nats_server, settings, 1)
-    rule = shaper.rule_for(_job(), Route(kind="mx"))
+    rule = await shaper.rule_for(_job(), Route(kind="mx"))
     assert rule is not None
     results = await asyncio.gather(
         *(shaper.pace(rule) for _ in range(3)), return_exceptions=True
@@ -265,7 +340,7 @@ async def test_a_matching_reply_suspends_the_recipient_domain_for_its_time(
         {"suspend_on": ["^421 .*try again later"], "suspend_for": 60.0}
     )
     nc, [a] = await _shapers(nats_server, settings, 1, clock=clock)
-    rule = a.rule_for(_job(), Route(kind="mx"))
+    rule = await a.rule_for(_job(), Route(kind="mx"))
     assert rule is not None
 
     async def busy(pacer, pooled):  # type: ignore[no-untyped-def]

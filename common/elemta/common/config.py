@@ -24,6 +24,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from .providers import SHIPPED_PROVIDERS
+
 __all__ = [
     "ApiSettings",
     "DkimKey",
@@ -41,6 +43,7 @@ __all__ = [
     "QueueSettings",
     "RelaySettings",
     "Route",
+    "ProviderRule",
     "ShapingRule",
     "ShapingSettings",
     "ServerSettings",
@@ -672,12 +675,41 @@ class ShapingRule(_Section):
         return v
 
 
+class ProviderRule(ShapingRule):
+    """Limits for a mailbox provider, applied to every destination whose MX hosts
+    all end in one of ``mx_suffixes`` (see :mod:`elemta.common.providers`)."""
+
+    mx_suffixes: list[str] = Field(
+        default_factory=list, description="MX host name suffixes, e.g. .google.com"
+    )
+
+    @field_validator("mx_suffixes")
+    @classmethod
+    def _suffixes(cls, v: list[str]) -> list[str]:
+        out = []
+        for suffix in v:
+            suffix = suffix.strip().lower().rstrip(".")
+            if not suffix.strip("."):
+                raise ValueError("an MX suffix must name a domain, e.g. .google.com")
+            out.append(suffix if suffix.startswith(".") else "." + suffix)
+        return out
+
+
 class ShapingSettings(ShapingRule):
     """Traffic shaping per destination (recipient domain, ``.parent`` domain, or the
-    ``[host]:port`` of a relay), held across every delivery process. The limits of
-    this section apply to every destination; a ``destinations`` entry overrides
-    the keys it sets."""
+    ``[host]:port`` of a relay), held across every delivery process. Rules merge
+    in order, each overriding the keys it sets: the limits of this section, then
+    the provider whose MX suffixes match the destination's MX hosts, then the
+    destination's ``destinations`` entry. Destinations at one provider without
+    an entry of their own share the provider's limits."""
 
+    provider_defaults: bool = Field(
+        True, description="Apply the shipped provider rules (elemta.common.providers)"
+    )
+    providers: dict[str, ProviderRule] = Field(
+        default_factory=dict,
+        description="Provider rules by name, over the shipped ones of that name key by key",
+    )
     destinations: dict[str, ShapingRule] = Field(
         default_factory=dict, description="Rules by domain, .parent domain or [host]:port"
     )
@@ -699,10 +731,34 @@ class ShapingSettings(ShapingRule):
     def _destinations(cls, v: dict[str, ShapingRule]) -> dict[str, ShapingRule]:
         return {dest.strip().lower(): rule for dest, rule in v.items()}
 
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, v: dict[str, ProviderRule]) -> dict[str, ProviderRule]:
+        return {name.strip().lower(): rule for name, rule in v.items()}
+
+    def provider_rules(self) -> dict[str, ProviderRule]:
+        """The providers in force: the shipped ones (unless ``provider_defaults`` is
+        off) with this file's ``providers`` merged over them by name."""
+        rules: dict[str, ProviderRule] = {}
+        if self.provider_defaults:
+            rules = {n: ProviderRule.model_validate(r) for n, r in SHIPPED_PROVIDERS.items()}
+        for name, rule in self.providers.items():
+            base = rules.get(name)
+            rules[name] = (
+                rule
+                if base is None
+                else base.model_copy(update={k: getattr(rule, k) for k in rule.model_fields_set})
+            )
+        return {n: r for n, r in rules.items() if r.mx_suffixes}
+
     @property
     def active(self) -> bool:
         """Some destination has a limit: the shared state is needed."""
-        rules: list[ShapingRule] = [self, *self.destinations.values()]
+        rules: list[ShapingRule] = [
+            self,
+            *self.destinations.values(),
+            *self.provider_rules().values(),
+        ]
         return any(
             r.max_connections or r.max_message_rate or r.suspend_on or r.max_messages_per_connection
             for r in rules

@@ -79,7 +79,7 @@ class Router:
         except Exception:
             return Delivery.everyone(job, "", Reply(451, "4.3.5", f"unusable route {job.route!r}"))
         if route.kind in ("mx", "smtp"):
-            rule = self.shaper.rule_for(job, route) if self.shaper is not None else None
+            rule = await self.shaper.rule_for(job, route) if self.shaper is not None else None
             if rule is None or self.shaper is None:
                 return await self.smtp.deliver(job, body, route)
             try:

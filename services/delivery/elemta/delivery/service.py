@@ -96,7 +96,7 @@ class DeliveryService:
         reporter = Reporter(self.js, cfg.nats.publish_timeout)
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
-        self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper())
+        self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper(resolver))
         handler = AttemptHandler(bodies, self.router, reporter, suspensions=self.suspensions)
         first = FirstAttemptHandler(
             RouteTable(cfg), bodies, self.router, reporter, suspensions=self.suspensions
@@ -173,13 +173,20 @@ class DeliveryService:
         fetcher = PolicyFetcher(resolver, d.tls_ca_file, d.mta_sts_fetch_timeout, d.mta_sts_port)
         return MtaSts(resolver, fetcher, PolicyCache(kv), clock=self.clock)
 
-    async def _shaper(self) -> Shaper | None:
+    async def _shaper(self, resolver: Resolver) -> Shaper | None:
         """Traffic shaping, when some destination has a limit (state in KV, shared)."""
         if not self.cfg.shaping.active:
             return None
         assert self.js is not None
         leases = await open_bucket(self.js, SHAPING_BUCKET, ttl=LEASE_TTL)
-        return Shaper(self.cfg.shaping, leases, self.suspensions, worker_name(), clock=self.clock)
+        return Shaper(
+            self.cfg.shaping,
+            leases,
+            self.suspensions,
+            worker_name(),
+            clock=self.clock,
+            resolver=resolver,
+        )
 
     async def _tlsrpt(self, resolver: Resolver) -> None:
         """Counting of policy results and the daily reports, when ``tlsrpt.enabled``."""

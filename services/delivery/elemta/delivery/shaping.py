@@ -1,10 +1,14 @@
 """Traffic shaping per destination, held across every delivery process (KumoMTA's shaping).
 
 A destination is the recipient domain of an MX route, or the next hop
-(``[host]:port``) of a relay route. Its rule is the limits of the ``[shaping]``
-section merged with the most specific entry of ``shaping.destinations`` (the
-domain, then ``.parent`` entries, as transport routes match): the keys the
-entry sets win.
+(``[host]:port``) of a relay route. Its rule is merged, the keys each layer sets
+winning over the one before: the limits of the ``[shaping]`` section, then the
+provider (``shaping.providers`` over the shipped :mod:`elemta.common.providers`)
+whose ``mx_suffixes`` every MX host of the destination ends in, then the most
+specific entry of ``shaping.destinations`` (the domain, then ``.parent``
+entries, as transport routes match). Destinations matched to a provider that
+have no entry of their own are one shaping unit, ``provider:<name>`` (the MX
+"site" rollup): they share its connection leases and message schedule.
 A destination without limits takes none of the paths below, so shaping costs
 nothing where no limit applies.
 
@@ -58,8 +62,9 @@ from dataclasses import dataclass
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from elemta.common.config import Route, ShapingRule, ShapingSettings
+from elemta.common.config import ProviderRule, Route, ShapingRule, ShapingSettings
 from elemta.common.envelope import DeliveryJob
+from elemta.common.resolver import DnsError, Resolver
 from elemta.common.suspensions import Suspension, Suspensions
 
 from .metrics import SHAPED
@@ -96,6 +101,11 @@ def destination_of(job: DeliveryJob, route: Route) -> str:
     if route.kind == "smtp" and not route.mx_lookup:
         return f"[{route.host}]:{route.port}"
     return (route.host if route.kind == "smtp" else job.domain).lower()
+
+
+def _under(host: str, suffixes: list[str]) -> bool:
+    host = "." + host.lower().rstrip(".")
+    return any(host.endswith(suffix) for suffix in suffixes)
 
 
 def _key(dest: str) -> str:
@@ -252,14 +262,17 @@ class Shaper:
         suspensions: Suspensions | None,
         holder: str,
         clock: Callable[[], float] = time.time,
+        resolver: Resolver | None = None,
     ) -> None:
         self.settings = settings
+        self.resolver = resolver
+        self.providers: list[tuple[str, ProviderRule]] = list(settings.provider_rules().items())
         self.leases = leases
         self.suspensions = suspensions
         self.holder = holder.encode()
         self.clock = clock
         self._waiting: dict[str, int] = {}
-        self._rules: dict[str, Rule] = {}
+        self._rules: dict[tuple[str, str], Rule] = {}
         # Leases this process gave back, by destination: tried first, and waiters
         # here are woken at once rather than at their next poll.
         self._freed: dict[str, list[str]] = {}
@@ -271,25 +284,53 @@ class Shaper:
 
     # -- rules -------------------------------------------------------------
 
-    def rule_for(self, job: DeliveryJob, route: Route) -> Rule | None:
-        """The destination's merged rule, or None when no limit applies to it."""
+    async def rule_for(self, job: DeliveryJob, route: Route) -> Rule | None:
+        """The job's merged rule, or None when no limit applies to it (the MX
+        hosts are looked up, from the resolver's cache mostly, when some
+        provider could match)."""
         dest = destination_of(job, route)
-        rule = self._rules.get(dest)
+        hosts: list[str] = []
+        if self.providers and self.resolver is not None and not dest.startswith("["):
+            try:
+                hosts = [mx.host for mx in await self.resolver.mx(dest)]
+            except DnsError:
+                pass  # the transport reports it; no provider then
+        return self.rule(dest, hosts)
+
+    def rule(self, dest: str, mx_hosts: list[str] | tuple[str, ...] = ()) -> Rule | None:
+        """The merged rule of ``dest`` with these MX hosts, or None without limits."""
+        provider = self._provider(mx_hosts)
+        rule = self._rules.get((dest, provider))
         if rule is None:
             if len(self._rules) >= RULE_CACHE:
                 self._rules.clear()
-            rule = self._rules[dest] = self._merge(dest)
+            rule = self._rules[dest, provider] = self._merge(dest, provider)
         return rule if rule.limited else None
 
-    def _merge(self, dest: str) -> Rule:
+    def _provider(self, mx_hosts: list[str] | tuple[str, ...]) -> str:
+        """The provider whose suffixes every MX host ends in ("" if none does)."""
+        if not mx_hosts:
+            return ""
+        for name, rule in self.providers:
+            if all(_under(host, rule.mx_suffixes) for host in mx_hosts):
+                return name
+        return ""
+
+    def _merge(self, dest: str, provider: str) -> Rule:
         base = self.settings
         merged: dict[str, object] = {k: getattr(base, k) for k in ShapingRule.model_fields}
+        unit = dest
+        if provider:
+            layer = dict(self.providers)[provider]
+            merged.update({k: getattr(layer, k) for k in layer.model_fields_set if k in merged})
         entry = self._entry(dest)
         if entry is not None:
             merged.update({k: getattr(entry, k) for k in entry.model_fields_set})
+        elif provider:
+            unit = f"provider:{provider}"  # the site rollup: one set of limits for all
         rule = ShapingRule(**merged)
         return Rule(
-            dest=dest,
+            dest=unit,
             max_connections=rule.max_connections,
             max_message_rate=rule.max_message_rate,
             suspend_on=tuple(re.compile(p, re.IGNORECASE) for p in rule.suspend_on),
