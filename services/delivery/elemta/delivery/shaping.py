@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import re
 import time
@@ -190,7 +191,8 @@ class ConnectionClaim:
         self.redeliveries = redeliveries
         self.key = f"shaped:{rule.dest}"
         self.max_messages = rule.max_messages_per_connection
-        self.idle_timeout = shaper.settings.lease_idle_timeout
+        # Only a session holding a lease has a reason to stop idling early.
+        self.idle_timeout = shaper.settings.lease_idle_timeout if rule.max_connections else math.inf
         self._deadline: float | None = None
         self._pause = 0.02
         self._waiting = False
