@@ -161,6 +161,18 @@ async def test_a_message_waiting_for_its_first_attempt_is_found_from_its_envelop
     assert got["state"]["msg_seq"] == ack.seq
 
 
+async def test_a_waiting_message_of_another_priority_class_is_found_with_its_priority(
+    api: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    env = Envelope(new_queue_id(), "a@client.test", ["b@relay.test"], 1700000000.0, priority=7)
+    await js.publish(
+        f"elemta.high.msg.{env.id}", b"hello", headers={"Elemta-Envelope": env.to_header()}
+    )
+    got = await get_json(api, f"/api/v1/messages/{env.id}")
+    assert got["state"]["first_attempt"] == "pending"
+    assert got["state"]["priority"] == 7
+
+
 async def test_the_events_endpoint_returns_only_that_messages_events(
     api: httpx.AsyncClient, js: JetStreamContext
 ) -> None:

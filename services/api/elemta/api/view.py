@@ -189,6 +189,7 @@ class QueueView:
             "body_object": env.get("body_object", ""),
             "status": "hold" if env.get("hold") else "active",
             "size": env.get("size", 0),
+            "priority": env.get("priority", 0),
             "dests": {},
             "final": {},
             "first_attempt": "pending",
