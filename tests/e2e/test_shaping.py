@@ -103,3 +103,33 @@ def test_a_421_reply_pattern_suspends_the_destination_for_the_configured_time(
     assert len(sink.rcpt_log) == 3, sink.rcpt_log
     assert resumed - suspended_at >= 4.0 - 0.5
     assert sorted(got.rcpt_tos + other.rcpt_tos) == ["first@busy.test", "second@busy.test"]
+
+
+def test_two_domains_whose_mx_hosts_are_at_one_provider_share_its_connection_limit(
+    stack_factory, dns_server
+):
+    # Both domains' MX hosts end in .bigmail.test: one provider, one limit.
+    for domain, mx in (("one.test", "mx1.bigmail.test"), ("two.test", "mx2.bigmail.test")):
+        dns_server.add(domain, "MX", f"10 {mx}.")
+        dns_server.add(mx, "A", "127.0.0.1")
+    sink = ShapingSink().start()
+    try:
+        stack = stack_factory(
+            {
+                "ingress": {"max_recipients": 100},
+                "delivery": {"concurrency": 16, "smtp_port": sink.port},
+                "shaping": {
+                    "providers": {
+                        "bigmail": {"mx_suffixes": [".bigmail.test"], "max_connections": 1}
+                    }
+                },
+            }
+        )
+        stack.add_delivery()
+        _send_many(stack, [f"u{n}@{('one', 'two')[n % 2]}.test" for n in range(16)])
+        _wait(sink, 16, timeout=60)
+        # A limit per domain would have let two connections open at once.
+        assert sink.peak == 1, sink.peak
+        assert {r.rpartition("@")[2] for r in sink.recipients()} == {"one.test", "two.test"}
+    finally:
+        sink.stop()
