@@ -16,9 +16,13 @@ from delivery_harness import BODY, Harness
 
 
 class Peer:
-    def __init__(self, chunking: bool, split_replies: bool = False) -> None:
+    def __init__(
+        self, chunking: bool, split_replies: bool = False, hang_up_after_message: bool = False
+    ) -> None:
         self.chunking = chunking
         self.split_replies = split_replies
+        self.hang_up_after_message = hang_up_after_message
+        self.connections = 0
         self.packets: list[bytes] = []
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.refuse = {"<nobody@example.test>"}
@@ -35,6 +39,8 @@ class Peer:
             await self._server.wait_closed()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        carried = False
         buf = b""
         rcpts: list[str] = []
 
@@ -70,6 +76,8 @@ class Peer:
                         + f"\r\n250 {ext[-1]}"
                     )
                 elif verb == b"MAIL":
+                    if carried and self.hang_up_after_message:
+                        return  # one message per connection, said by hanging up
                     rcpts = []
                     await reply("250 2.1.0 OK")
                 elif verb == b"RCPT":
@@ -92,6 +100,7 @@ class Peer:
                     data = data.replace(b"\r\n..", b"\r\n.")  # dot-unstuffing
                     self.messages.append(("DATA", rcpts, data[2:] + b"\r\n"))
                     await reply("250 2.0.0 queued")
+                    carried = True
                 elif verb == b"BDAT":
                     size = int(line.split()[1])
                     while len(buf) < size:
@@ -181,3 +190,37 @@ async def test_with_no_recipient_accepted_no_message_is_sent(
     [result] = (await harness.outcome(qid)).results
     assert (result.status, result.code) == ("failed", 550)
     assert peer.messages == []
+
+
+async def test_a_session_reused_at_once_after_a_message_needs_no_rset(
+    harness: Harness, peers: list[Peer]
+) -> None:
+    peer = await start_peer(peers, chunking=False)
+    await harness.start()
+    route = f"smtp:[127.0.0.1]:{peer.port}"
+    for rcpt in ["bob@example.test", "carol@example.test"]:
+        qid = await harness.submit(route, [rcpt])
+        assert (await harness.outcome(qid)).results[0].status == "delivered"
+
+    assert len(peer.messages) == 2
+    assert peer.connections == 1
+    assert not any(p.upper().startswith(b"RSET") for p in peer.packets)
+
+
+async def test_a_peer_that_hangs_up_on_a_second_message_gets_it_on_a_new_connection(
+    harness: Harness, peers: list[Peer]
+) -> None:
+    peer = await start_peer(peers, chunking=False, hang_up_after_message=True)
+    await harness.start()
+    route = f"smtp:[127.0.0.1]:{peer.port}"
+    for rcpt in ["bob@example.test", "carol@example.test", "dave@example.test"]:
+        qid = await harness.submit(route, [rcpt])
+        [result] = (await harness.outcome(qid)).results
+        assert (result.status, result.code) == ("delivered", 250)
+
+    assert [m[1] for m in peer.messages] == [
+        ["bob@example.test"],
+        ["carol@example.test"],
+        ["dave@example.test"],
+    ]
+    assert peer.connections == 3

@@ -131,6 +131,7 @@ class _Session:
     open = 0
     peak = 0
     opened = 0
+    clean = False  # always RSET before the next message
 
     def __init__(self) -> None:
         _Session.open += 1

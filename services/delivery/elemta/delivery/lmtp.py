@@ -61,6 +61,7 @@ class LmtpSession:
         self.timeout = timeout
         self.extensions: set[str] = set()
         self.broken = False
+        self.clean = False  # always RSET before the next message
 
     @classmethod
     async def open(

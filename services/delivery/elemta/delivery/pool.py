@@ -4,8 +4,12 @@ A job takes a session with :meth:`Pool.acquire` and hands it back with
 :meth:`Pool.release`; a session that ended cleanly waits, idle, for the next
 message to the same peer for up to ``idle_connection_timeout`` seconds. Before
 an idle session carries another message it must answer RSET: that both resets
-the transaction and proves the peer still listens. A session that saw an error
-is closed, never reused. At most ``max_connections_per_destination`` sessions
+the transaction and proves the peer still listens. A session whose last message
+got its final reply (the transaction is over, RFC 5321 4.1.1.4) and that waited
+less than ``UNCHECKED_REUSE`` seconds skips the RSET, a round trip per message
+under load; :meth:`Pool.unchecked` tells its user, which gives the message to
+another session when that one turns out to be gone before MAIL FROM was
+answered. A session that saw an error is closed, never reused. At most ``max_connections_per_destination`` sessions
 (busy or idle) are open to one peer; further jobs wait for one to come free.
 
 A job held to a connection limit shared with other processes (traffic shaping,
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
@@ -37,10 +42,14 @@ log = logging.getLogger(__name__)
 
 Key = tuple[object, ...]  # (address, port[, TLS requirement])
 
+UNCHECKED_REUSE = 1.0  # seconds idle after a finished transaction that need no RSET
+
 
 class Session(Protocol):
     @property
     def usable(self) -> bool: ...
+    @property
+    def clean(self) -> bool: ...  # the last transaction got its final reply
     async def reset(self) -> bool: ...
     async def quit(self) -> None: ...
     def close(self) -> None: ...
@@ -94,6 +103,7 @@ class Pool(Generic[S]):
         self._background: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self._unchecked: weakref.WeakSet[S] = weakref.WeakSet()
         self._slots: dict[int, _Slot] = {}  # id(session) -> its slot, for claimed sessions
 
     def open_count(self, key: Key) -> int:
@@ -102,11 +112,15 @@ class Pool(Generic[S]):
     def idle_count(self, key: Key) -> int:
         return len(self._idle.get(key, ()))
 
+    def unchecked(self, session: S) -> bool:
+        """Whether ``session`` was handed out again without an RSET."""
+        return session in self._unchecked
+
     async def acquire(
         self, key: Key, opener: Callable[[], Awaitable[S]], claim: Claim | None = None
     ) -> S:
-        """An idle session that answered RSET, else a new one from ``opener`` (with
-        ``claim``, once it yields a slot)."""
+        """An idle session that answered RSET (or just finished a transaction),
+        else a new one from ``opener`` (with ``claim``, once it yields a slot)."""
         if self._reaper is None and self.idle_timeout > 0:
             self._reaper = asyncio.create_task(self._reap())
         while True:
@@ -118,9 +132,14 @@ class Pool(Generic[S]):
                 slot = self._slots.get(id(session))
                 if slot is not None and slot.timer is not None:
                     slot.timer.cancel()
-                if time.monotonic() - since > self.idle_timeout or not session.usable:
+                waited = time.monotonic() - since
+                if waited > self.idle_timeout or not session.usable:
                     self._retire(key, session, polite=session.usable)
                     continue
+                if session.clean and waited < UNCHECKED_REUSE:
+                    self._unchecked.add(session)
+                    CONNECTIONS_REUSED.inc()
+                    return session
                 try:
                     alive = await session.reset()
                 except BaseException:  # cancelled while checking it
@@ -156,6 +175,7 @@ class Pool(Generic[S]):
 
     def release(self, key: Key, session: S, reuse: bool) -> None:
         """Give a session back: kept idle when ``reuse`` and it is healthy, else closed."""
+        self._unchecked.discard(session)
         slot = self._slots.get(id(session))
         if slot is not None and slot.left > 0:
             slot.left -= 1

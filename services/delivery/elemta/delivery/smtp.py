@@ -99,6 +99,7 @@ class SmtpSession:
         self.tls = tls
         self.timeout = timeout
         self.broken = False
+        self.clean = False  # the last transaction got its final reply: no RSET needed
 
     @property
     def usable(self) -> bool:
@@ -127,6 +128,7 @@ class SmtpSession:
         answered 421 before taking MAIL FROM: the next host may do better.
         """
         c = self.client
+        self.clean = False
         results: dict[str, RecipientResult] = {}
         options: list[bytes] = []
         if job.smtputf8:
@@ -207,6 +209,7 @@ class SmtpSession:
                 except SMTPResponseException as exc:
                     final = aiosmtplib.SMTPResponse(exc.code, exc.message)
             if final is not None and accepted:
+                self.clean = final.code != 421
                 if final.code == 421:
                     self.broken = True
                 reply = Reply.parse(final.code, final.message)

@@ -20,6 +20,7 @@ are pooled apart, per destination, each holding a slot of the limit.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -32,12 +33,16 @@ from .outcome import Delivery
 from .pool import Claim, Pool
 from .tlspolicy import TlsRequirement
 
+log = logging.getLogger(__name__)
+
 __all__ = ["SessionTransport", "TransactionSession"]
 
 
 class TransactionSession(Protocol):
     @property
     def usable(self) -> bool: ...
+    @property
+    def clean(self) -> bool: ...
     async def reset(self) -> bool: ...
     async def quit(self) -> None: ...
     def close(self) -> None: ...
@@ -124,13 +129,22 @@ class SessionTransport(Generic[S]):
         if claim is not None:
             key = (*key, claim.key)
         opener = functools.partial(self.open, name, addr, port, tls)
-        session = await self.pool.acquire(key, opener, claim)
-        reuse = False
-        try:
-            if pacer is not None:
-                await pacer()
-            results = await session.send(job, body)
-            reuse = session.usable
-            return Delivery(peer_name(name, addr, port), results)
-        finally:
-            self.pool.release(key, session, reuse)
+        while True:
+            session = await self.pool.acquire(key, opener, claim)
+            unchecked = self.pool.unchecked(session)
+            reuse = False
+            try:
+                if pacer is not None:
+                    await pacer()
+                    pacer = None
+                results = await session.send(job, body)
+                reuse = session.usable
+                return Delivery(peer_name(name, addr, port), results)
+            except SessionFailure:
+                # Reused without RSET and gone before MAIL FROM was answered (the
+                # peer closed it meanwhile): nothing was sent, another session may.
+                if not unchecked:
+                    raise
+                log.debug("reused session to %s was gone; trying another", addr)
+            finally:
+                self.pool.release(key, session, reuse)
