@@ -1,17 +1,22 @@
-"""First attempts straight from ELEMTA_MESSAGES: one report per stored message."""
+"""First attempts straight from ELEMTA_MESSAGES: a message delivered to everyone is
+ended by delivery (its copy deleted, one history record); anything else is one
+report per stored message for the queue."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 from delivery_harness import BODY, Harness
+from nats.js.errors import NotFoundError
 
 from elemta.common.config import Config
 from elemta.common.envelope import Envelope, FirstAttempt, new_queue_id
 from elemta.common.jetstream import (
     ENVELOPE_HEADER,
+    EVENTS_STREAM,
     FIRST_CONSUMER,
     MESSAGES_STREAM,
     OUTCOMES_STREAM,
@@ -41,13 +46,63 @@ async def report(harness: Harness, qid: str) -> FirstAttempt:
     return FirstAttempt.decode(raw.data)
 
 
-async def test_a_stored_message_is_delivered_and_reported_once_per_message(
+async def history(harness: Harness, qid: str, within: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            raw = await harness.js.get_last_msg(EVENTS_STREAM, f"elemta.events.{qid}")
+        except NotFoundError:
+            assert time.monotonic() < deadline, f"no history for {qid} within {within}s"
+            await asyncio.sleep(0.05)
+            continue
+        assert raw.data is not None
+        record = json.loads(raw.data)
+        return record if isinstance(record, list) else [record]
+
+
+async def test_a_message_delivered_to_everyone_is_ended_by_delivery_with_one_history_record(
     harness: Harness, sink: SmtpSink
 ) -> None:
     cfg = routed(harness, sink)
     await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
     await harness.start(cfg)
-    env = await store(harness, ["bob@relay.test", "carol@relay.test"])
+    env = await store(harness, ["bob@relay.test", "carol@relay.test"], size=len(BODY))
+    events = await history(harness, env.id)
+    assert [e["type"] for e in events] == [
+        "accepted",
+        "attempt",
+        "delivered",
+        "attempt",
+        "delivered",
+        "done",
+    ]
+    assert events[0]["recipients"] == ["bob@relay.test", "carol@relay.test"]
+    assert events[0]["size"] == len(BODY)
+    assert events[1]["code"] == 250 and events[1]["attempt"] == 1
+    assert events[-1]["delivered"] == 2
+    assert sorted(sink.wait_for(1)[0].rcpt_tos) == ["bob@relay.test", "carol@relay.test"]
+
+    deadline = time.monotonic() + 10.0
+    while True:  # the ack follows the history record
+        info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            break
+        assert time.monotonic() < deadline, "the message was never acknowledged"
+        await asyncio.sleep(0.05)
+    assert (await harness.js.stream_info(MESSAGES_STREAM)).state.messages == 0
+    assert (await harness.js.stream_info(OUTCOMES_STREAM)).state.messages == 0
+    assert (await harness.js.stream_info(EVENTS_STREAM)).state.messages == 1
+    assert await harness.jobs_left() == 0
+
+
+async def test_a_sender_who_asked_for_a_success_notice_gets_the_message_reported_to_the_queue(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    notify = {"bob@relay.test": "SUCCESS,FAILURE"}
+    env = await store(harness, ["bob@relay.test", "carol@relay.test"], dsn_notify=notify)
     got = await report(harness, env.id)
     assert got.envelope == env
     [outcome] = got.outcomes
@@ -99,8 +154,8 @@ async def test_a_copy_stored_after_its_deadline_is_never_delivered(
     in_time = await store(harness, ["carol@relay.test"], deadline=time.time() + 30.0)
     dropped = await report(harness, late.id)
     assert dropped.outcomes == [] and "deadline" in dropped.dropped
-    kept = await report(harness, in_time.id)
-    assert kept.outcomes[0].results[0].status == "delivered"
+    kept = await history(harness, in_time.id)
+    assert [e["type"] for e in kept][-2:] == ["delivered", "done"]
     assert [m.rcpt_tos for m in sink.wait_for(1)] == [["carol@relay.test"]]
     await asyncio.sleep(0.3)
     assert len(sink.messages) == 1

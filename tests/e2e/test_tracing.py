@@ -9,19 +9,29 @@ from support.smtpsink import SmtpSink
 
 
 def test_one_trace_spans_ingress_policy_queue_and_delivery(stack_factory, make_sink):
+    # One recipient is delivered, one deferred (nothing listens on port 1), so
+    # the first attempt is reported to the queue: a message delivered to
+    # everyone at once never reaches the queue.
     receiver = OtlpReceiver().start()
     try:
         sink: SmtpSink = make_sink()
         stack = stack_factory(
             {
-                "transport": {"routes": {"relay.test": f"smtp:[127.0.0.1]:{sink.port}"}},
+                "transport": {
+                    "routes": {
+                        "relay.test": f"smtp:[127.0.0.1]:{sink.port}",
+                        "down.test": "smtp:[127.0.0.1]:1",
+                    }
+                },
                 "telemetry": {"otlp_endpoint": receiver.endpoint},
                 # loopback is trusted, and nothing else would make ingress ask policy
                 "ingress": {"trusted_policy": "always"},
             }
         )
         code, reply = stack.send(
-            "a@client.test", ["r@relay.test"], "Subject: traced\r\n\r\nhello\r\n"
+            "a@client.test",
+            ["r@relay.test", "d@down.test"],
+            "Subject: traced\r\n\r\nhello\r\n",
         )
         assert code == 250
         queue_id = reply.decode().rsplit(" ", 1)[1]

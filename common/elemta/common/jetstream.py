@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .config import Config
@@ -80,6 +81,7 @@ __all__ = [
     "OUTCOMES_STREAM",
     "STATE_BUCKET",
     "connect",
+    "delete_stream_msg",
     "delivery_consumer_config",
     "first_consumer_config",
     "disconnect",
@@ -433,3 +435,27 @@ async def store_message(
         f"{MSG_SUBJECT}.{env.id}", message, timeout=wait, stream=MESSAGES_STREAM, headers=headers
     )
     return ack.seq
+
+
+API_PREFIX = "$JS.API"
+# JetStream error codes for "that message is not there (any more)".
+_GONE_CODES = {10037, 10043, 10057}
+
+
+async def delete_stream_msg(nc: NATS, stream: str, seq: int, wait: float = 5.0) -> None:
+    """Delete one message by sequence without overwriting it on disk.
+
+    ``JetStreamManager.delete_msg`` asks for a secure erase (the server rewrites
+    the block with random bytes): about 500 deletes a second, which would cap the
+    whole system; ``no_erase`` only marks the message deleted (tens of thousands
+    a second). A message that is already gone counts as deleted.
+    """
+    resp = await nc.request(
+        f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
+        json.dumps({"seq": seq, "no_erase": True}).encode(),
+        timeout=wait,
+    )
+    err = json.loads(resp.data).get("error")
+    if err and err.get("err_code") not in _GONE_CODES:
+        APIError.from_error(err)  # raises the matching APIError subclass
+        raise APIError(**err)

@@ -8,8 +8,9 @@ one :class:`~elemta.common.envelope.FirstAttempt` to ``elemta.outcome.<id>``:
 the envelope, the stream sequence and an :class:`~elemta.common.envelope.Outcome`
 per destination. Only once JetStream stored the report is the message acked; the
 queue then removes a message delivered to everyone, and turns anything else into
-state, retries and bounces. The report is the one record of the attempt, so a
-happy message costs no job, no state and no separate history write.
+state, retries and bounces. A message delivered to everyone with nothing left to
+do is ended here instead (:mod:`.finish`): its stored copy deleted and its history
+recorded, no report, so it costs no job, no state and no work in the queue.
 
 A message offered again (its ack was lost) is first looked up
 (:mod:`.redelivery`): when its report is stored already it is acked, not
@@ -40,6 +41,7 @@ from elemta.common.telemetry import context_from_headers, tracer
 
 from .attempt import Router, log_attempt, suspended
 from .body import BodyStore, BodyUnavailable
+from .finish import Finisher
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
 from .redelivery import Reported
@@ -61,8 +63,10 @@ class FirstAttemptHandler:
         reporter: Reporter,
         retry_delay: float = 2.0,
         suspensions: Suspensions | None = None,
+        finisher: Finisher | None = None,
     ) -> None:
         self.suspensions = suspensions
+        self.finisher = finisher
         self.routes = routes
         self.bodies = bodies
         self.router = router
@@ -119,7 +123,8 @@ class FirstAttemptHandler:
                     await msg.nak(delay=self.retry_delay)
                     return
             try:
-                await self.reporter.publish_first(report)
+                if not await self._finished(report):
+                    await self.reporter.publish_first(report)
             except Exception as exc:
                 log.error("%s: first attempt not recorded (%r); offered again", env.id, exc)
                 span.set_status(Status(StatusCode.ERROR, "first attempt not recorded"))
@@ -127,6 +132,11 @@ class FirstAttemptHandler:
                 await msg.nak(delay=1.0)
                 return
         await msg.ack()
+
+    async def _finished(self, report: FirstAttempt) -> bool:
+        """Delivered to everyone with nothing left to do: ended here, not by the queue."""
+        finisher = self.finisher
+        return finisher is not None and finisher.applies(report) and await finisher(report)
 
     async def _attempt(self, msg: Msg, env: Envelope, report: FirstAttempt) -> None:
         jobs = [

@@ -33,6 +33,7 @@ from elemta.common.suspensions import Suspensions
 
 from .attempt import AttemptHandler, Router
 from .body import BodyStore
+from .finish import Finisher
 from .first import FirstAttemptHandler
 from .metrics import INFLIGHT
 from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
@@ -99,7 +100,12 @@ class DeliveryService:
         self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper(resolver))
         handler = AttemptHandler(bodies, self.router, reporter, suspensions=self.suspensions)
         first = FirstAttemptHandler(
-            RouteTable(cfg), bodies, self.router, reporter, suspensions=self.suspensions
+            RouteTable(cfg),
+            bodies,
+            self.router,
+            reporter,
+            suspensions=self.suspensions,
+            finisher=Finisher(self.nc, cfg.nats.publish_timeout),
         )
         classes = await self._classes()
         inflight = [0] * (2 * len(classes))

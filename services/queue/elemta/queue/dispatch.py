@@ -14,7 +14,6 @@ ids that make them idempotent are built in exactly one way:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -22,7 +21,6 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -32,6 +30,7 @@ from elemta.common.jetstream import (
     DEFERRED_SUBJECT,
     DUE_HEADER,
     MESSAGES_STREAM,
+    delete_stream_msg,
 )
 from elemta.common.names import delivery_subject
 from elemta.common.priority import Priorities
@@ -47,32 +46,9 @@ __all__ = ["Dispatcher", "delete_stream_msg", "job_msg_id"]
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "$JS.API"
-# JetStream error codes for "that message is not there (any more)".
-_GONE_CODES = {10037, 10043, 10057}
-
 
 def job_msg_id(queue_id: str, dest: str, attempt: int) -> str:
     return f"{queue_id}.{dest_hash(dest)}.{attempt}"
-
-
-async def delete_stream_msg(nc: NATS, stream: str, seq: int, wait: float = 5.0) -> None:
-    """Delete one message by sequence without overwriting it on disk.
-
-    ``JetStreamManager.delete_msg`` asks for a secure erase (the server rewrites
-    the block with random bytes): about 500 deletes a second, which would cap the
-    whole system; ``no_erase`` only marks the message deleted (tens of thousands
-    a second). A message that is already gone counts as deleted.
-    """
-    resp = await nc.request(
-        f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
-        json.dumps({"seq": seq, "no_erase": True}).encode(),
-        timeout=wait,
-    )
-    err = json.loads(resp.data).get("error")
-    if err and err.get("err_code") not in _GONE_CODES:
-        APIError.from_error(err)  # raises the matching APIError subclass
-        raise APIError(**err)
 
 
 class Dispatcher:
