@@ -80,3 +80,25 @@ def test_trusted_networks_are_not_limited(stack_factory):
     assert hello.startswith(b"220")
     held.close()
     other.close()
+
+
+def test_clients_that_hang_up_at_once_give_their_slots_back(stack_factory):
+    stack = stack_factory({"server": UNTRUSTED, "ingress": {"client_connection_limit": 2}})
+    # Each of these is gone before its slot is granted: the slot must still be
+    # given back, or the client address is locked out for as long as ingress runs.
+    for _ in range(300):
+        s = socket.create_connection(("127.0.0.1", stack.smtp_port), timeout=20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST right after the handshake
+    # slots come back once ingress has written them back
+    for _ in range(100):
+        s, hello = greeting(stack.smtp_port)
+        s.close()
+        if hello.startswith(b"220"):
+            break
+    assert hello.startswith(b"220"), hello
+    first, hello = greeting(stack.smtp_port)
+    second, hello2 = greeting(stack.smtp_port)
+    assert hello.startswith(b"220") and hello2.startswith(b"220"), (hello, hello2)
+    first.close()
+    second.close()

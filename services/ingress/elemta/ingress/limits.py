@@ -85,6 +85,7 @@ class ClientLimits:
         self.kv: KeyValue | None = None
         self.process = uuid.uuid4().hex[:12]
         self.open: Counter[str] = Counter()  # hashed client -> our open connections
+        self._unsynced: set[str] = set()  # keys whose count in KV may be wrong
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -144,21 +145,32 @@ class ClientLimits:
         task.add_done_callback(self._tasks.discard)
 
     async def _open(self, client: str) -> bool:
+        """Take a slot: our count goes up first (so concurrent opens see each
+        other), then is written unless the live total is over the limit. When the
+        write fails the slot stays taken here (the client is let in, and gives it
+        back when it leaves); the heartbeat writes the true count later."""
         key = _hash(client)
-        ok = await self._change(key, +1, self.s.client_connection_limit)
-        if ok:
-            self.open[key] += 1
+        self.open[key] += 1
+        try:
+            ok = await self._write(key, self.s.client_connection_limit)
+        except BaseException:
+            self._unsynced.add(key)
+            raise
+        if not ok:
+            self.open[key] -= 1
         return ok
 
     async def _close(self, key: str) -> None:
         try:
-            await asyncio.wait_for(self._change(key, -1, 0), TIMEOUT)
+            await asyncio.wait_for(self._write(key, 0), TIMEOUT)
         except Exception as exc:
-            log.warning("cannot give back a connection slot: %r", exc)
+            self._unsynced.add(key)  # the heartbeat writes it
+            log.warning("cannot give back a connection slot yet: %r", exc)
 
-    async def _change(self, key: str, delta: int, limit: int) -> bool:
-        """Add ``delta`` to our count under ``conn.<key>``; with ``limit``, refuse
-        (False) when the live total is at it."""
+    async def _write(self, key: str, limit: int) -> bool:
+        """Write our count of ``conn.<key>`` (what :attr:`open` holds when the write
+        happens: the count is ours, so a lost write is healed by the next one);
+        with ``limit``, refuse (False) when the live total would be over it."""
         assert self.kv is not None
         name = f"conn.{key}"
         for _ in range(MAX_ATTEMPTS):
@@ -169,13 +181,15 @@ class ClientLimits:
                 counts, revision = {}, None
             now = self.clock()
             live = {p: v for p, v in counts.items() if now - v[1] <= STALE and v[0] > 0}
-            if delta > 0 and limit and sum(v[0] for v in live.values()) >= limit:
+            mine = self.open.get(key, 0)
+            others = sum(v[0] for p, v in live.items() if p != self.process)
+            if limit and others + mine > limit:
                 return False
-            mine = live.get(self.process, [0, now])[0] + delta
             if mine > 0:
                 live[self.process] = [mine, now]
             else:
                 live.pop(self.process, None)
+                self.open.pop(key, None)
             payload = json.dumps(live).encode()
             try:
                 if revision is None:
@@ -184,16 +198,18 @@ class ClientLimits:
                     await asyncio.wait_for(self.kv.update(name, payload, last=revision), TIMEOUT)
             except KeyWrongLastSequenceError:
                 continue
+            self._unsynced.discard(key)
             return True
         raise RuntimeError(f"{name} kept changing")
 
     async def _beat(self) -> None:
-        """Keep our counts alive (a crashed process's counts age out)."""
+        """Keep our counts alive (a crashed process's counts age out) and write
+        those whose last write failed."""
         while True:
             await asyncio.sleep(HEARTBEAT)
-            for key in [k for k, n in self.open.items() if n > 0]:
+            for key in {k for k, n in self.open.items() if n > 0} | self._unsynced:
                 try:
-                    await self._change(key, 0, 0)
+                    await self._write(key, 0)
                 except Exception as exc:
                     log.warning("client limits heartbeat failed: %r", exc)
 

@@ -136,6 +136,12 @@ class _NoHooks:
     """aiosmtpd calls handler hooks; every command Elemta changes is its own method."""
 
 
+def _give_back(taking: asyncio.Future[str | None], limits: ClientLimits, ip: str) -> None:
+    """Once a slot taken for a session that has already ended is granted, free it."""
+    if not taking.cancelled() and taking.exception() is None and taking.result() is None:
+        limits.disconnect(ip)
+
+
 class IngressSMTP(SMTP):
     def __init__(
         self,
@@ -147,6 +153,7 @@ class IngressSMTP(SMTP):
         self.settings = settings
         self._proxied = proxied  # the client a PROXY header named (.proxyproto)
         self._counted = False  # holds a connection slot of the client limits
+        self._lost = False  # the connection has ended
         self._name: asyncio.Task[str] | None = None  # the client's FCrDNS name
         self.host = host
         self._greeted = False
@@ -202,6 +209,7 @@ class IngressSMTP(SMTP):
             self.host.session_opened(self)
 
     def connection_lost(self, error: Exception | None) -> None:
+        self._lost = True
         if self._timer is not None:
             self._timer.cancel()
         if self._counted and self.settings.limits is not None:
@@ -295,9 +303,22 @@ class IngressSMTP(SMTP):
     async def _admit(self) -> None:
         """Before the greeting: the client limits (a slot held until the connection
         ends), or 421 and the end of the session."""
-        assert self.settings.limits is not None
-        refusal = await self.settings.limits.connect(self.peer[0])
+        limits = self.settings.limits
+        assert limits is not None
+        ip = self.peer[0]
+        # The slot is taken in a task of its own: a client gone while it is taken
+        # (the session cancelled meanwhile) must still give it back, or every such
+        # client would hold a slot for as long as the process runs.
+        taking = asyncio.ensure_future(limits.connect(ip))
+        try:
+            refusal = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(lambda t: _give_back(t, limits, ip))
+            raise
         if refusal is None:
+            if self._lost:
+                limits.disconnect(ip)
+                raise asyncio.CancelledError()
             self._counted = True
             return
         self._greeted = True
