@@ -12,9 +12,16 @@ from collections.abc import Iterable
 __all__ = ["Networks"]
 
 
+# Answers remembered per address: a client is asked about several times a
+# session (relay control, policy, client limits), and parsing the address is
+# most of the cost. Forgotten all at once when this many are known.
+_REMEMBERED = 4096
+
+
 class Networks:
     def __init__(self, networks: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(n.strip(), strict=False) for n in networks]
+        self._known: dict[str, bool] = {}
 
     def __contains__(self, address: object) -> bool:
         """True for an address inside any network; False for anything unparseable.
@@ -22,6 +29,15 @@ class Networks:
         A zone id (``fe80::1%eth0``) is ignored and an IPv4-mapped IPv6 address
         counts as the IPv4 address it carries.
         """
+        key = str(address)
+        known = self._known.get(key)
+        if known is None:
+            if len(self._known) >= _REMEMBERED:
+                self._known.clear()
+            known = self._known[key] = self._contains(key)
+        return known
+
+    def _contains(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(str(address).split("%", 1)[0])
         except ValueError:

@@ -135,6 +135,8 @@ class ClientLimits:
         return None
 
     def disconnect(self, ip: str) -> None:
+        if not self.applies(ip):  # nothing was counted at connect
+            return
         client = client_key(ip)
         key = _hash(client)
         if not self.open.get(key):

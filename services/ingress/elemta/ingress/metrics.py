@@ -11,6 +11,7 @@ __all__ = [
     "MESSAGE_BYTES",
     "REPLIES",
     "SESSIONS",
+    "count_message",
     "count_reply",
 ]
 
@@ -33,13 +34,20 @@ MESSAGE_BYTES = Histogram(
     buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
 )
 
-for _result in ("accepted", "rejected", "tempfail", "discarded"):
-    MESSAGES.labels(_result)
-for _cls in ("2xx", "3xx", "4xx", "5xx"):
-    REPLIES.labels(_cls)
+# The labelled children, looked up once: every reply and message counts one.
+_MESSAGES = {r: MESSAGES.labels(r) for r in ("accepted", "rejected", "tempfail", "discarded")}
+_REPLIES = {c: REPLIES.labels(f"{c}xx") for c in "2345"}
+
+
+def count_message(result: str) -> None:
+    """Count one message at the end of DATA by its result."""
+    child = _MESSAGES.get(result)
+    (child if child is not None else MESSAGES.labels(result)).inc()
 
 
 def count_reply(code: str) -> None:
     """Count one reply by its class; ``code`` is the three-digit reply code."""
-    if len(code) == 3 and code[0] in "2345":
-        REPLIES.labels(f"{code[0]}xx").inc()
+    if len(code) == 3:
+        child = _REPLIES.get(code[0])
+        if child is not None:
+            child.inc()

@@ -96,6 +96,11 @@ MAX_ERRORS = 20
 AIOSMTPD_TIMEOUT = 86400.0
 
 
+def _is_loopback(ip: str) -> bool:
+    """The addresses :func:`.clientname.confirmed_name` answers ``unknown`` for at once."""
+    return ip.startswith("127.") or ip == "::1"
+
+
 @dataclass
 class Settings:
     hostname: str
@@ -167,6 +172,9 @@ class IngressSMTP(SMTP):
         self._auth_failures = 0
         self.user: AuthUser | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when the timer fires
+        self._deadline = 0.0  # when the session times out (the timer may fire earlier)
+        self._backstop = 0.0  # aiosmtpd's timeout, see _reset_timeout
         super().__init__(
             _NoHooks(),
             data_size_limit=settings.max_message_size,
@@ -198,8 +206,10 @@ class IngressSMTP(SMTP):
         super().connection_made(transport)
         if self._proxied is not None and self.session is not None:
             self.session.peer = self._proxied  # type: ignore[assignment]  # after STARTTLS too
-        if self._name is None and self.settings.resolver is not None and self.peer[0]:
-            self._name = self.loop.create_task(confirmed_name(self.settings.resolver, self.peer[0]))
+        ip = self.peer[0]
+        if self._name is None and self.settings.resolver is not None and ip:
+            if not _is_loopback(ip):  # never looked up (.clientname): no task to run
+                self._name = self.loop.create_task(confirmed_name(self.settings.resolver, ip))
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None and self.settings.tls is not None:
             self.settings.tls.handshake_done(sslobj)
@@ -263,10 +273,41 @@ class IngressSMTP(SMTP):
             self.transport.abort()  # type: ignore[attr-defined]
 
     def _arm(self, seconds: float) -> None:
-        """(Re)start the idle timer: ``seconds`` from now the session times out."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(seconds, self._timed_out)
+        """(Re)start the idle timer: ``seconds`` from now the session times out.
+
+        Called after every reply, so it only moves the deadline; the one timer
+        of the session is replaced only when the deadline comes earlier, and
+        when it fires before a deadline moved later it waits again.
+        """
+        deadline = self.loop.time() + seconds
+        self._deadline = deadline
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if self.loop.time() < self._deadline:
+            self._timer_at = self._deadline
+            self._timer = self.loop.call_at(self._deadline, self._timer_fired)
+            return
+        self._timed_out()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's own timer (a backstop, :data:`AIOSMTPD_TIMEOUT`) is reset for
+        every command; it is armed once, and :meth:`_timeout_cb` looks again when it
+        fires."""
+        self._backstop = self.loop.time() + (duration or self._timeout_duration)
+        if self._timeout_handle is None:
+            self._timeout_handle = self.loop.call_at(self._backstop, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        if self.loop.time() < self._backstop:
+            self._timeout_handle = self.loop.call_at(self._backstop, self._timeout_cb)
+            return
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _timed_out(self) -> None:
         log.info("timeout after %s from %s", "DATA" if self._in_data else "command", self.peer[0])
@@ -293,6 +334,10 @@ class IngressSMTP(SMTP):
         """The client's forward-confirmed name (:mod:`.clientname`), or ``unknown``."""
         if self._name is None:
             return UNKNOWN
+        if self._name.done():  # most often by the end of DATA: no waiting to set up
+            if self._name.cancelled() or self._name.exception() is not None:
+                return UNKNOWN
+            return self._name.result()
         try:
             return await asyncio.wait_for(
                 asyncio.shield(self._name), self.settings.client_name_timeout
@@ -339,8 +384,13 @@ class IngressSMTP(SMTP):
             raise asyncio.CancelledError()
         last = lines[-1]
         metrics.count_reply(last[:3])
-        payload = "\r\n".join(reply_line(line) for line in lines).encode("ascii")
-        await super().push(payload)  # writes payload + CRLF and waits for the buffer to drain
+        if len(lines) == 1:
+            payload = reply_line(last).encode("ascii") + b"\r\n"
+        else:
+            payload = "".join(reply_line(line) + "\r\n" for line in lines).encode("ascii")
+        # What aiosmtpd's push does, less its debug log of every reply.
+        self._writer.write(payload)
+        await self._writer.drain()
         if last[:1] == "3":
             return  # an intermediate reply: the same command goes on
         if last[:3] == "421":  # we said goodbye: the connection ends here
@@ -633,7 +683,7 @@ class IngressSMTP(SMTP):
             return
         refusal = self.settings.processor.precheck()
         if refusal:
-            metrics.MESSAGES.labels("tempfail").inc()
+            metrics.count_message("tempfail")
             self._log_reject("DATA", refusal, self.envelope)
             self._new_transaction()
             await self.push(refusal)
@@ -713,7 +763,7 @@ class IngressSMTP(SMTP):
         too_big = self._chunks_too_big
         self._chunks = None
         if refusal:
-            metrics.MESSAGES.labels("tempfail").inc()
+            metrics.count_message("tempfail")
             self._log_reject("BDAT", refusal, envelope)
             self._new_transaction()
             await self.push(refusal)
@@ -742,7 +792,7 @@ class IngressSMTP(SMTP):
         else:
             content, reply = check_data(raw, *limits)
         if reply:
-            metrics.MESSAGES.labels("rejected").inc()
+            metrics.count_message("rejected")
             self._log_reject("DATA", reply, envelope)
             return reply
         envelope.content = envelope.original_content = content

@@ -22,6 +22,8 @@ def clean_text(text: str, limit: int = 255, special: str = "") -> str:
 
     For headers and logs. Characters in ``special`` become ``?`` too.
     """
+    if len(text) <= limit and text.isprintable() and not any(c in text for c in special):
+        return text  # the usual case, without a pass per character
     return "".join(c if c.isprintable() and c not in special else "?" for c in text[:limit])
 
 

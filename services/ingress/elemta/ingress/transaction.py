@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -183,7 +184,7 @@ class MessageProcessor:
             return await self._traced(tx, content)
         except Exception:
             log.exception("failed to handle a message from %s", tx.client_ip)
-            metrics.MESSAGES.labels("tempfail").inc()
+            metrics.count_message("tempfail")
             return "451 4.3.0 Error: internal error, try again later"
 
     async def _traced(self, tx: Transaction, content: bytes) -> str:
@@ -210,7 +211,7 @@ class MessageProcessor:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, reply))
         finally:
             logs.queue_id.reset(token)
-        metrics.MESSAGES.labels(result).inc()
+        metrics.count_message(result)
         if result == "accepted":
             metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
         return reply
@@ -296,11 +297,18 @@ class MessageProcessor:
                 tx.mt_priority,
                 honoured=bool(tx.authenticated_user) or tx.client_ip in self.trusted,
             )
-        with self._tracer.start_as_current_span(
-            "ingress.store",
-            kind=trace.SpanKind.PRODUCER,
-            attributes={"elemta.queue_id": queue_id, "elemta.size": len(message)},
-        ) as store_span:
+        # A message whose trace is not sampled (no exporter, or not chosen) gets
+        # no child span: it would record nothing either.
+        store = (
+            self._tracer.start_as_current_span(
+                "ingress.store",
+                kind=trace.SpanKind.PRODUCER,
+                attributes={"elemta.queue_id": queue_id, "elemta.size": len(message)},
+            )
+            if span.is_recording()
+            else nullcontext(trace.INVALID_SPAN)
+        )
+        with store as store_span:
             try:
                 seq = await self.handoff.store(env, message, ctx=trace.set_span_in_context(span))
             except QueueUnavailable as exc:
