@@ -97,7 +97,8 @@ class Envelope:
     priority: int = 0
 
     def to_header(self) -> str:
-        return _dump(self).decode()
+        # Every field is of a JSON type already (no nested records): no _plain pass.
+        return json.dumps(vars(self), separators=(",", ":"))
 
     @classmethod
     def from_header(cls, text: str) -> Envelope:

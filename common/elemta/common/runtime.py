@@ -13,6 +13,7 @@ after the service started. ``elemta serve <service>`` calls it
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -101,6 +102,8 @@ async def _main(
         signalled.cancel()
         await health.stop()
         return 1
+    if starting.done() and not starting.cancelled() and starting.exception() is None:
+        settle_gc()
     await signalled
     drain = drain_timeout(cfg, name)
     deadline = loop.time() + drain
@@ -124,6 +127,17 @@ async def _main(
     await health.stop()
     log.info("%s stopped", name)
     return code
+
+
+def settle_gc() -> None:
+    """Once a service has started: what it loaded (modules, configuration, clients)
+    lives as long as the process, so the collector stops scanning it (``gc.freeze``),
+    and collects the young generation every 10,000 allocations instead of 700. A
+    full collection of everything loaded cost more CPU per message than the message's
+    own short-lived objects; cyclic garbage is still collected, a little later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def drain_timeout(cfg: Config, name: str) -> float:

@@ -26,6 +26,7 @@ What is taken, and what is not:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -67,11 +68,15 @@ def _atext(c: str) -> bool:
     return c.isascii() and (c.isalnum() or c in _ATEXT) or _utf8_printable(c)
 
 
+# A local part of ASCII atext and dots only, the usual case, read in one match.
+_ASCII_DOT_STRING = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
+
+
 def _local_part(text: str) -> bool:
     if not text:
         return False
     if text[0] != '"':
-        return all(_atext(c) for c in text)
+        return bool(_ASCII_DOT_STRING.fullmatch(text)) or all(_atext(c) for c in text)
     # Quoted-string: qtextSMTP (printable ASCII except " and \) or quoted pairs.
     if len(text) < 2 or text[-1] != '"':
         return False
@@ -128,6 +133,7 @@ def valid_domain(domain: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)  # read at MAIL or RCPT, and again by relay control
 def split_mailbox(mailbox: str) -> tuple[str, str] | None:
     """``(local part, domain)`` of a well-formed mailbox, or None.
 

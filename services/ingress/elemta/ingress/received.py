@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -16,6 +17,11 @@ def protocol_name(esmtp: bool, tls: bool, authenticated: bool = False) -> str:
     if not esmtp:
         return "SMTP"
     return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+
+
+@functools.lru_cache(maxsize=4)  # the messages of one second share their date
+def _stamp(second: int) -> str:
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def _clean(text: str, limit: int = 255, special: str = "()[]") -> str:
@@ -38,7 +44,7 @@ def received_header(
     ``for <rcpt>`` is added only when there is exactly one recipient, so that a
     message to many recipients does not disclose the others.
     """
-    stamp = format_datetime(datetime.fromtimestamp(time.time() if when is None else when, UTC))
+    stamp = _stamp(int(time.time() if when is None else when))
     text = (
         f"Received: from {_clean(helo)} ({_clean(client_name)} [{_clean(client_ip, 64, special='[]')}])\r\n"
         f"\tby {hostname} (Elemta) with {protocol} id {queue_id}"

@@ -36,8 +36,16 @@ _REWRITES = {
 }
 
 
+# Replies are mostly the same few texts: each is rewritten once.
+_DONE: dict[str, str] = {}
+_DONE_MAX = 1024
+
+
 def with_enhanced_code(reply: str) -> str:
     """``reply`` with an RFC 3463 enhanced status code after the reply code."""
-    if reply in _REWRITES:
-        return _REWRITES[reply]
-    return replies.with_enhanced_code(reply)
+    done = _DONE.get(reply)
+    if done is None:
+        if len(_DONE) >= _DONE_MAX:
+            _DONE.clear()
+        done = _DONE[reply] = _REWRITES.get(reply) or replies.with_enhanced_code(reply)
+    return done
