@@ -113,3 +113,26 @@ def test_a_session_finds_the_auth_mechanisms_commands_and_hooks_aiosmtpd_finds_i
         assert all(m.__self__ is session for m in session._smtp_methods.values())
         assert session._auth_methods["EXAMPLE"].method.__self__ is session.event_handler
     assert "EXAMPLE" in plain._auth_methods and "DATA" in plain._handle_hooks
+
+
+def test_an_ingress_session_has_the_commands_and_auth_mechanisms_aiosmtpd_would_give_it(ingress):
+    """Ingress sessions bind their commands when used (sessioninit.BoundCommands);
+    what they answer to is what aiosmtpd itself finds on the class."""
+    import inspect
+
+    from elemta.ingress import sessioninit
+
+    with RawSMTP(ingress.port) as c:
+        c.reply()
+        wait_until(lambda: ingress.svc.server.sessions, what="the session")
+        (session,) = ingress.svc.server.sessions
+        assert getattr(IngressSMTP, sessioninit.LAZY)
+        commands = {n[5:] for n in dir(session) if n.startswith("smtp_")}
+        assert sorted(session._smtp_methods) == sorted(commands)
+        assert all(m.__self__ is session for m in session._smtp_methods.values())
+        assert session._smtp_methods["MAIL"] == session.smtp_MAIL
+        assert session._smtp_methods.get("NOPE") is None
+        # the mechanisms aiosmtpd offers itself are excluded: ingress does AUTH
+        builtin = {n for n, _ in inspect.getmembers(session) if n.startswith("auth_")}
+        assert builtin and session._auth_methods == {}
+        assert c.cmd(b"HELP").startswith(b"250 ")

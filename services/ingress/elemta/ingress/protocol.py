@@ -62,6 +62,7 @@ from .dsnparams import DsnRequest
 from .limits import ClientLimits
 from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
+from .sessioninit import BoundCommands
 from .sessioninit import install as find_session_methods_once
 from .smtpauth import (
     AUTH_ENCRYPTION_REQUIRED,
@@ -148,6 +149,9 @@ def _give_back(taking: asyncio.Future[str | None], limits: ClientLimits, ip: str
 
 
 class IngressSMTP(SMTP):
+    # Commands are bound when used (.sessioninit.LAZY, .sessioninit.BoundCommands).
+    _commands_bound_when_used = True
+
     def __init__(
         self,
         settings: Settings,
@@ -187,6 +191,7 @@ class IngressSMTP(SMTP):
             auth_exclude_mechanism=["LOGIN", "PLAIN"],
             loop=loop,
         )
+        self._smtp_methods = BoundCommands(self)  # type: ignore[assignment]
         # aiosmtpd keeps these limits in one class-wide dict; keep ours per session.
         # MAIL may carry SIZE=, BODY=8BITMIME and SMTPUTF8 (RFC 1870, 6152, 6531).
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)

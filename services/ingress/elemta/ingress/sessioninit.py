@@ -20,27 +20,63 @@ from __future__ import annotations
 import inspect
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiosmtpd.smtp
 
-__all__ = ["install"]
+__all__ = ["LAZY", "BoundCommands", "install"]
 
 # The prefixes aiosmtpd looks for: AUTH mechanisms, commands, handler hooks.
 _PREFIXES = ("auth_", "smtp_", "handle_")
 _names: dict[type, list[str]] = {}
+_auth_names: dict[type, list[str]] = {}
+# A class whose sessions bind their commands when used (:class:`BoundCommands`)
+# says so with this attribute; aiosmtpd then finds no smtp_ names to bind.
+LAZY = "_commands_bound_when_used"
 
 
 def _method_names(obj: object) -> list[str]:
     names = _names.get(type(obj))
     if names is None:
-        names = _names[type(obj)] = [n for n in dir(obj) if n.startswith(_PREFIXES)]
+        lazy = getattr(type(obj), LAZY, False)
+        names = _names[type(obj)] = [
+            n for n in dir(obj) if n.startswith(_PREFIXES) and not (lazy and n.startswith("smtp_"))
+        ]
+        _auth_names[type(obj)] = [n for n in names if n.startswith("auth_")]
     return names
 
 
 def _dir(obj: object = None) -> list[str]:
     return _method_names(obj)
+
+
+class BoundCommands(Mapping[str, Any]):
+    """A session's commands as aiosmtpd keeps them (``_smtp_methods``: ``"MAIL"``
+    to the bound ``smtp_MAIL``), each bound when it is looked up rather than all
+    twenty when the session starts."""
+
+    __slots__ = ("_names", "_session")
+
+    _commands: dict[type, dict[str, str]] = {}
+
+    def __init__(self, session: object) -> None:
+        kind = type(session)
+        names = self._commands.get(kind)
+        if names is None:
+            found = (n for n in dir(kind) if n.startswith("smtp_"))
+            names = self._commands[kind] = {n.replace("smtp_", ""): n for n in found}
+        self._session = session
+        self._names = names
+
+    def __getitem__(self, command: str) -> Any:
+        return getattr(self._session, self._names[command])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class _Inspect(types.ModuleType):
@@ -53,7 +89,8 @@ class _Inspect(types.ModuleType):
     def getmembers(obj: object, predicate: Callable[[Any], bool] | None = None) -> list[Any]:
         # aiosmtpd asks getmembers for its AUTH mechanisms only (it keeps the
         # auth_ names): the other methods need not be bound here.
-        members = [(n, getattr(obj, n)) for n in _method_names(obj) if n.startswith("auth_")]
+        _method_names(obj)
+        members = [(n, getattr(obj, n)) for n in _auth_names[type(obj)]]
         return [m for m in members if predicate is None or predicate(m[1])]
 
 
