@@ -22,7 +22,8 @@ milliseconds then 10 random characters, Crockford base32.
 from __future__ import annotations
 
 import json
-import secrets
+import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,9 +50,15 @@ def _b32(n: int, width: int) -> str:
     return "".join(reversed(out))
 
 
+# The random half of queue ids: seeded from the OS once (and again in a forked
+# child), not a system call per id as secrets.randbits makes.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+
+
 def new_queue_id(now: float | None = None) -> str:
     ms = int((time.time() if now is None else now) * 1000)
-    return _b32(ms, 10) + _b32(secrets.randbits(50), 10)
+    return _b32(ms, 10) + _b32(_random.getrandbits(50), 10)
 
 
 def _plain(value: Any) -> Any:

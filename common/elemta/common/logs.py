@@ -26,10 +26,19 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.service = service
 
+    _second = -1
+    _second_text = ""
+
+    def _stamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # formatted once per second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._stamp(record),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -60,6 +69,12 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
+    # No formatter here shows the caller's file and line, the thread or the process
+    # (Python's logging HOWTO, "Optimization"): a record does not look them up.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
     root = logging.getLogger()

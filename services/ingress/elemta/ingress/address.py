@@ -150,6 +150,8 @@ def split_mailbox(mailbox: str) -> tuple[str, str] | None:
 
 def _closing_bracket(text: str) -> int:
     """Index of the ``>`` that closes the path opened at ``text[0]``, or -1."""
+    if '"' not in text:  # no quoted local part: the first ">" closes
+        return text.find(">", 1)
     quoted = False
     i = 1
     while i < len(text):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 __all__ = [
     "ACCEPT_SECONDS",
@@ -22,7 +25,26 @@ MESSAGES = Counter(
     "Messages at the end of DATA, by result",
     ["result"],
 )
-REPLIES = Counter("elemta_ingress_replies", "Final SMTP replies sent, by class", ["code_class"])
+
+
+class _ReplyCounts:
+    """``elemta_ingress_replies_total{code_class}``: a counter every reply adds to, so
+    kept in plain integers (no lock and label look-up per reply) and read at scrape."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys("2345", 0)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "elemta_ingress_replies", "Final SMTP replies sent, by class", labels=["code_class"]
+        )
+        for first, count in self.counts.items():
+            family.add_metric([f"{first}xx"], count)
+        yield family
+
+
+REPLIES = _ReplyCounts()
+REGISTRY.register(REPLIES)
 ACCEPT_SECONDS = Histogram(
     "elemta_ingress_accept_seconds",
     "End of DATA to the 250 reply: policy check and durable store",
@@ -36,7 +58,6 @@ MESSAGE_BYTES = Histogram(
 
 # The labelled children, looked up once: every reply and message counts one.
 _MESSAGES = {r: MESSAGES.labels(r) for r in ("accepted", "rejected", "tempfail", "discarded")}
-_REPLIES = {c: REPLIES.labels(f"{c}xx") for c in "2345"}
 
 
 def count_message(result: str) -> None:
@@ -47,7 +68,6 @@ def count_message(result: str) -> None:
 
 def count_reply(code: str) -> None:
     """Count one reply by its class; ``code`` is the three-digit reply code."""
-    if len(code) == 3:
-        child = _REPLIES.get(code[0])
-        if child is not None:
-            child.inc()
+    counts = REPLIES.counts
+    if len(code) == 3 and code[0] in counts:
+        counts[code[0]] += 1

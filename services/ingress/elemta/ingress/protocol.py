@@ -176,6 +176,8 @@ class IngressSMTP(SMTP):
         self._auth_failures = 0
         self.user: AuthUser | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._peer_from: object = None  # the session.peer that self._peer was read from
+        self._peer: tuple[str, int] = ("", 0)
         self._timer_at = 0.0  # when the timer fires
         self._deadline = 0.0  # when the session times out (the timer may fire earlier)
         self._backstop = 0.0  # aiosmtpd's timeout, see _reset_timeout
@@ -242,9 +244,13 @@ class IngressSMTP(SMTP):
     @property
     def peer(self) -> tuple[str, int]:
         peer = self.session.peer if self.session is not None else None
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return str(peer[0]), int(peer[1])
-        return "", 0
+        if peer is not self._peer_from:  # read once per session.peer
+            self._peer_from = peer
+            if isinstance(peer, tuple) and len(peer) >= 2:
+                self._peer = str(peer[0]), int(peer[1])
+            else:
+                self._peer = "", 0
+        return self._peer
 
     @property
     def tls(self) -> bool:

@@ -104,18 +104,17 @@ def _log_if_enabled(func: Callable[..., None], msg: Any, *args: Any, **kwargs: A
     expression and a list per call) before a ``debug`` and an ``info`` call on
     ``mail.log``, which Elemta logs at WARNING and up only.
     """
-    logger = getattr(func, "__self__", None)
-    level = _LEVELS.get(getattr(func, "__name__", ""))
-    if isinstance(logger, logging.Logger) and level is not None and not logger.isEnabledFor(level):
+    level = _LEVELS.get(getattr(func, "__func__", None))
+    if level is not None and not func.__self__.isEnabledFor(level):  # type: ignore[attr-defined]
         return
     _sanitized_log(func, msg, *args, **kwargs)
 
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
+_LEVELS: dict[object, int] = {
+    logging.Logger.debug: logging.DEBUG,
+    logging.Logger.info: logging.INFO,
+    logging.Logger.warning: logging.WARNING,
+    logging.Logger.error: logging.ERROR,
 }
 
 

@@ -128,6 +128,8 @@ def apply_changes(
     returns replaces that part. Our ``Received:`` stays on top when policy kept
     it there, with the verdict's headers below it, as without changes.
     """
+    if decision.changes is None and not decision.add_headers and not decision.remove_headers:
+        return sender, recipients, received + content  # as it came: no copies to edit
     message = received + content
     c = decision.changes
     if c is not None:
