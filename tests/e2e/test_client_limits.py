@@ -41,6 +41,29 @@ def test_open_connections_are_limited_across_two_ingress_processes(stack_factory
     second.close()
 
 
+def test_a_busy_client_within_the_limit_is_never_refused(stack_factory):
+    """Many short connections at once from one client: each slot is given back,
+    however the writes of the count collide, so the client is never told 421."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = stack_factory({"server": UNTRUSTED, "ingress": {"client_connection_limit": 12}})
+
+    def session(_: int) -> bytes:
+        s, hello = greeting(stack.smtp_port)
+        try:
+            s.sendall(b"QUIT\r\n")
+            s.makefile("rb").read()
+        finally:
+            s.close()
+        return hello
+
+    with ThreadPoolExecutor(8) as pool:
+        greetings = list(pool.map(session, range(400)))
+    assert [g for g in greetings if not g.startswith(b"220")] == []
+    with ThreadPoolExecutor(8) as pool:  # and the slots are all back
+        assert all(g.startswith(b"220") for g in pool.map(session, range(40)))
+
+
 def test_connection_message_and_recipient_rates_answer_with_their_codes(stack_factory):
     stack = stack_factory(
         {
