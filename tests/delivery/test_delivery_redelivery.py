@@ -5,9 +5,12 @@ is acked, not delivered a second time; one whose report is not stored is."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import nats
+import pytest
 from delivery_harness import Harness, metric
 
 from elemta.common.config import Config
@@ -24,7 +27,9 @@ from elemta.common.jetstream import (
 )
 from elemta.common.replies import Reply
 from elemta.delivery.outcome import Delivery, Reporter
+from elemta.delivery.redelivery import Reported
 
+from support.natsserver import NatsServer
 from support.smtpsink import SmtpSink
 
 ACK_WAIT = 1.0  # seconds before a message taken and not acked is offered again
@@ -158,3 +163,30 @@ async def test_a_job_offered_again_after_its_outcome_was_stored_is_not_delivered
     assert await received(sink, 1) == [["carol@relay.test"]]
     await until(lambda: settled(harness, DELIVERY_STREAM, DELIVERY_CONSUMER))
     assert len(sink.messages) == 1
+
+
+async def test_a_lookup_without_an_answer_is_tried_again_before_the_message_is_attempted(
+    harness: Harness, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cluster electing a leader or a node restarting answers nothing for a moment:
+    the lookup waits for it rather than delivering the message a second time."""
+    qid, seq = await harness.store("alice@sender.test", ["bob@relay.test"])
+    raw = await harness.js.get_msg(MESSAGES_STREAM, seq=seq)
+    env = Envelope.from_header((raw.headers or {})[ENVELOPE_HEADER])
+    await Reporter(harness.js, 2.0).publish_first(FirstAttempt(envelope=env, msg_seq=seq))
+    caplog.set_level(logging.DEBUG, logger="elemta.delivery.redelivery")
+    nc = await nats.connect(nats_server.url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
+    try:
+        reported_already = Reported(nc.jetstream(timeout=0.5), patience=30.0)
+        await asyncio.to_thread(nats_server.stop, True)
+        looking = asyncio.create_task(reported_already.first(qid, seq))
+
+        async def unanswered() -> bool:
+            return "no answer yet" in caplog.text
+
+        await until(unanswered)
+        assert not looking.done()
+        await asyncio.to_thread(nats_server.start)
+        assert await asyncio.wait_for(looking, 30) == "its report is stored"
+    finally:
+        await nc.close()

@@ -15,50 +15,84 @@ nothing here) is looked up first, with reads from the stream leader:
   still waiting in ``ELEMTA_OUTCOMES``. A job whose message is gone is dropped as
   before (:mod:`.body`).
 
-Anything else, and any lookup that fails, means "attempt it": a lookup may
-cost a copy, never a message.
+A lookup that gets no answer (a cluster electing a leader, a node gone) is
+tried again for up to ``LOOKUP_PATIENCE`` seconds; anything else, and a lookup
+that never gets an answer, means "attempt it": a lookup may cost a copy, never a
+message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from elemta.common.jetstream import MESSAGES_STREAM, OUTCOME_SUBJECT, OUTCOMES_STREAM, STATE_BUCKET
 
-__all__ = ["Reported"]
+__all__ = ["LOOKUP_PATIENCE", "Reported"]
 
 log = logging.getLogger(__name__)
 
 _KV_GONE = ("DEL", "PURGE")
 _MAX_SCAN = 32  # outcomes of one message looked at for a job's own
+LOOKUP_PATIENCE = 10.0  # seconds a lookup without an answer is tried again
+
+
+class _NoAnswer(Exception):
+    """A lookup that got no answer in time."""
 
 
 class Reported:
     """Lookups of what is stored about a message; each answers why it is done, or ''."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, patience: float = LOOKUP_PATIENCE) -> None:
         self.js = js
+        self.patience = patience
 
     async def first(self, qid: str, msg_seq: int) -> str:
         """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''."""
+        return await self._patiently(qid, lambda: self._first(qid, msg_seq))
+
+    async def job(self, qid: str, job_seq: int) -> str:
+        """Why the job at ``job_seq`` of message ``qid`` needs no attempt, or ''."""
+        return await self._patiently(qid, lambda: self._job(qid, job_seq))
+
+    async def _patiently(self, qid: str, lookup: Callable[[], Awaitable[str]]) -> str:
+        deadline = time.monotonic() + self.patience
+        pause = 0.2
+        while True:
+            try:
+                return await lookup()
+            except _NoAnswer as exc:
+                if time.monotonic() + pause > deadline:
+                    log.info(
+                        "%s: cannot tell whether it was reported (%s); attempting it", qid, exc
+                    )
+                    return ""
+                log.debug("%s: no answer yet (%s)", qid, exc)
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+    async def _first(self, qid: str, msg_seq: int) -> str:
         try:
             await self.js.get_msg(OUTCOMES_STREAM, subject=f"{OUTCOME_SUBJECT}.{qid}")
             return "its report is stored"
         except NotFoundError:
             pass
         except Exception as exc:
-            return self._unknown(qid, exc)
+            raise _NoAnswer(repr(exc)) from None
         try:
             raw = await self.js.get_msg(MESSAGES_STREAM, seq=msg_seq)
             if not (raw.subject or "").endswith(f".{qid}"):
-                return "the queue finished it"
+                return "it is finished"
         except NotFoundError:
-            return "the queue finished it"
+            return "it is finished"
         except Exception as exc:
-            return self._unknown(qid, exc)
+            raise _NoAnswer(repr(exc)) from None
         try:
             state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
             if (state.headers or {}).get("KV-Operation") not in _KV_GONE:
@@ -66,11 +100,10 @@ class Reported:
         except NotFoundError:
             pass
         except Exception as exc:
-            return self._unknown(qid, exc)
+            raise _NoAnswer(repr(exc)) from None
         return ""
 
-    async def job(self, qid: str, job_seq: int) -> str:
-        """Why the job at ``job_seq`` of message ``qid`` needs no attempt, or ''."""
+    async def _job(self, qid: str, job_seq: int) -> str:
         want = f"outcome.{qid}.{job_seq}"
         seq = 1
         try:
@@ -84,10 +117,5 @@ class Reported:
         except NotFoundError:
             pass
         except Exception as exc:
-            return self._unknown(qid, exc)
-        return ""
-
-    @staticmethod
-    def _unknown(qid: str, exc: Exception) -> str:
-        log.info("%s: cannot tell whether it was reported (%r); attempting it", qid, exc)
+            raise _NoAnswer(repr(exc)) from None
         return ""
