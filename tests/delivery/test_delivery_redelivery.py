@@ -101,6 +101,30 @@ async def test_a_message_offered_again_after_its_report_was_stored_is_not_delive
     assert await harness.outcomes_stored() == 1  # the one report, not a second
 
 
+async def test_a_message_a_restarted_server_hands_out_as_new_after_its_report_is_not_delivered(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    """nats-server killed with SIGKILL forgets the last moments of its consumers'
+    progress: a message handed out, reported and acked comes again as new
+    (num_delivered 1). Stored before the delivery process connected, it is looked
+    up first."""
+    cfg = routed(harness, sink)
+    await first_consumer(harness, cfg)
+    _qid, seq = await harness.store("alice@sender.test", ["bob@relay.test"])
+    raw = await harness.js.get_msg(MESSAGES_STREAM, seq=seq)
+    env = Envelope.from_header((raw.headers or {})[ENVELOPE_HEADER])
+    await Reporter(harness.js, 2.0).publish_first(FirstAttempt(envelope=env, msg_seq=seq))
+    before = reported()
+    await harness.start(cfg)  # connects after the message was stored
+    await until(lambda: settled(harness, MESSAGES_STREAM, FIRST_CONSUMER))
+    assert reported() == before + 1
+    assert sink.messages == []
+    # stored while connected and not reported: delivered
+    await harness.store("alice@sender.test", ["carol@relay.test"])
+    assert await received(sink, 1) == [["carol@relay.test"]]
+    assert reported() == before + 1
+
+
 async def test_a_message_offered_again_without_a_report_is_delivered(
     harness: Harness, sink: SmtpSink
 ) -> None:

@@ -114,13 +114,14 @@ class AttemptHandler:
         reporter: Reporter,
         retry_delay: float = 2.0,
         suspensions: Suspensions | None = None,
+        reported: Reported | None = None,
     ) -> None:
         self.bodies = bodies
         self.router = router
         self.reporter = reporter
         self.retry_delay = retry_delay
         self.suspensions = suspensions
-        self.reported = Reported(reporter.js)
+        self.reported = reported or Reported(reporter.js)
 
     def _suspended(self, job: DeliveryJob) -> Delivery | None:
         return suspended(self.suspensions, job)
@@ -154,7 +155,7 @@ class AttemptHandler:
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         ) as span:
-            if (msg.metadata.num_delivered or 1) > 1:  # the ack was lost: reported already?
+            if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
                 done = await self.reported.job(job.id, msg.metadata.sequence.stream)
                 if done:
                     log.info("%s: job offered again, not attempted again: %s", job.id, done)

@@ -12,7 +12,8 @@ state, retries and bounces. A message delivered to everyone with nothing left to
 do is ended here instead (:mod:`.finish`): its stored copy deleted and its history
 recorded, no report, so it costs no job, no state and no work in the queue.
 
-A message offered again (its ack was lost) is first looked up
+A message offered again (its ack was lost), or stored before the process last
+connected to NATS (a restarted server may hand it out again), is first looked up
 (:mod:`.redelivery`): when its report is stored already it is acked, not
 delivered a second time.
 
@@ -64,6 +65,7 @@ class FirstAttemptHandler:
         retry_delay: float = 2.0,
         suspensions: Suspensions | None = None,
         finisher: Finisher | None = None,
+        reported: Reported | None = None,
     ) -> None:
         self.suspensions = suspensions
         self.finisher = finisher
@@ -72,7 +74,7 @@ class FirstAttemptHandler:
         self.router = router
         self.reporter = reporter
         self.retry_delay = retry_delay
-        self.reported = Reported(reporter.js)
+        self.reported = reported or Reported(reporter.js)
 
     async def __call__(self, msg: Msg) -> None:
         try:
@@ -91,7 +93,7 @@ class FirstAttemptHandler:
 
     async def _first(self, msg: Msg, env: Envelope) -> None:
         meta = msg.metadata
-        if (meta.num_delivered or 1) > 1:  # the ack was lost: was it reported already?
+        if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
             done = await self.reported.first(env.id, meta.sequence.stream)
             if done:
                 log.info("%s: offered again, not attempted again: %s", env.id, done)

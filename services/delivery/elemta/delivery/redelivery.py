@@ -2,9 +2,15 @@
 
 JetStream offers a message again when its acknowledgement did not arrive: the
 process was killed after the report was stored, or the ack died with a
-nats-server node. Attempting it again would deliver the mail a second time, so a
-message or job that comes back (``num_delivered > 1``; a first delivery costs
-nothing here) is looked up first, with reads from the stream leader:
+nats-server node. A nats-server killed with SIGKILL also forgets, when it starts
+again, the last second or so of its consumers' progress (their state is written
+behind, the messages are not): messages handed out and acked before the kill come
+again as if new (``num_delivered`` 1). Attempting either again would deliver the
+mail a second time, so a message or job is looked up first when it is offered
+again (``num_delivered > 1``) or was stored before this process last connected to
+NATS (the only time a server restart can have happened unseen), with reads from
+the stream leader; a message stored and delivered while the connection holds, the
+common case, costs nothing here:
 
 * a stored message (first attempt) is done when ``elemta.outcome.<id>`` holds
   anything (its report is stored and not yet taken by the queue: every record on
@@ -28,6 +34,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 _KV_GONE = ("DEL", "PURGE")
 _MAX_SCAN = 32  # outcomes of one message looked at for a job's own
 LOOKUP_PATIENCE = 10.0  # seconds a lookup without an answer is tried again
+CLOCK_MARGIN = 5.0  # seconds: the stream's clock may run ahead of this process's
 
 
 class _NoAnswer(Exception):
@@ -49,9 +57,23 @@ class _NoAnswer(Exception):
 class Reported:
     """Lookups of what is stored about a message; each answers why it is done, or ''."""
 
-    def __init__(self, js: JetStreamContext, patience: float = LOOKUP_PATIENCE) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        patience: float = LOOKUP_PATIENCE,
+        connected_at: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.js = js
         self.patience = patience
+        self.connected_at = connected_at  # epoch seconds of the latest (re)connection
+
+    def worth_asking(self, msg: Msg) -> bool:
+        """Offered again, or stored before the latest connection to NATS."""
+        meta = msg.metadata
+        if (meta.num_delivered or 1) > 1:
+            return True
+        stored_at = meta.timestamp.timestamp() if meta.timestamp else 0.0
+        return stored_at <= self.connected_at() + CLOCK_MARGIN
 
     async def first(self, qid: str, msg_seq: int) -> str:
         """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''."""

@@ -38,6 +38,7 @@ from .first import FirstAttemptHandler
 from .metrics import INFLIGHT
 from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
 from .outcome import Reporter, worker_name
+from .redelivery import Reported
 from .shaping import LEASE_TTL, Shaper
 from .tlspolicy import TlsPolicy
 from .tlsreport import ReportSender
@@ -70,6 +71,7 @@ class DeliveryService:
         )
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
+        self.connected_at = 0.0  # epoch seconds of the latest (re)connection to NATS
         self.router: Router | None = None
         self.mta_sts: MtaSts | None = None
         self.tls_results: TlsResults | None = None
@@ -87,7 +89,12 @@ class DeliveryService:
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.nc = await connect(cfg, "elemta-delivery", stop=self.stop_event)
+
+        def on_state(up: bool) -> None:
+            if up:  # a server restarted meanwhile may hand out acked messages again
+                self.connected_at = time.time()
+
+        self.nc = await connect(cfg, "elemta-delivery", on_state, stop=self.stop_event)
         self.js = self.nc.jetstream(timeout=cfg.nats.publish_timeout)
         resolver = Resolver(cfg.dns)
         self.mta_sts = await self._mta_sts(resolver)
@@ -98,7 +105,10 @@ class DeliveryService:
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
         self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper(resolver))
-        handler = AttemptHandler(bodies, self.router, reporter, suspensions=self.suspensions)
+        reported = Reported(self.js, connected_at=lambda: self.connected_at)
+        handler = AttemptHandler(
+            bodies, self.router, reporter, suspensions=self.suspensions, reported=reported
+        )
         first = FirstAttemptHandler(
             RouteTable(cfg),
             bodies,
@@ -106,6 +116,7 @@ class DeliveryService:
             reporter,
             suspensions=self.suspensions,
             finisher=Finisher(self.nc, cfg.nats.publish_timeout),
+            reported=reported,
         )
         classes = await self._classes()
         inflight = [0] * (2 * len(classes))
