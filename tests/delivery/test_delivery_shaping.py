@@ -12,7 +12,7 @@ import pytest
 from elemta.common.config import DnsSettings, Route, ShapingSettings
 from elemta.common.envelope import DeliveryJob
 from elemta.common.replies import Reply
-from elemta.common.resolver import Resolver
+from elemta.common.resolver import NoSuchDomain, Resolver
 from elemta.common.suspensions import Suspensions
 from elemta.delivery.outcome import Delivery
 from elemta.delivery.pool import Pool
@@ -107,6 +107,11 @@ async def test_two_domains_with_mx_hosts_at_one_provider_share_its_connection_li
     pools = [Pool[_Session](8, idle_timeout=5.0) for _ in shapers]
     rule_c = await shapers[0].rule_for(_job("c.test"), Route(kind="mx"))
     assert rule_c is None  # its MX is at no provider: no limit
+    with pytest.raises(NoSuchDomain):  # the job's result, as the transport would find
+        await shapers[0].rule_for(_job("nowhere.test"), Route(kind="mx"))
+    asked = dns_server.queries
+    relay = Route(kind="smtp", host="127.0.0.1", port=25)  # an address: no MX to ask for
+    assert await shapers[0].rule_for(_job(), relay) is None and dns_server.queries == asked
 
     async def one(i: int, domain: str) -> None:
         shaper = shapers[i % 2]

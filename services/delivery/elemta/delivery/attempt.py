@@ -25,7 +25,7 @@ from elemta.common.config import Config, Route
 from elemta.common.envelope import DeliveryJob
 from elemta.common.replies import Reply
 from elemta.common.replies import Status as RcptStatus
-from elemta.common.resolver import Resolver
+from elemta.common.resolver import DnsError, Resolver
 from elemta.common.suspensions import Suspensions
 from elemta.common.telemetry import context_from_headers, tracer
 
@@ -35,7 +35,7 @@ from .maildir import MaildirTransport
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
 from .redelivery import Reported
-from .shaping import Backlogged, Shaper
+from .shaping import Backlogged, Shaper, destination_of
 from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
 
@@ -79,7 +79,10 @@ class Router:
         except Exception:
             return Delivery.everyone(job, "", Reply(451, "4.3.5", f"unusable route {job.route!r}"))
         if route.kind in ("mx", "smtp"):
-            rule = await self.shaper.rule_for(job, route) if self.shaper is not None else None
+            try:
+                rule = await self.shaper.rule_for(job, route) if self.shaper is not None else None
+            except DnsError as exc:  # as the transport would find: ask the DNS only once
+                return Delivery.everyone(job, destination_of(job, route), exc.reply)
             if rule is None or self.shaper is None:
                 return await self.smtp.deliver(job, body, route)
             try:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import random
@@ -65,7 +66,7 @@ from nats.js.kv import KeyValue
 
 from elemta.common.config import ProviderRule, Route, ShapingRule, ShapingSettings
 from elemta.common.envelope import DeliveryJob
-from elemta.common.resolver import DnsError, Resolver
+from elemta.common.resolver import Resolver
 from elemta.common.suspensions import Suspension, Suspensions
 
 from .metrics import SHAPED
@@ -102,6 +103,18 @@ def destination_of(job: DeliveryJob, route: Route) -> str:
     if route.kind == "smtp" and not route.mx_lookup:
         return f"[{route.host}]:{route.port}"
     return (route.host if route.kind == "smtp" else job.domain).lower()
+
+
+def _named(dest: str) -> bool:
+    """A destination with MX records to look up: not a relay's ``[host]:port``
+    nor an address."""
+    if dest.startswith("["):
+        return False
+    try:
+        ipaddress.ip_address(dest)
+    except ValueError:
+        return True
+    return False
 
 
 def _under(host: str, suffixes: list[str]) -> bool:
@@ -287,16 +300,14 @@ class Shaper:
     # -- rules -------------------------------------------------------------
 
     async def rule_for(self, job: DeliveryJob, route: Route) -> Rule | None:
-        """The job's merged rule, or None when no limit applies to it (the MX
-        hosts are looked up, from the resolver's cache mostly, when some
-        provider could match)."""
+        """The job's merged rule, or None when no limit applies to it. The MX hosts
+        are looked up (the transport asks the same next, from the cache) when some
+        provider could match; a lookup that fails raises its
+        :class:`~elemta.common.resolver.DnsError`, which is the job's result."""
         dest = destination_of(job, route)
         hosts: list[str] = []
-        if self.providers and self.resolver is not None and not dest.startswith("["):
-            try:
-                hosts = [mx.host for mx in await self.resolver.mx(dest)]
-            except DnsError:
-                pass  # the transport reports it; no provider then
+        if self.providers and self.resolver is not None and _named(dest):
+            hosts = [mx.host for mx in await self.resolver.mx(dest)]
         return self.rule(dest, hosts)
 
     def rule(self, dest: str, mx_hosts: list[str] | tuple[str, ...] = ()) -> Rule | None:
