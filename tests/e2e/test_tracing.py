@@ -55,11 +55,17 @@ def test_one_trace_spans_ingress_policy_queue_and_delivery(stack_factory, make_s
             raise AssertionError(
                 f"spans by service: {sorted({(s.service, s.name, s.trace_id[:8]) for s in receiver.snapshot()})}"
             )
-        time.sleep(1.5)  # let the batch processors flush the parents too
-        in_trace = [s for s in receiver.snapshot() if s.trace_id == trace_id]
-        # every span but the root has a parent inside the same trace
-        ids = {s.span_id for s in in_trace}
-        orphans = [s for s in in_trace if s.parent_id and s.parent_id not in ids]
+        # Every span but the root has a parent inside the same trace. The
+        # failed recipient's retries go on adding spans, and a child can reach
+        # the receiver a batch before its parent: wait for the parents to come.
+        deadline = time.monotonic() + 15
+        while True:
+            in_trace = [s for s in receiver.snapshot() if s.trace_id == trace_id]
+            ids = {s.span_id for s in in_trace}
+            orphans = [s for s in in_trace if s.parent_id and s.parent_id not in ids]
+            if not orphans or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
         assert not orphans, orphans
     finally:
         receiver.stop()

@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 
 LEASE_REFRESH = 10.0  # seconds between refreshes of a held lease (bucket TTL: 3x this)
 LEASE_TTL = 3 * LEASE_REFRESH
+RELEASE_RETRIES = (0.2, 1.0, 3.0, None)  # pauses between tries to delete a lease
 RULE_CACHE = 10000  # merged rules kept (destinations seen)
 # Message slots are spaced this much wider than the rate asks: a message sent a
 # few milliseconds late (timers, a busy loop) must not put one more into a second.
@@ -169,13 +170,22 @@ class Lease:
                 await self.kv.put(self.key, self.holder)
 
     async def release(self) -> None:
+        """Delete the lease; a delete that fails (a server slow to answer, a
+        leader being elected) is tried again a few times before the lease is
+        left to expire with the bucket's TTL, which would keep the slot from
+        every process for up to ``LEASE_TTL`` seconds."""
         self._refresh.cancel()
-        try:
-            await self.kv.delete(self.key)
-        except Exception as exc:  # it expires with the bucket's TTL instead
-            log.warning("connection lease %s not released: %r", self.key, exc)
-            return
-        self.on_release(self.key)
+        for pause in RELEASE_RETRIES:
+            try:
+                await self.kv.delete(self.key)
+            except Exception as exc:
+                if pause is None:
+                    log.warning("connection lease %s not released: %r", self.key, exc)
+                    return
+                await asyncio.sleep(pause)
+            else:
+                self.on_release(self.key)
+                return
 
 
 class _NoLease:
