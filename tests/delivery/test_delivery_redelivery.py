@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 
 import nats
 import pytest
-from delivery_harness import Harness, metric
+from delivery_harness import BODY, Harness, metric
 
 from elemta.common.config import Config
-from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt
+from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, new_queue_id
 from elemta.common.jetstream import (
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
@@ -212,5 +212,40 @@ async def test_a_lookup_without_an_answer_is_tried_again_before_the_message_is_a
         assert not looking.done()
         await asyncio.to_thread(nats_server.start)
         assert await asyncio.wait_for(looking, 30) == "its report is stored"
+    finally:
+        await nc.close()
+
+
+async def test_a_lookup_tells_a_stored_message_of_any_class_from_a_finished_one(
+    harness: Harness,
+) -> None:
+    """Normal mail is on ``elemta.msg.<id>``, other classes on ``elemta.<class>.msg.<id>``:
+    either is still to be attempted while stored, and finished once deleted."""
+    lookups = Reported(harness.js)
+    normal, normal_seq = await harness.store("alice@sender.test", ["bob@relay.test"])
+    high = new_queue_id()
+    env = Envelope(high, "alice@sender.test", ["carol@relay.test"], time.time(), size=len(BODY))
+    ack = await harness.js.publish(
+        f"elemta.high.msg.{high}", BODY, headers={ENVELOPE_HEADER: env.to_header()}
+    )
+    assert await lookups.first(normal, normal_seq) == ""
+    assert await lookups.first(high, ack.seq) == ""
+    await harness.js.delete_msg(MESSAGES_STREAM, ack.seq)
+    await harness.js.purge_stream(MESSAGES_STREAM, subject=f"elemta.msg.{normal}")
+    assert await lookups.first(normal, normal_seq) == "it is finished"
+    assert await lookups.first(high, ack.seq) == "it is finished"
+
+
+async def test_a_lookup_of_a_large_message_does_not_read_its_body(
+    harness: Harness, nats_server: NatsServer
+) -> None:
+    """Right after a (re)connection every message is looked up; one of 1 MB must not
+    come over the wire for it (it used to, base64 in JSON)."""
+    qid, seq = await harness.store("alice@sender.test", ["bob@relay.test"], b"x" * 1_000_000)
+    nc = await nats.connect(nats_server.url)
+    try:
+        before = nc.stats["in_bytes"]
+        assert await Reported(nc.jetstream()).first(qid, seq) == ""
+        assert nc.stats["in_bytes"] - before < 20_000
     finally:
         await nc.close()
