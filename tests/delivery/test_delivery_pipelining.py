@@ -9,10 +9,14 @@ in a packet of its own.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from delivery_harness import BODY, Harness
+
+from elemta.common.envelope import Envelope, new_queue_id
+from elemta.common.jetstream import ENVELOPE_HEADER, MESSAGES_STREAM, first_consumer_config
 
 
 class Peer:
@@ -224,3 +228,55 @@ async def test_a_peer_that_hangs_up_on_a_second_message_gets_it_on_a_new_connect
         ["dave@example.test"],
     ]
     assert peer.connections == 3
+
+
+async def test_a_wire_ready_message_goes_out_on_data_exactly_as_stored(
+    harness: Harness, peers: list[Peer]
+) -> None:
+    """Ingress found CRLF lines only and none beginning with ".": DATA sends the
+    stored bytes as they are (8-bit and all), and the peer gets them exactly."""
+    peer = await start_peer(peers, chunking=False)
+    await harness.start()
+    body = (
+        b"Subject: caf\xc3\xa9\r\n\r\n8-bit \xc3\xa9t\xc3\xa9, a dot . inside a line.\r\n"
+        + (b"x" * 998 + b"\r\n") * 100
+    )
+    route = f"smtp:[127.0.0.1]:{peer.port}"
+    qid = await harness.submit(route, ["bob@example.test"], body=body, wire_ready=True)
+
+    assert (await harness.outcome(qid)).results[0].status == "delivered"
+    assert peer.messages == [("DATA", ["bob@example.test"], body)]
+    assert b"\r\n" + body + b".\r\n" in b"".join(peer.packets)
+
+
+async def test_a_first_attempt_sends_what_ingress_stored_byte_for_byte_ready_or_not(
+    harness: Harness, peers: list[Peer]
+) -> None:
+    """The envelope's ``wire_ready`` reaches the first attempt; a message without it
+    (here with dot lines, a line of exactly "." and 8-bit text) is dot-stuffed as ever."""
+    peer = await start_peer(peers, chunking=False)
+    cfg = harness.config()
+    routes = {"example.test": f"smtp:[127.0.0.1]:{peer.port}"}
+    cfg = cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    ready = b"Subject: ready\r\n\r\n\xc3\xa9t\xc3\xa9 and a dot . inside\r\n" * 50
+    dotted = b"Subject: dotted\r\n\r\n.leading\r\n.\r\n..two\r\n\xc3\xa9t\xc3\xa9\r\n" * 50
+    for body, wire_ready in ((ready, True), (dotted, False)):
+        env = Envelope(
+            new_queue_id(),
+            "alice@sender.test",
+            ["bob@example.test"],
+            time.time(),
+            size=len(body),
+            body_8bit=True,
+            wire_ready=wire_ready,
+        )
+        await harness.js.publish(
+            f"elemta.msg.{env.id}", body, headers={ENVELOPE_HEADER: env.to_header()}
+        )
+    deadline = time.monotonic() + 15
+    while len(peer.messages) < 2:
+        assert time.monotonic() < deadline, peer.messages
+        await asyncio.sleep(0.05)
+    assert sorted(m[2] for m in peer.messages) == sorted([ready, dotted])

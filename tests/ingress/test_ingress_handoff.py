@@ -170,3 +170,22 @@ async def test_an_unconfirmed_store_is_ours_only_when_stored_by_its_deadline(
         assert await handoff._stored_by("elemta.msg.NOTTHERE", time.time() + 5) == 0
     finally:
         await nc.close()
+
+
+def test_the_envelope_says_whether_the_message_can_go_out_on_data_as_it_is(
+    ingress_factory, shared_nats
+):
+    """No line beginning with "." (CRLF only is a given after the DATA checks): the
+    next hop gets it without delivery dot-stuffing it."""
+    runner = ingress_factory()
+    plain = MESSAGE + ("a line . with dots.\r\n" * 50)
+    dotted = MESSAGE + ".a line that starts with a dot\r\n"
+    lonely = MESSAGE + "before\r\n.\r\nafter\r\n"  # smtplib stuffs it: "..", one "."
+    ready = {}
+    for name, body in {"plain": plain, "dotted": dotted, "lonely": lonely}.items():
+        code, text = send(runner.port, body)
+        assert code == 250, text
+        msg = stored(shared_nats.url, queue_id_of(text))
+        assert msg is not None and msg.data.endswith(body.encode())
+        ready[name] = msg.envelope.wire_ready
+    assert ready == {"plain": True, "dotted": False, "lonely": False}

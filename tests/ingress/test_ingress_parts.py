@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ingress_harness import make_config
 
-from elemta.ingress.data import check_data, unstuff
+from elemta.ingress.data import check_data, unstuff, wire_ready
 from elemta.ingress.received import protocol_name, received_header
 from elemta.ingress.relay import RelayControl
 from elemta.ingress.replies import with_enhanced_code
@@ -62,6 +62,37 @@ def test_data_checks_size_and_line_length_after_unstuffing():
     assert check_data(b"..\r\n" * 10 + b".\r\n", 30, 998) == (b".\r\n" * 10, "")
     too_big = check_data(b"x\r\n" * 20 + b".\r\n", 30, 998)[1]
     assert too_big == "552 5.3.4 Message size exceeds fixed limit"
+
+
+RECEIVED = b"Received: from client.test\r\n\tby mx.test; Mon, 30 Nov 2026 23:00:00 +0000\r\n"
+
+
+@pytest.mark.parametrize(
+    "prefix, content, ready",
+    [
+        (RECEIVED, b"Subject: x\r\n\r\nHello.\r\nc.d\r\n", True),
+        (b"", b"Subject: x\r\n\r\nHello.\r\n", True),
+        (RECEIVED, b".leading dot\r\n", False),  # the first line of the content
+        (RECEIVED, b"Subject: x\r\n\r\n.\r\n", False),  # a line of exactly "."
+        (RECEIVED, b"Subject: x\r\n\r\n..two\r\n", False),
+        (RECEIVED, b"", True),
+        (b"", b"", False),  # nothing at all: DATA adds a line end
+        (b"X-Added: .\r\n", b"a\r\n", True),  # a dot inside a line is nothing
+        (b"X-Added: a\r\n.b\r\n", b"a\r\n", False),  # policy put a dot line on top
+        (b"X-Added: a\nb\r\n", b"a\r\n", False),  # a bare LF in an added field
+        (b"X-Added: a\rb\r\n", b"a\r\n", False),
+        (b"X-Added: a", b"\r\nb\r\n", False),  # the content would not begin a line
+    ],
+)
+def test_a_message_is_wire_ready_only_with_crlf_lines_none_beginning_with_a_dot(
+    prefix: bytes, content: bytes, ready: bool
+) -> None:
+    assert wire_ready(prefix + content, content) is ready
+
+
+def test_a_message_whose_body_policy_replaced_is_not_wire_ready() -> None:
+    content = b"Subject: x\r\n\r\nHello.\r\n"
+    assert not wire_ready(RECEIVED + b"Subject: x\r\n\r\nReplaced.\r\n", content)
 
 
 def test_relay_control_welcomes_local_domains_and_trusted_clients_only():

@@ -110,6 +110,10 @@ class Envelope:
     deadline: float = 0.0
     # -9..9 (RFC 6710 MT-PRIORITY or the [priorities] rules; see elemta.common.priority).
     priority: int = 0
+    # The stored message has CRLF line ends only and no line beginning with ".":
+    # DATA sends it as it is, without the passes that normalize and dot-stuff it
+    # (ingress knows this from its own checks; anything else leaves it False).
+    wire_ready: bool = False
 
     def to_header(self) -> str:
         # Every field is of a JSON type already (no nested records): no _plain pass.
@@ -139,6 +143,7 @@ class DeliveryJob:
     dsn_notify: dict[str, str] = field(default_factory=dict)
     dsn_orcpt: dict[str, str] = field(default_factory=dict)
     priority: int = 0  # the message's (see Envelope); passed on as MT-PRIORITY
+    wire_ready: bool = False  # see Envelope
 
     def encode(self) -> bytes:
         return _dump(self)

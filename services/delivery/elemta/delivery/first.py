@@ -159,6 +159,7 @@ class FirstAttemptHandler:
                 dsn_notify={r: env.dsn_notify[r] for r in dest.recipients if r in env.dsn_notify},
                 dsn_orcpt={r: env.dsn_orcpt[r] for r in dest.recipients if r in env.dsn_orcpt},
                 priority=env.priority,
+                wire_ready=env.wire_ready,
             )
             for dest in self.routes.plan(env.recipients)
         ]

@@ -71,11 +71,19 @@ async def batch(
 
 
 async def message_after_354(
-    client: aiosmtplib.SMTP, body: bytes, within: float | None
+    client: aiosmtplib.SMTP, body: bytes, within: float | None, as_is: bool = False
 ) -> SMTPResponse:
-    """The message, dot-stuffed, and the end-of-data line; the final reply."""
+    """The message, dot-stuffed, and the end-of-data line; the final reply.
+
+    ``as_is``: the message is known to need neither (CRLF only, ending with one,
+    no line beginning with "."; see ``DeliveryJob.wire_ready``), so it is sent
+    without the passes over it that would find nothing to change.
+    """
     protocol = _protocol_of(client)
-    data = _protocol.PERIOD_REGEX.sub(b"..", _protocol.normalize_message_line_endings(body))
+    if as_is and body.endswith(b"\r\n"):
+        data = body
+    else:
+        data = _protocol.PERIOD_REGEX.sub(b"..", _protocol.normalize_message_line_endings(body))
     async with protocol._command_lock:
         protocol._response_pending = True
         protocol.write(data + b".\r\n")

@@ -197,7 +197,7 @@ class SmtpSession:
                 started = replies[-1]
                 if started.code == 354:  # whatever was accepted, the server waits for data
                     final = await pipelining.message_after_354(
-                        c, body if accepted else b"", self.timeout
+                        c, body if accepted else b"", self.timeout, as_is=job.wire_ready
                     )
                 elif accepted:
                     final = started

@@ -13,7 +13,7 @@ import asyncio
 
 from .replies import BARE_NEWLINE, LINE_TOO_LONG, TOO_BIG
 
-__all__ = ["MARK", "check_data", "longest_line", "read_data", "unstuff"]
+__all__ = ["MARK", "check_data", "longest_line", "read_data", "unstuff", "wire_ready"]
 
 MARK = b"\r\n.\r\n"
 
@@ -49,6 +49,32 @@ def check_data(raw: bytes, max_size: int, max_line: int) -> tuple[bytes, str]:
     if max(map(len, lines)) > max_line and longest_line(content) > max_line:
         return b"", LINE_TOO_LONG
     return content, ""
+
+
+def wire_ready(message: bytes, content: bytes) -> bool:
+    """Whether ``message`` can go out on DATA exactly as stored.
+
+    That is: CRLF line ends only, ending with one, and no line beginning with
+    ".", so that the next hop's DATA needs neither line-end normalization nor
+    dot-stuffing (both a pass over the whole message, which on 100 KB cost
+    delivery more than the rest of its work on it). ``content`` is what the DATA
+    or BDAT checks returned (CRLF only, checked already); ``message`` ends with
+    it after what ingress and policy put before it (``Received:``, added header
+    fields), which is short and checked here in full. When ``message`` does not
+    end with ``content`` (policy replaced the body), the answer is no.
+    """
+    head = len(message) - len(content)
+    if head < 0 or not message.endswith(b"\r\n") or not message.endswith(content):
+        return False
+    if content.startswith(b".") or b"\r\n." in content:
+        return False
+    prefix = message[:head]
+    if prefix and not prefix.endswith(b"\r\n"):
+        return False  # content would not begin a line
+    crlf = prefix.count(b"\r\n")
+    if not prefix.count(b"\r") == prefix.count(b"\n") == crlf:
+        return False
+    return not (prefix.startswith(b".") or b"\n." in prefix)
 
 
 def _advance(state: int, byte: int) -> int:

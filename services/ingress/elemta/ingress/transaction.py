@@ -25,6 +25,7 @@ from elemta.common.priority import Priorities
 from elemta.common.telemetry import tracer
 
 from . import metrics
+from .data import wire_ready
 from .dsnparams import DsnRequest
 from .handoff import Handoff, QueueUnavailable
 from .policy_client import (
@@ -221,6 +222,7 @@ class MessageProcessor:
     async def _process(
         self, tx: Transaction, content: bytes, queue_id: str, span: trace.Span
     ) -> tuple[str, str]:
+        checked = content  # passed the DATA or BDAT checks: CRLF line ends only
         if tx.submission and tx.authenticated_user:
             content = complete_headers(content, self.hostname, queue_id)
         received = received_header(
@@ -290,6 +292,7 @@ class MessageProcessor:
             dsn_envid=tx.dsn.envid,
             dsn_notify={r: n for r, n in tx.dsn.notify.items() if r in recipients},
             dsn_orcpt={r: o for r, o in tx.dsn.orcpt.items() if r in recipients},
+            wire_ready=wire_ready(message, checked),
         )
         if self.priorities.enabled:
             env.priority = self.priorities.assign(
