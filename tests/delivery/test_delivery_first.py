@@ -22,6 +22,7 @@ from elemta.common.jetstream import (
     OUTCOMES_STREAM,
     first_consumer_config,
 )
+from elemta.delivery.finish import HistoryBatch
 
 from support.smtpsink import SmtpSink
 
@@ -159,3 +160,57 @@ async def test_a_copy_stored_after_its_deadline_is_never_delivered(
     assert [m.rcpt_tos for m in sink.wait_for(1)] == [["carol@relay.test"]]
     await asyncio.sleep(0.3)
     assert len(sink.messages) == 1
+
+
+async def test_messages_ending_together_each_get_their_history_before_their_ack(
+    harness: Harness, sink: SmtpSink
+) -> None:
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    envs = await asyncio.gather(
+        *(store(harness, [f"rcpt{i}@relay.test"], size=len(BODY)) for i in range(40))
+    )
+    for env in envs:  # records published together are still one per message
+        events = await history(harness, env.id)
+        assert events[0]["recipients"] == list(env.recipients)
+        assert [e["type"] for e in events][-1] == "done"
+    deadline = time.monotonic() + 10.0
+    while (await harness.js.stream_info(MESSAGES_STREAM)).state.messages:
+        assert time.monotonic() < deadline, "messages were left stored"
+        await asyncio.sleep(0.05)
+    assert (await harness.js.stream_info(EVENTS_STREAM)).state.messages == 40
+    assert len(sink.wait_for(40)) == 40
+
+
+async def test_a_message_whose_history_is_not_stored_yet_stays_to_be_offered_again(
+    harness: Harness, sink: SmtpSink, monkeypatch: Any
+) -> None:
+    """A process stopped (or killed) between the delivery and the history record:
+    the message is neither deleted nor acked, so it is offered again, not lost."""
+    never = asyncio.Event()
+
+    async def stuck(self: HistoryBatch, subject: str, data: bytes, msg_id: str) -> int:
+        await never.wait()
+        return 0
+
+    monkeypatch.setattr(HistoryBatch, "store", stuck)
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    service = await harness.start(cfg)
+    env = await store(harness, ["bob@relay.test"], size=len(BODY))
+    deadline = time.monotonic() + 10.0
+    while not sink.messages:  # delivered; its history waits
+        assert time.monotonic() < deadline, "never delivered"
+        await asyncio.sleep(0.05)
+    await service.stop()
+    harness.services.remove(service)
+    assert (await harness.js.stream_info(MESSAGES_STREAM)).state.messages == 1
+    assert (await harness.js.stream_info(EVENTS_STREAM)).state.messages == 0
+    info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+    assert info.ack_floor.stream_seq == 0, "acked before its history was stored"
+
+    monkeypatch.undo()
+    await harness.start(cfg)  # offered again once the ack wait runs out
+    events = await history(harness, env.id, within=15.0)
+    assert events[-1]["type"] == "done"

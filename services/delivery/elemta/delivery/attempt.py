@@ -231,20 +231,13 @@ def log_attempt(job: DeliveryJob, delivery: Delivery, elapsed: float) -> None:
         counts = delivery.counts()
         detail = ", ".join(f"{n} {_POSTFIX_STATUS[s]}" for s, n in sorted(counts.items()))
         detail += f"; first problem: {code} {enhanced} {text}"
-    log.info(
-        "%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
-        job.id,
-        ">,<".join(job.recipients),
-        delivery.host or "none",
-        elapsed,
-        enhanced,
-        status,
-        detail,
-        extra={
-            "dest": job.dest,
-            "attempt": job.attempt,
-            "host": delivery.host,
-            "code": code,
-            "status": status,
-        },
+    logs.info(
+        log,
+        f"{job.id}: to=<{'>,<'.join(job.recipients)}>, relay={delivery.host or 'none'}, "
+        f"delay={elapsed:.2f}, dsn={enhanced}, status={status} ({detail})",
+        dest=job.dest,
+        attempt=job.attempt,
+        host=delivery.host,
+        code=code,
+        status=status,
     )

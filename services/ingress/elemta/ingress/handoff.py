@@ -44,6 +44,7 @@ from elemta.common.envelope import Envelope
 from elemta.common.jetstream import BODIES_BUCKET, ENVELOPE_HEADER, MESSAGES_STREAM
 from elemta.common.names import msg_subject
 from elemta.common.priority import Priorities
+from elemta.common.puback import header_block, publish_acked
 from elemta.common.replies import TemporaryError
 from elemta.common.telemetry import headers_with_context
 
@@ -107,19 +108,18 @@ class Handoff:
             payload = b""
         env.deadline = round(self.clock() + self.publish_timeout, 3)
         headers = headers_with_context(
-            {ENVELOPE_HEADER: env.to_header(), "Nats-Msg-Id": env.id}, ctx
+            {
+                ENVELOPE_HEADER: env.to_header(),
+                "Nats-Msg-Id": env.id,
+                "Nats-Expected-Stream": MESSAGES_STREAM,
+            },
+            ctx,
         )
         subject = msg_subject(env.id, self.klass(env.priority))
+        assert self.nc is not None
         try:
-            ack = await asyncio.wait_for(
-                self.js.publish(
-                    subject,
-                    payload,
-                    timeout=self.publish_timeout + 1,
-                    stream=MESSAGES_STREAM,
-                    headers=headers,
-                ),
-                self.publish_timeout,
+            seq = await publish_acked(
+                self.nc, subject, payload, header_block(headers), self.publish_timeout
             )
         except (NoStreamResponseError, APIError) as exc:
             # Refused for certain: nothing was stored.
@@ -135,7 +135,7 @@ class Handoff:
             self._drop_body(env)
             self._spawn(self._purge(subject))
             raise QueueUnavailable(f"no PubAck: {exc!r}") from None
-        return int(ack.seq)
+        return seq
 
     async def _stored_by(self, subject: str, deadline: float) -> int:
         """The sequence of the copy on ``subject`` if the stream stored it by

@@ -322,23 +322,17 @@ class MessageProcessor:
                 return self._refused(tx, QUEUE_FAILURE, "tempfail")
             store_span.set_attribute("messaging.nats.sequence", seq)
         metrics.MESSAGE_BYTES.observe(len(message))
-        log.info(
-            "from=<%s> size=%d nrcpt=%d client=%s[%s]%s queued as %s",
-            sender,
-            len(message),
-            len(recipients),
-            tx.helo,
-            tx.client_ip,
-            " (hold)" if env.hold else "",
-            queue_id,
-            extra={
-                "sender": sender,
-                "size": len(message),
-                "nrcpt": len(recipients),
-                "client_ip": tx.client_ip,
-                "hold": env.hold,
-                "body_object": env.body_object,
-            },
+        size = len(message)
+        logs.info(
+            log,
+            f"from=<{sender}> size={size} nrcpt={len(recipients)} client={tx.helo}"
+            f"[{tx.client_ip}]{' (hold)' if env.hold else ''} queued as {queue_id}",
+            sender=sender,
+            size=size,
+            nrcpt=len(recipients),
+            client_ip=tx.client_ip,
+            hold=env.hold,
+            body_object=env.body_object,
         )
         return f"250 2.0.0 Ok: queued as {queue_id}", "accepted"
 
