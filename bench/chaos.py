@@ -41,6 +41,9 @@ def main() -> int:
     parser.add_argument("--lease-time", type=float, default=5.0, help="queue.lease_time")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the directory with all logs")
+    parser.add_argument(
+        "--log-level", default="WARNING", help="the services' log level (INFO shows each lookup)"
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())
     failed = False
@@ -55,6 +58,7 @@ def main() -> int:
             sessions=args.sessions,
             lease_time=args.lease_time,
             seed=seed,
+            log_level=args.log_level,
             say=lambda text: print(text, flush=True),
         ).run()
         print(result.report(), flush=True)

@@ -44,7 +44,7 @@ import nats
 
 from elemta.common.names import MESSAGES_STREAM
 
-from .countingsink import CountingSink
+from .countingsink import Arrival, CountingSink
 from .dnsserver import DnsServer, free_port
 from .elemta_run import Run, write_config
 from .tokenload import TokenLoad
@@ -132,6 +132,7 @@ class Chaos:
         seed: int | None = None,
         say: Callable[[str], None] = print,
         drain_timeout: float = 300.0,
+        log_level: str = "WARNING",
     ) -> None:
         self.workdir = workdir
         self.messages = messages
@@ -143,6 +144,8 @@ class Chaos:
         self.random = random.Random(seed)
         self.say = say
         self.drain_timeout = drain_timeout
+        self.log_level = log_level
+        self.killed: list[tuple[float, str, list[str]]] = []  # (epoch, kind, names)
         self.run_dir = workdir / "var" / "run"
         self.health: dict[str, str] = {}
         self.launcher: Run | None = None
@@ -173,7 +176,7 @@ class Chaos:
                 "server": {"trusted_networks": ["127.0.0.0/8"]},
                 "transport": {"routes": {"relay.test": f"smtp:[127.0.0.1]:{sink_port}"}},
                 "queue": {"lease_time": self.lease_time},
-                "telemetry": {"log_level": "WARNING", "log_format": "text"},
+                "telemetry": {"log_level": self.log_level, "log_format": "text"},
             },
         )
         run = Run(
@@ -260,6 +263,8 @@ class Chaos:
             except ProcessLookupError:
                 continue
             killed.append((name, pid))
+        if killed:
+            self.killed.append((time.time(), kind, [name for name, _pid in killed]))
         for name, _pid in killed:
             self._wait_line(mark, f"{name} restarted (pid", 60)
         return len(killed)
@@ -296,6 +301,26 @@ class Chaos:
                 self.say(f"chaos: queue not read ({exc})")
             time.sleep(1.0)
         return False
+
+    def _explain(self, token: str, arrivals: list[Arrival], cut: bool, hows: list[str]) -> str:
+        """A doubled token for ``duplicates.txt``: each copy with its queue id, time
+        and sink connection, and the kills from 30 s before to 5 s after it (the
+        offset: negative before the copy)."""
+        out = [f"{token}: {len(arrivals)} copies{' (cut)' if cut else ''}"]
+        if hows:
+            out.append(f" client unsure: {', '.join(hows)}")
+        out.append("\n")
+        for a in arrivals:
+            before = [
+                f"{kind}@{at - a.at:+.1f}s:{'+'.join(names)}"
+                for at, kind, names in self.killed
+                if -30 <= at - a.at <= 5
+            ]
+            out.append(
+                f"  {a.queue_id or '?'} at {a.at:.3f} conn {a.connection}"
+                f"  kills: {' '.join(before) or '-'}\n"
+            )
+        return "".join(out)
 
     # -- the run ------------------------------------------------------------------
 
@@ -339,14 +364,22 @@ class Chaos:
             result.doubled = sum(1 for n in counts.values() if n > 1)
             unsure = dict(load.stats.unsure)
             cut = sink.cut_tokens()
-            for token, n in counts.items():
+            lines = []
+            for token, n in sorted(counts.items()):
                 if n < 2:
                     continue
-                resends = unsure.get(token, [])[: n - 1]
-                for how in resends:
-                    result.resent[how] += 1
-                if token in cut:
-                    result.cut += n - 1 - len(resends)
+                arrivals = sink.arrivals(token)
+                # a copy under a queue id seen before was delivered again by Elemta;
+                # a new queue id is a client's resend that was stored after all
+                ids = list(dict.fromkeys(a.queue_id for a in arrivals))
+                hows = unsure.get(token, [])
+                for i in range(len(ids) - 1):
+                    result.resent[hows[i] if i < len(hows) else "unexplained"] += 1
+                again = n - len(ids)
+                if again and token in cut:
+                    result.cut += again
+                lines.append(self._explain(token, arrivals, token in cut, hows))
+            (self.workdir / "duplicates.txt").write_text("".join(lines))
             result.delivered = sum(counts.values())
             result.unaccepted_delivered = sum(1 for t in counts if t not in accepted)
             result.replies = load.replies()

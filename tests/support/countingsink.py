@@ -7,6 +7,11 @@ message delivered twice (by a retry after a crash, or a ``451`` that was stored
 after all) shows up as a count of 2. It keeps no bodies: ten thousand messages
 cost a dictionary.
 
+Each arrival is also kept with the queue id Elemta gave the copy (the ``id`` of
+its first ``Received:`` header), its time and its connection: two copies with one
+queue id were delivered twice by Elemta, two queue ids mean the client sent the
+message twice (:meth:`CountingSink.arrivals`).
+
 It also notes the tokens a sender may not have heard about: the last message of a
 connection that ended without ``QUIT`` (``cut``). When a delivery process is
 killed between this sink's ``250`` and its stored report, the message it carried
@@ -20,16 +25,29 @@ import re
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from .dnsserver import free_port
 
-__all__ = ["TOKEN_HEADER", "CountingSink"]
+__all__ = ["TOKEN_HEADER", "Arrival", "CountingSink"]
 
 TOKEN_HEADER = "X-Elemta-Token"
 _TOKEN = re.compile(rb"^" + TOKEN_HEADER.encode() + rb": *([A-Za-z0-9._-]+)\r?$", re.M | re.I)
+_QUEUE_ID = re.compile(
+    rb"^Received:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*? id ([A-Za-z0-9._-]+)", re.M | re.I
+)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One copy of a token: Elemta's queue id, when, on which connection."""
+
+    queue_id: str
+    at: float  # epoch seconds
+    connection: int  # numbered in the order the sink accepted them
 
 
 class _Handler:
@@ -41,7 +59,8 @@ class _Handler:
         header_end = content.find(b"\r\n\r\n")
         found = _TOKEN.search(content, 0, header_end if header_end >= 0 else len(content))
         token = found.group(1).decode() if found else ""
-        self.sink._arrived(token)
+        qid = _QUEUE_ID.search(content, 0, header_end if header_end >= 0 else len(content))
+        self.sink._arrived(token, qid.group(1).decode() if qid else "", id(session))
         self.sink._last[id(session)] = token
         return "250 2.0.0 OK: counted"
 
@@ -56,6 +75,8 @@ class _Smtp(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         handler = self.event_handler
         if isinstance(handler, _Handler) and self.session is not None:
+            with handler.sink._cond:
+                handler.sink._connections.pop(id(self.session), None)
             token = handler.sink._last.pop(id(self.session), None)
             if token:
                 handler.sink._cut(token)
@@ -77,6 +98,9 @@ class CountingSink:
         # tokens that were the last message of a connection closed without QUIT
         self.cut: Counter[str] = Counter()
         self._last: dict[int, str] = {}  # id(session) -> its last token
+        self._arrivals: dict[str, list[Arrival]] = {}
+        self._connections: dict[int, int] = {}  # id(session) -> its number, while open
+        self._serial = 0
         self._cond = threading.Condition()
         self.controller = _Controller(
             _Handler(self),
@@ -86,10 +110,16 @@ class CountingSink:
             data_size_limit=64 * 1024 * 1024,
         )
 
-    def _arrived(self, token: str) -> None:
+    def _arrived(self, token: str, queue_id: str = "", session: int = 0) -> None:
         with self._cond:
             if token:
                 self.counts[token] += 1
+                if session not in self._connections:
+                    self._serial += 1
+                    self._connections[session] = self._serial
+                self._arrivals.setdefault(token, []).append(
+                    Arrival(queue_id, time.time(), self._connections[session])
+                )
             else:
                 self.untokened += 1
             self._cond.notify_all()
@@ -97,6 +127,11 @@ class CountingSink:
     def _cut(self, token: str) -> None:
         with self._cond:
             self.cut[token] += 1
+
+    def arrivals(self, token: str) -> list[Arrival]:
+        """Every copy of ``token`` that arrived, in order."""
+        with self._cond:
+            return list(self._arrivals.get(token, ()))
 
     def cut_tokens(self) -> set[str]:
         with self._cond:
