@@ -5,6 +5,7 @@ is acked, not delivered a second time; one whose report is not stored is."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -249,3 +250,38 @@ async def test_a_lookup_of_a_large_message_does_not_read_its_body(
         assert nc.stats["in_bytes"] - before < 20_000
     finally:
         await nc.close()
+
+
+async def test_a_finished_message_still_stored_after_a_server_restart_is_deleted_not_delivered(
+    harness: Harness, nats_server: NatsServer, sink: SmtpSink
+) -> None:
+    """Its history says ``done`` (it was delivered and its delete confirmed), yet
+    the stored copy is there after nats-server was killed and started again:
+    handed out again, it is deleted and acked, not delivered a second time, and
+    it does not stay in the stream."""
+    cfg = routed(harness, sink)
+    await first_consumer(harness, cfg)
+    qid, _seq = await harness.store("alice@sender.test", ["bob@relay.test"])
+    done = [{"type": t, "at": time.time(), "id": qid} for t in ("accepted", "delivered", "done")]
+    await harness.js.publish(f"elemta.events.{qid}", json.dumps(done).encode())
+    await asyncio.to_thread(nats_server.stop, True)  # SIGKILL
+    await asyncio.to_thread(nats_server.start)
+
+    async def reconnected() -> bool:
+        try:
+            await harness.js.stream_info(MESSAGES_STREAM)
+        except Exception:
+            return False
+        return True
+
+    await until(reconnected, within=30)
+    before = reported()
+    await harness.start(cfg)  # connects after the message was stored
+
+    async def ended() -> bool:
+        return (await harness.js.stream_info(MESSAGES_STREAM)).state.messages == 0
+
+    await until(ended)
+    await until(lambda: settled(harness, MESSAGES_STREAM, FIRST_CONSUMER))
+    assert reported() == before + 1
+    assert sink.messages == []

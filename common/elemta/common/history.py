@@ -10,12 +10,13 @@ for a report handed to it) writes exactly this, so the history reads the same.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from .envelope import FirstAttempt
 
-__all__ = ["delivered_at_once"]
+__all__ = ["delivered_at_once", "says_done"]
 
 
 def delivered_at_once(report: FirstAttempt, now: float | None = None) -> list[dict[str, Any]]:
@@ -55,3 +56,14 @@ def delivered_at_once(report: FirstAttempt, now: float | None = None) -> list[di
             delivered.add(r.recipient)
     records.append(event("done", delivered=len(delivered)))
     return records
+
+
+def says_done(record: bytes) -> bool:
+    """Whether a stored history record (one event or a step's array) holds ``done``:
+    the message was finished, and its stored copy deleted, before it was written."""
+    try:
+        parsed = json.loads(record)
+    except ValueError:
+        return False
+    events = parsed if isinstance(parsed, list) else [parsed]
+    return any(isinstance(e, dict) and e.get("type") == "done" for e in events)

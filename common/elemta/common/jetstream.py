@@ -438,8 +438,16 @@ async def store_message(
 
 
 API_PREFIX = "$JS.API"
-# JetStream error codes for "that message is not there (any more)".
-_GONE_CODES = {10037, 10043, 10057}
+# JetStream error codes for "that message is not there (any more)": no message
+# found, sequence not found.
+_GONE_CODES = {10037, 10043}
+# The generic "message deletion failed" (10057) says the message is gone only
+# with the store's "no message found" or "stream store EOF" (a sequence past the
+# last one); with anything else (a store closed or recovering after a restart, a
+# block that could not be read) the message may still be there and the delete
+# has failed.
+_DELETE_FAILED = 10057
+_GONE_TEXTS = ("no message found", "stream store eof")
 
 
 async def delete_stream_msg(nc: NATS, stream: str, seq: int, wait: float = 5.0) -> None:
@@ -448,7 +456,9 @@ async def delete_stream_msg(nc: NATS, stream: str, seq: int, wait: float = 5.0) 
     ``JetStreamManager.delete_msg`` asks for a secure erase (the server rewrites
     the block with random bytes): about 500 deletes a second, which would cap the
     whole system; ``no_erase`` only marks the message deleted (tens of thousands
-    a second). A message that is already gone counts as deleted.
+    a second). A message that is already gone counts as deleted; any other
+    refusal raises, so that no one records a message as finished while its
+    stored copy is still there.
     """
     resp = await nc.request(
         f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
@@ -456,6 +466,10 @@ async def delete_stream_msg(nc: NATS, stream: str, seq: int, wait: float = 5.0) 
         timeout=wait,
     )
     err = json.loads(resp.data).get("error")
-    if err and err.get("err_code") not in _GONE_CODES:
-        APIError.from_error(err)  # raises the matching APIError subclass
-        raise APIError(**err)
+    if not err or err.get("err_code") in _GONE_CODES:
+        return
+    said = str(err.get("description", "")).lower()
+    if err.get("err_code") == _DELETE_FAILED and any(text in said for text in _GONE_TEXTS):
+        return
+    APIError.from_error(err)  # raises the matching APIError subclass
+    raise APIError(**err)

@@ -45,7 +45,7 @@ from .body import BodyStore, BodyUnavailable
 from .finish import Finisher
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
-from .redelivery import Reported
+from .redelivery import LEFTOVER, Reported
 
 __all__ = ["FirstAttemptHandler"]
 
@@ -95,6 +95,11 @@ class FirstAttemptHandler:
         meta = msg.metadata
         if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
             done = await self.reported.first(env.id, meta.sequence.stream)
+            if done == LEFTOVER and not await self.reported.delete_leftover(
+                env.id, meta.sequence.stream
+            ):
+                await msg.nak(delay=self.retry_delay)
+                return
             if done:
                 log.info("%s: offered again, not attempted again: %s", env.id, done)
                 ATTEMPTS.labels("reported").inc()

@@ -16,7 +16,10 @@ common case, costs nothing here:
   anything (its report is stored and not yet taken by the queue: every record on
   that subject comes after the first report), when the message is no longer in
   ``ELEMTA_MESSAGES`` (the queue finished it), or when the queue holds its state
-  in ``ELEMTA_STATE`` (the queue took the report over);
+  in ``ELEMTA_STATE`` (the queue took the report over), or when its history
+  (the last record on ``elemta.events.<id>``) says ``done``: whoever finished it
+  confirmed a delete of the stored copy, and a copy still there is a leftover
+  (:data:`LEFTOVER`) that the caller deletes before it acks;
 * a job is done when its outcome (``Nats-Msg-Id: outcome.<id>.<job seq>``) is
   still waiting in ``ELEMTA_OUTCOMES``. A job whose message is gone is dropped as
   before (:mod:`.body`).
@@ -34,14 +37,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from elemta.common.jetstream import MESSAGES_STREAM, OUTCOME_SUBJECT, OUTCOMES_STREAM, STATE_BUCKET
+from elemta.common.history import says_done
+from elemta.common.jetstream import (
+    EVENTS_STREAM,
+    EVENTS_SUBJECT,
+    MESSAGES_STREAM,
+    OUTCOME_SUBJECT,
+    OUTCOMES_STREAM,
+    STATE_BUCKET,
+    delete_stream_msg,
+)
 from elemta.common.names import msg_subject
 
-__all__ = ["LOOKUP_PATIENCE", "Reported"]
+__all__ = ["LEFTOVER", "LOOKUP_PATIENCE", "Reported"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +62,8 @@ _KV_GONE = ("DEL", "PURGE")
 _MAX_SCAN = 32  # outcomes of one message looked at for a job's own
 LOOKUP_PATIENCE = 10.0  # seconds a lookup without an answer is tried again
 CLOCK_MARGIN = 5.0  # seconds: the stream's clock may run ahead of this process's
+# why a message needs no attempt although its stored copy is still there
+LEFTOVER = "its history says done"
 
 
 class _NoAnswer(Exception):
@@ -63,8 +78,10 @@ class Reported:
         js: JetStreamContext,
         patience: float = LOOKUP_PATIENCE,
         connected_at: Callable[[], float] = lambda: 0.0,
+        nc: NATS | None = None,
     ) -> None:
         self.js = js
+        self.nc = nc  # for deleting a leftover copy (default: the context's connection)
         self.patience = patience
         self.connected_at = connected_at  # epoch seconds of the latest (re)connection
 
@@ -79,6 +96,18 @@ class Reported:
     async def first(self, qid: str, msg_seq: int) -> str:
         """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''."""
         return await self._patiently(qid, lambda: self._first(qid))
+
+    async def delete_leftover(self, qid: str, seq: int) -> bool:
+        """Delete the stored copy of a finished message (:data:`LEFTOVER`): acking
+        alone would leave it in the stream for good. False when the delete failed."""
+        nc = self.nc or self.js._nc
+        try:
+            await delete_stream_msg(nc, MESSAGES_STREAM, seq, self.patience)
+        except Exception as exc:
+            log.warning("%s: finished, but its stored copy not deleted (%r)", qid, exc)
+            return False
+        log.warning("%s: finished, but its stored copy was still there; deleted", qid)
+        return True
 
     async def job(self, qid: str, job_seq: int) -> str:
         """Why the job at ``job_seq`` of message ``qid`` needs no attempt, or ''."""
@@ -117,6 +146,14 @@ class Reported:
             state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
             if (state.headers or {}).get("KV-Operation") not in _KV_GONE:
                 return "the queue holds it"
+        except NotFoundError:
+            pass
+        except Exception as exc:
+            raise _NoAnswer(repr(exc)) from None
+        try:
+            history = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
+            if says_done(history.data or b""):
+                return LEFTOVER
         except NotFoundError:
             pass
         except Exception as exc:

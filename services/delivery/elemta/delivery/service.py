@@ -105,7 +105,7 @@ class DeliveryService:
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
         self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper(resolver))
-        reported = Reported(self.js, connected_at=lambda: self.connected_at)
+        reported = Reported(self.js, connected_at=lambda: self.connected_at, nc=self.nc)
         handler = AttemptHandler(
             bodies, self.router, reporter, suspensions=self.suspensions, reported=reported
         )

@@ -44,6 +44,7 @@ from .dispatch import Dispatcher
 from .events import EventPublisher
 from .intake import Intake
 from .lease import Lease
+from .leftovers import Leftovers
 from .metrics import ACTIVE
 from .outcomes import Outcomes
 from .scheduler import Scheduler
@@ -129,6 +130,7 @@ class QueueService:
         self._control: Control | None = None
         self.suspensions: Suspensions | None = None
         self._depth: DepthSampler | None = None
+        self._leftovers: Leftovers | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         if health is not None:
@@ -216,6 +218,8 @@ class QueueService:
         await self._control.start()
         self._depth = DepthSampler(js, clock=self.clock)
         self._depth.start()
+        self._leftovers = Leftovers(nc, js, wait=cfg.nats.publish_timeout, clock=self.clock)
+        self._leftovers.start()
         self.active = True
         ACTIVE.set(1)
         holder = self.lease.holder if self.lease is not None else "this process"
@@ -228,6 +232,9 @@ class QueueService:
         if self._depth is not None:
             await self._depth.stop()
             self._depth = None
+        if self._leftovers is not None:
+            await self._leftovers.stop()
+            self._leftovers = None
         if self._control is not None:
             await self._control.stop()
             self._control = None
