@@ -255,10 +255,10 @@ async def test_a_lookup_of_a_large_message_does_not_read_its_body(
 async def test_a_finished_message_still_stored_after_a_server_restart_is_deleted_not_delivered(
     harness: Harness, nats_server: NatsServer, sink: SmtpSink
 ) -> None:
-    """Its history says ``done`` (it was delivered and its delete confirmed), yet
-    the stored copy is there after nats-server was killed and started again:
-    handed out again, it is deleted and acked, not delivered a second time, and
-    it does not stay in the stream."""
+    """Its history says ``done`` (it was delivered; the process was killed between
+    that record and the delete), and nats-server was killed and started again:
+    handed out again, the stored copy is deleted and acked, not delivered a
+    second time, and it does not stay in the stream."""
     cfg = routed(harness, sink)
     await first_consumer(harness, cfg)
     qid, _seq = await harness.store("alice@sender.test", ["bob@relay.test"])

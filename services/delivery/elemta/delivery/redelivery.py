@@ -17,9 +17,10 @@ common case, costs nothing here:
   that subject comes after the first report), when the message is no longer in
   ``ELEMTA_MESSAGES`` (the queue finished it), or when the queue holds its state
   in ``ELEMTA_STATE`` (the queue took the report over), or when its history
-  (the last record on ``elemta.events.<id>``) says ``done``: whoever finished it
-  confirmed a delete of the stored copy, and a copy still there is a leftover
-  (:data:`LEFTOVER`) that the caller deletes before it acks;
+  (the last record on ``elemta.events.<id>``) says ``done``: every recipient is
+  final (delivery stores that record right before it deletes the stored copy),
+  and a copy still there is a leftover (:data:`LEFTOVER`, e.g. the process was
+  killed between record and delete) that the caller deletes before it acks;
 * a job is done when its outcome (``Nats-Msg-Id: outcome.<id>.<job seq>``) is
   still waiting in ``ELEMTA_OUTCOMES``. A job whose message is gone is dropped as
   before (:mod:`.body`).

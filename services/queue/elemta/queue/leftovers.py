@@ -1,8 +1,9 @@
 """Finished messages whose stored copy is still in ``ELEMTA_MESSAGES``: deleted.
 
-A message is finished by whoever confirmed the delete of its stored copy and
-then wrote ``done`` to its history (delivery for mail delivered at once, else the
-queue). A copy left behind all the same (a delete that did not hold, a second
+``done`` in a message's history means every recipient is final: delivery stores
+that record for mail it delivered at once right before it deletes the stored
+copy, the queue writes it after its delete. A copy left behind all the same (a
+process killed between record and delete, a delete that did not hold, a second
 copy of the same message) is offered to no one once ``delivery-first`` acked it:
 it would stay in the stream for good, count in the queue's depth and age, and
 keep the queue from ever looking empty. The active queue therefore looks at the
