@@ -90,6 +90,24 @@ def test_a_message_is_wire_ready_only_with_crlf_lines_none_beginning_with_a_dot(
     assert wire_ready(prefix + content, content) is ready
 
 
+@pytest.mark.parametrize(
+    "wire, ready",
+    [
+        (b"Subject: x\r\n\r\nHello. a.b\r\n", True),
+        (b"Subject: x\r\n\r\n..\r\n", False),  # a line of exactly "."
+        (b"..leading\r\n", False),
+        (b"Subject: x\r\n\r\n.not stuffed by the client\r\n", True),  # its dot is gone
+        (b"", True),
+    ],
+)
+def test_what_the_data_checks_found_decides_whether_the_message_is_wire_ready(
+    wire: bytes, ready: bool
+) -> None:
+    content, reply = check_data(wire + b".\r\n", 10000, 998)
+    assert reply == ""
+    assert wire_ready(RECEIVED + content, content) is ready
+
+
 def test_a_message_whose_body_policy_replaced_is_not_wire_ready() -> None:
     content = b"Subject: x\r\n\r\nHello.\r\n"
     assert not wire_ready(RECEIVED + b"Subject: x\r\n\r\nReplaced.\r\n", content)

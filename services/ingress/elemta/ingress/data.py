@@ -13,7 +13,7 @@ import asyncio
 
 from .replies import BARE_NEWLINE, LINE_TOO_LONG, TOO_BIG
 
-__all__ = ["MARK", "check_data", "longest_line", "read_data", "unstuff", "wire_ready"]
+__all__ = ["MARK", "Checked", "check_data", "longest_line", "read_data", "unstuff", "wire_ready"]
 
 MARK = b"\r\n.\r\n"
 
@@ -29,6 +29,18 @@ def longest_line(data: bytes) -> int:
     return max(map(len, data.split(b"\r\n")), default=0)
 
 
+class Checked(bytes):
+    """Message content that passed the DATA checks (CRLF line ends only).
+
+    ``dot_lines`` is False when no line of it can begin with "." — none came
+    dot-stuffed — which unstuffing found out already: :func:`wire_ready` then
+    need not search 100 KB for it a second time. Plain ``bytes`` (BDAT, or
+    anything else) mean "not known".
+    """
+
+    dot_lines: bool = True
+
+
 def check_data(raw: bytes, max_size: int, max_line: int) -> tuple[bytes, str]:
     """The message in ``raw`` DATA (ending with the end mark), or the refusal.
 
@@ -40,15 +52,17 @@ def check_data(raw: bytes, max_size: int, max_line: int) -> tuple[bytes, str]:
     # ends with a line break, so there are as many lines as breaks).
     if not raw.count(b"\r") == raw.count(b"\n") == len(lines):
         return b"", BARE_NEWLINE
-    content = raw[:-3]  # without the ".\r\n" of the end mark
-    if content.startswith(b".") or b"\r\n." in content:
-        content = unstuff(content)
+    wire = raw[:-3]  # without the ".\r\n" of the end mark
+    # unstuff hands back the very same bytes when no line begins with a dot.
+    content = unstuff(wire)
     if len(content) > max_size:
         return b"", TOO_BIG
     # A stuffed line is one octet longer on the wire; look closer only then.
     if max(map(len, lines)) > max_line and longest_line(content) > max_line:
         return b"", LINE_TOO_LONG
-    return content, ""
+    checked = Checked(content)
+    checked.dot_lines = content is not wire
+    return checked, ""
 
 
 def wire_ready(message: bytes, content: bytes) -> bool:
@@ -66,7 +80,7 @@ def wire_ready(message: bytes, content: bytes) -> bool:
     head = len(message) - len(content)
     if head < 0 or not message.endswith(b"\r\n") or not message.endswith(content):
         return False
-    if content.startswith(b".") or b"\r\n." in content:
+    if getattr(content, "dot_lines", True) and (content.startswith(b".") or b"\r\n." in content):
         return False
     prefix = message[:head]
     if prefix and not prefix.endswith(b"\r\n"):
