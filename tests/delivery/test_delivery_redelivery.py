@@ -25,7 +25,9 @@ from elemta.common.jetstream import (
     STATE_BUCKET,
     delivery_consumer_config,
     first_consumer_config,
+    open_bucket,
 )
+from elemta.common.names import CLAIMS_BUCKET
 from elemta.common.replies import Reply
 from elemta.delivery.outcome import Delivery, Reporter
 from elemta.delivery.redelivery import Reported
@@ -285,3 +287,36 @@ async def test_a_finished_message_still_stored_after_a_server_restart_is_deleted
     await until(lambda: settled(harness, MESSAGES_STREAM, FIRST_CONSUMER))
     assert reported() == before + 1
     assert sink.messages == []
+
+
+async def test_a_message_another_process_attempts_after_a_restart_is_left_to_it(
+    harness: Harness, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a server restart two processes can hold one message: the one that
+    took it before the restart looks it up and claims it, the other gets it again
+    from the restarted server and finds nothing reported yet. The claim makes the
+    second leave it alone; once the first recorded its end, the message is acked
+    on its next offer and delivered once."""
+    monkeypatch.setattr("elemta.delivery.first.CLAIMED_RETRY", 0.3)
+    cfg = routed(harness, sink)
+    await first_consumer(harness, cfg)
+    qid, seq = await harness.store("alice@sender.test", ["bob@relay.test"])
+    assert await take_without_ack(harness, MESSAGES_STREAM, FIRST_CONSUMER, "elemta.msg.") == seq
+    claims = await open_bucket(harness.js, CLAIMS_BUCKET, ttl=cfg.delivery.ack_wait)
+    other = Reported(harness.js, claims=claims, owner="the other process")
+    assert await other.first(qid, seq) == ""
+    assert await other.claim(f"first.{qid}")  # ... and it is attempting it now
+    before = metric("elemta_delivery_attempts_total", {"result": "claimed"})
+    await harness.start(cfg)
+
+    async def left_alone() -> bool:
+        return metric("elemta_delivery_attempts_total", {"result": "claimed"}) >= before + 2
+
+    await until(left_alone)
+    assert sink.messages == []
+    raw = await harness.js.get_msg(MESSAGES_STREAM, seq=seq)  # the other one ends it
+    env = Envelope.from_header((raw.headers or {})[ENVELOPE_HEADER])
+    await Reporter(harness.js, 2.0).publish_first(FirstAttempt(envelope=env, msg_seq=seq))
+    await until(lambda: settled(harness, MESSAGES_STREAM, FIRST_CONSUMER))
+    assert sink.messages == []
+    assert not await other.claim(f"first.{qid}")  # claimed until the TTL

@@ -18,7 +18,7 @@ import logging
 import time
 
 from nats.aio.msg import Msg
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from elemta.common import logs
 from elemta.common.config import Config, Route
@@ -34,7 +34,7 @@ from .lmtp import LmtpTransport
 from .maildir import MaildirTransport
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
-from .redelivery import Reported
+from .redelivery import CLAIMED_RETRY, Reported
 from .shaping import Backlogged, Shaper, destination_of
 from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
@@ -158,52 +158,75 @@ class AttemptHandler:
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         ) as span:
+            claim = ""
             if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
                 done = await self.reported.job(job.id, msg.metadata.sequence.stream)
                 if done:
                     log.info("%s: job offered again, not attempted again: %s", job.id, done)
                     await msg.ack()
                     return "reported"
+                claim = f"job.{job.id}.{msg.metadata.sequence.stream}"
+                if not await self.reported.claim(claim):
+                    log.info("%s: job offered again while another attempt holds it", job.id)
+                    await msg.nak(delay=CLAIMED_RETRY)
+                    return "claimed"
             try:
-                body = await self.bodies.fetch(job)
-            except BodyUnavailable as exc:
-                log.warning("%s: %s; job returned to the queue", job.id, exc)
-                span.set_status(Status(StatusCode.ERROR, "body unavailable"))
-                await msg.nak(delay=self.retry_delay)
-                return "error"
-            if body is None:
-                log.info("%s: stored message is gone; job dropped without outcome", job.id)
-                await msg.ack()
-                return "missing"
-            try:
-                delivery = self._suspended(job) or await self.router.deliver(
-                    job, body, msg.metadata.num_delivered or 1
-                )
-            except Backlogged as exc:
-                # Shaping: no slot now. Back to the stream, so that this worker's
-                # capacity goes to other destinations meanwhile.
-                log.debug("%s: %s; job handed back for %.1fs", job.id, exc, exc.delay)
-                await msg.nak(delay=exc.delay)
-                return "backlogged"
-            except Exception as exc:
-                log.exception("%s: delivery failed unexpectedly", job.id)
-                delivery = Delivery.everyone(
-                    job, "", Reply(451, "4.3.0", f"internal error in delivery: {exc!r}")
-                )
-            first = delivery.first
-            span.set_attribute("elemta.host", delivery.host)
-            span.set_attribute("elemta.result", delivery.summary)
-            if first is not None:
-                span.set_attribute("smtp.reply_code", first.code)
-            log_attempt(job, delivery, time.monotonic() - started)
-            try:
-                await self.reporter.publish(job, delivery, msg.metadata.sequence.stream)
-            except Exception as exc:
-                log.error("%s: outcome not recorded (%r); job returned to the queue", job.id, exc)
-                span.set_status(Status(StatusCode.ERROR, "outcome not recorded"))
-                await msg.nak(delay=1.0)
-                return "error"
+                return await self._attempt_claimed(msg, job, started, span, claim)
+            except BaseException:
+                if claim:
+                    await self.reported.release(claim)
+                raise
+
+    async def _attempt_claimed(
+        self, msg: Msg, job: DeliveryJob, started: float, span: Span, claim: str
+    ) -> str:
+        """The attempt itself; a job sent back (nak) gives its ``claim`` back."""
+        try:
+            body = await self.bodies.fetch(job)
+        except BodyUnavailable as exc:
+            log.warning("%s: %s; job returned to the queue", job.id, exc)
+            span.set_status(Status(StatusCode.ERROR, "body unavailable"))
+            if claim:
+                await self.reported.release(claim)
+            await msg.nak(delay=self.retry_delay)
+            return "error"
+        if body is None:
+            log.info("%s: stored message is gone; job dropped without outcome", job.id)
             await msg.ack()
+            return "missing"
+        try:
+            delivery = self._suspended(job) or await self.router.deliver(
+                job, body, msg.metadata.num_delivered or 1
+            )
+        except Backlogged as exc:
+            # Shaping: no slot now. Back to the stream, so that this worker's
+            # capacity goes to other destinations meanwhile.
+            log.debug("%s: %s; job handed back for %.1fs", job.id, exc, exc.delay)
+            if claim:
+                await self.reported.release(claim)
+            await msg.nak(delay=exc.delay)
+            return "backlogged"
+        except Exception as exc:
+            log.exception("%s: delivery failed unexpectedly", job.id)
+            delivery = Delivery.everyone(
+                job, "", Reply(451, "4.3.0", f"internal error in delivery: {exc!r}")
+            )
+        first = delivery.first
+        span.set_attribute("elemta.host", delivery.host)
+        span.set_attribute("elemta.result", delivery.summary)
+        if first is not None:
+            span.set_attribute("smtp.reply_code", first.code)
+        log_attempt(job, delivery, time.monotonic() - started)
+        try:
+            await self.reporter.publish(job, delivery, msg.metadata.sequence.stream)
+        except Exception as exc:
+            log.error("%s: outcome not recorded (%r); job returned to the queue", job.id, exc)
+            span.set_status(Status(StatusCode.ERROR, "outcome not recorded"))
+            if claim:
+                await self.reported.release(claim)
+            await msg.nak(delay=1.0)
+            return "error"
+        await msg.ack()
         for r in delivery.results:
             RECIPIENTS.labels(r.status).inc()
         return delivery.summary

@@ -45,7 +45,7 @@ from .body import BodyStore, BodyUnavailable
 from .finish import Finisher
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
-from .redelivery import LEFTOVER, Reported
+from .redelivery import CLAIMED_RETRY, LEFTOVER, Reported
 
 __all__ = ["FirstAttemptHandler"]
 
@@ -93,6 +93,7 @@ class FirstAttemptHandler:
 
     async def _first(self, msg: Msg, env: Envelope) -> None:
         meta = msg.metadata
+        claim = ""
         if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
             done = await self.reported.first(env.id, meta.sequence.stream)
             if done == LEFTOVER and not await self.reported.delete_leftover(
@@ -105,6 +106,22 @@ class FirstAttemptHandler:
                 ATTEMPTS.labels("reported").inc()
                 await msg.ack()
                 return
+            claim = f"first.{env.id}"
+            if not await self.reported.claim(claim):
+                log.info("%s: offered again while another attempt holds it; later", env.id)
+                ATTEMPTS.labels("claimed").inc()
+                await msg.nak(delay=CLAIMED_RETRY)
+                return
+        try:
+            await self._handle(msg, env, claim)
+        except BaseException:
+            if claim:
+                await self.reported.release(claim)
+            raise
+
+    async def _handle(self, msg: Msg, env: Envelope, claim: str) -> None:
+        """Attempt, record, ack; a message sent back (nak) gives its ``claim`` back."""
+        meta = msg.metadata
         report = FirstAttempt(envelope=env, msg_seq=meta.sequence.stream)
         stored_at = meta.timestamp.timestamp() if meta.timestamp else 0.0
         # The report is published inside the span: the queue's work joins the trace.
@@ -127,6 +144,8 @@ class FirstAttemptHandler:
                     log.warning("%s: %s; message offered again later", env.id, exc)
                     span.set_status(Status(StatusCode.ERROR, "body unavailable"))
                     ATTEMPTS.labels("error").inc()
+                    if claim:
+                        await self.reported.release(claim)
                     await msg.nak(delay=self.retry_delay)
                     return
             try:
@@ -136,6 +155,8 @@ class FirstAttemptHandler:
                 log.error("%s: first attempt not recorded (%r); offered again", env.id, exc)
                 span.set_status(Status(StatusCode.ERROR, "first attempt not recorded"))
                 ATTEMPTS.labels("error").inc()
+                if claim:
+                    await self.reported.release(claim)
                 await msg.nak(delay=1.0)
                 return
         await msg.ack()

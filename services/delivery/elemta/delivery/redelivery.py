@@ -25,6 +25,18 @@ common case, costs nothing here:
   still waiting in ``ELEMTA_OUTCOMES``. A job whose message is gone is dropped as
   before (:mod:`.body`).
 
+Two processes can both hold the same message after a restart: one took it just
+before the server died and looks it up once the server is back, the restarted
+server (which forgot that hand-out) gives it to the other as new, and both find
+nothing reported yet. So a message or job that was looked up is also *claimed*
+before it is attempted: a key ``first.<id>`` or ``job.<id>.<seq>`` created in KV
+``ELEMTA_CLAIMS``, whose TTL is ``delivery.ack_wait``. Whoever finds the key
+there leaves the message to the other (nak with a delay); when it is offered
+again, the lookup finds the other's report. A claimant killed before its report
+holds the message back for about as long as the ack it never sent would have. A claim that cannot be written means
+"attempt it", as a lookup without an answer does. Only looked-up messages are
+claimed, so the common case writes nothing more.
+
 A lookup that gets no answer (a cluster electing a leader, a node gone) is
 tried again for up to ``LOOKUP_PATIENCE`` seconds; anything else, and a lookup
 that never gets an answer, means "attempt it": a lookup may cost a copy, never a
@@ -41,7 +53,8 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
 
 from elemta.common.history import says_done
 from elemta.common.jetstream import (
@@ -55,13 +68,14 @@ from elemta.common.jetstream import (
 )
 from elemta.common.names import msg_subject
 
-__all__ = ["LEFTOVER", "LOOKUP_PATIENCE", "Reported"]
+__all__ = ["CLAIMED_RETRY", "LEFTOVER", "LOOKUP_PATIENCE", "Reported"]
 
 log = logging.getLogger(__name__)
 
 _KV_GONE = ("DEL", "PURGE")
 _MAX_SCAN = 32  # outcomes of one message looked at for a job's own
 LOOKUP_PATIENCE = 10.0  # seconds a lookup without an answer is tried again
+CLAIMED_RETRY = 5.0  # seconds before a message claimed by another is offered again
 CLOCK_MARGIN = 5.0  # seconds: the stream's clock may run ahead of this process's
 # why a message needs no attempt although its stored copy is still there
 LEFTOVER = "its history says done"
@@ -80,7 +94,11 @@ class Reported:
         patience: float = LOOKUP_PATIENCE,
         connected_at: Callable[[], float] = lambda: 0.0,
         nc: NATS | None = None,
+        claims: KeyValue | None = None,
+        owner: str = "",
     ) -> None:
+        self.claims = claims  # KV ELEMTA_CLAIMS; None: nothing is claimed
+        self.owner = owner  # who claims: the process's worker name
         self.js = js
         self.nc = nc  # for deleting a leftover copy (default: the context's connection)
         self.patience = patience
@@ -97,6 +115,30 @@ class Reported:
     async def first(self, qid: str, msg_seq: int) -> str:
         """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''."""
         return await self._patiently(qid, lambda: self._first(qid))
+
+    async def claim(self, key: str) -> bool:
+        """Claim a looked-up message or job before attempting it: False when another
+        attempt holds it (leave it to that one); True when claimed, or when the
+        claim cannot be written (then it is attempted, as before claims)."""
+        if self.claims is None:
+            return True
+        try:
+            await self.claims.create(key, self.owner.encode())
+        except KeyWrongLastSequenceError:
+            return False
+        except Exception as exc:
+            log.info("%s: not claimed (%r); attempting it", key, exc)
+        return True
+
+    async def release(self, key: str) -> None:
+        """Give a claim back when the attempt ended without a report (the message
+        goes back to the stream): its next offer need not wait for the TTL."""
+        if self.claims is None:
+            return
+        try:
+            await self.claims.delete(key)
+        except Exception as exc:  # it expires with the TTL
+            log.debug("%s: claim not given back: %r", key, exc)
 
     async def delete_leftover(self, qid: str, seq: int) -> bool:
         """Delete the stored copy of a finished message (:data:`LEFTOVER`): acking

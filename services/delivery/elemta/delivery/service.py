@@ -21,6 +21,7 @@ from elemta.common.jetstream import (
     open_bucket,
 )
 from elemta.common.names import (
+    CLAIMS_BUCKET,
     PRIORITY_CLASSES,
     SHAPING_BUCKET,
     delivery_consumer,
@@ -105,7 +106,13 @@ class DeliveryService:
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
         self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper(resolver))
-        reported = Reported(self.js, connected_at=lambda: self.connected_at, nc=self.nc)
+        reported = Reported(
+            self.js,
+            connected_at=lambda: self.connected_at,
+            nc=self.nc,
+            claims=await open_bucket(self.js, CLAIMS_BUCKET, ttl=cfg.delivery.ack_wait),
+            owner=worker_name(),
+        )
         handler = AttemptHandler(
             bodies, self.router, reporter, suspensions=self.suspensions, reported=reported
         )
