@@ -60,6 +60,7 @@ from .names import (
     first_consumer,
 )
 from .natsauth import NatsAuth, NatsTls
+from .puback import request
 
 __all__ = [
     "BODIES_BUCKET",
@@ -460,11 +461,15 @@ async def delete_stream_msg(nc: NATS, stream: str, seq: int, wait: float = 5.0) 
     refusal raises, so that no one records a message as finished while its
     stored copy is still there.
     """
-    resp = await nc.request(
+    resp = await request(
+        nc,
         f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
-        json.dumps({"seq": seq, "no_erase": True}).encode(),
-        timeout=wait,
+        b'{"seq":%d,"no_erase":true}' % seq,
+        None,
+        wait,
     )
+    if not resp.data and (resp.headers or {}).get("Status") == "503":
+        raise nats.errors.NoRespondersError
     err = json.loads(resp.data).get("error")
     if not err or err.get("err_code") in _GONE_CODES:
         return

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError, NoStreamResponseError
 from nats.protocol import command
 
-__all__ = ["header_block", "publish_acked"]
+__all__ = ["header_block", "publish_acked", "request"]
 
 _STATUS = "Status"
 _NO_RESPONDERS = "503"
@@ -48,6 +48,22 @@ def header_block(headers: Mapping[str, str]) -> bytes:
 async def publish_acked(nc: NATS, subject: str, payload: bytes, headers: bytes, wait: float) -> int:
     """Publish ``payload`` with the header block ``headers`` to ``subject`` and
     return the stream sequence from its PubAck, waited for ``wait`` seconds."""
+    msg = await request(nc, subject, payload, headers, wait)
+    if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS:
+        raise NoStreamResponseError
+    resp = json.loads(msg.data)
+    if "error" in resp:
+        raise APIError.from_error(resp["error"])
+    return int(resp["seq"])
+
+
+async def request(
+    nc: NATS, subject: str, payload: bytes, headers: bytes | None, wait: float
+) -> Msg:
+    """``Client.request`` with one future and a timer: the reply to ``payload``
+    (with the header block ``headers``, if any) on ``subject``, waited for ``wait``
+    seconds (``nats.errors.TimeoutError`` after that). A "no responders" status
+    comes back as the reply."""
     if nc.is_closed:
         raise nats.errors.ConnectionClosedError
     if nc.is_draining_pubs:
@@ -65,20 +81,18 @@ async def publish_acked(nc: NATS, subject: str, payload: bytes, headers: bytes, 
     future: asyncio.Future[Msg] = loop.create_future()
     nc._resp_map[key] = future
     timer = loop.call_later(wait, _expire, future)
+    if headers is None:
+        cmd = command.pub_cmd(subject, inbox, payload)
+    else:
+        cmd = command.hpub_cmd(subject, inbox, headers, payload)
     try:
-        await nc._send_command(command.hpub_cmd(subject, inbox, headers, payload))
+        await nc._send_command(cmd)
         if nc._flush_queue is not None and nc._flush_queue.empty():
             await nc._flush_pending()
-        msg = await future
+        return await future
     finally:
         timer.cancel()
         nc._resp_map.pop(key, None)
-    if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS:
-        raise NoStreamResponseError
-    resp = json.loads(msg.data)
-    if "error" in resp:
-        raise APIError.from_error(resp["error"])
-    return int(resp["seq"])
 
 
 def _expire(future: asyncio.Future[Msg]) -> None:
