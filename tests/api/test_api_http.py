@@ -4,6 +4,7 @@ and history, errors as RFC 9457 problems, readiness, health and metrics on the A
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from nats.js import JetStreamContext
 
 from elemta.common.config import Config, load_config
 from elemta.common.envelope import Envelope, new_queue_id
+from elemta.common.history import batch_subject
 from elemta.common.jetstream import (
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
@@ -182,6 +184,27 @@ async def test_the_events_endpoint_returns_only_that_messages_events(
 
     body = await get_json(api, f"/api/v1/messages/{qid}/events")
     assert body == {"id": qid, "events": events}
+
+
+async def test_events_stored_with_other_messages_are_found_for_their_message(
+    api: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    """Delivery stores the history of messages it ends at once a few messages to a
+    record (elemta.common.history): the message's own events come back, after any
+    stored on its own subject, and nothing of its neighbours'."""
+    now = time.time()
+    qid, neighbour, later = new_queue_id(now), new_queue_id(now), new_queue_id(now)
+    policy = await publish_events(js, qid, "policy")
+    mine = [{"type": "accepted", "at": now, "id": qid}, {"type": "done", "at": now, "id": qid}]
+    theirs = [{"type": "done", "at": now, "id": neighbour}]
+    await js.publish(batch_subject(qid), json.dumps({neighbour: theirs}).encode())
+    await js.publish(batch_subject(qid), json.dumps({qid: mine, later: theirs}).encode())
+    await js.publish(batch_subject(qid), json.dumps({qid: theirs}).encode())  # ended twice
+
+    body = await get_json(api, f"/api/v1/messages/{qid}/events")
+    assert body == {"id": qid, "events": policy + mine}
+    body = await get_json(api, f"/api/v1/messages/{neighbour}/events")
+    assert body == {"id": neighbour, "events": theirs}
 
 
 async def test_an_event_that_is_not_json_is_shown_raw(

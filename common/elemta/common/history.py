@@ -3,9 +3,20 @@
 Per-message history lives on ``elemta.events.<id>`` (stream ``ELEMTA_EVENTS``):
 each stored record is one event (a JSON object) or the events of one step (a JSON
 array). A message whose first attempt delivered it to every recipient has one
-record for its whole journey: ``accepted``, then per recipient ``attempt`` and
-``delivered``, then ``done``. Whoever ends such a message (delivery, or the queue
-for a report handed to it) writes exactly this, so the history reads the same.
+list of events for its whole journey: ``accepted``, then per recipient
+``attempt`` and ``delivered``, then ``done``. Whoever ends such a message
+(delivery, or the queue for a report handed to it) writes exactly this, so the
+history reads the same.
+
+Delivery, which ends most mail, stores these lists of many messages together:
+one record (a JSON object, queue id -> events) on ``elemta.events.at.<bucket>``,
+where the bucket is the first :data:`BUCKET_CHARS` characters of the queue id,
+that is its acceptance time to about a second
+(:func:`elemta.common.envelope.new_queue_id`). Every stored record costs
+nats-server a synced write, as much as the message itself; one record for a few
+messages saves most of it. A reader finds a message's events by reading the
+records of its bucket (:func:`batch_subject`, :func:`events_in_batch`): messages
+accepted within the same second or so.
 """
 
 from __future__ import annotations
@@ -14,9 +25,66 @@ import json
 import time
 from typing import Any
 
-from .envelope import FirstAttempt
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
-__all__ = ["delivered_at_once", "says_done"]
+from .envelope import FirstAttempt
+from .names import EVENTS_STREAM, EVENTS_SUBJECT
+
+__all__ = [
+    "BATCH_SUBJECT",
+    "BUCKET_CHARS",
+    "batch_subject",
+    "batched_events",
+    "delivered_at_once",
+    "events_in_batch",
+    "holds_done",
+    "says_done",
+]
+
+BATCH_SUBJECT = f"{EVENTS_SUBJECT}.at"
+BUCKET_CHARS = 8  # of a queue id: 40 bits of its 50-bit millisecond time, ~1 s
+# Records of one bucket read at most for a message: a bucket spans about a second
+# and holds a few dozen records at thousands of messages a second.
+MAX_BATCH_RECORDS = 2000
+
+
+def batch_subject(qid: str) -> str:
+    """The subject of the records that hold ``qid``'s events when stored in a batch."""
+    return f"{BATCH_SUBJECT}.{qid[:BUCKET_CHARS]}"
+
+
+def events_in_batch(data: bytes | None, qid: str) -> list[Any] | None:
+    """``qid``'s events in one batch record; None when it holds none (or is not one)."""
+    try:
+        record = json.loads(data or b"")
+    except ValueError:
+        return None
+    found = record.get(qid) if isinstance(record, dict) else None
+    return found if isinstance(found, list) else None
+
+
+async def batched_events(
+    js: JetStreamContext, qid: str, direct: bool = False, limit: int = MAX_BATCH_RECORDS
+) -> list[Any] | None:
+    """``qid``'s events from the first record of its bucket that holds them; None
+    when none does (at most ``limit`` records read). ``direct``: read from any
+    replica (a view), else from the stream leader (a decision). NATS errors other
+    than "no more records" are the caller's."""
+    subject = batch_subject(qid)
+    seq = 1
+    for _ in range(limit):
+        try:
+            msg = await js.get_msg(
+                EVENTS_STREAM, seq=seq, subject=subject, next=True, direct=direct
+            )
+        except NotFoundError:
+            return None
+        found = events_in_batch(msg.data, qid)
+        if found is not None:
+            return found
+        seq = (msg.seq or seq) + 1
+    return None
 
 
 def delivered_at_once(report: FirstAttempt, now: float | None = None) -> list[dict[str, Any]]:
@@ -65,5 +133,9 @@ def says_done(record: bytes) -> bool:
         parsed = json.loads(record)
     except ValueError:
         return False
-    events = parsed if isinstance(parsed, list) else [parsed]
+    return holds_done(parsed if isinstance(parsed, list) else [parsed])
+
+
+def holds_done(events: list[Any]) -> bool:
+    """Whether ``done`` is among ``events``."""
     return any(isinstance(e, dict) and e.get("type") == "done" for e in events)

@@ -45,9 +45,11 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     return f"NATS/1.0\r\n{lines}\r\n".encode()
 
 
-async def publish_acked(nc: NATS, subject: str, payload: bytes, headers: bytes, wait: float) -> int:
-    """Publish ``payload`` with the header block ``headers`` to ``subject`` and
-    return the stream sequence from its PubAck, waited for ``wait`` seconds."""
+async def publish_acked(
+    nc: NATS, subject: str, payload: bytes, headers: bytes | None, wait: float
+) -> int:
+    """Publish ``payload`` with the header block ``headers`` (if any) to ``subject``
+    and return the stream sequence from its PubAck, waited for ``wait`` seconds."""
     msg = await request(nc, subject, payload, headers, wait)
     if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS:
         raise NoStreamResponseError

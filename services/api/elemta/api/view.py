@@ -18,6 +18,7 @@ from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from elemta.common.history import batched_events
 from elemta.common.jetstream import (
     BODIES_BUCKET,
     DEFERRED_STREAM,
@@ -213,6 +214,8 @@ class QueueView:
                 # one stored record may carry several events of one step
                 events.extend(record if isinstance(record, list) else [record])
                 seq = (msg.seq or seq) + 1
+            if not any(isinstance(e, dict) and e.get("type") == "done" for e in events):
+                events.extend((await batched_events(js, qid, direct=True) or [])[:MAX_EVENTS])
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
         return events

@@ -4,23 +4,22 @@ Most mail is delivered at its first attempt, to every recipient; the queue would
 only delete the stored message and write its history. Delivery does that itself,
 which spares a report in ``ELEMTA_OUTCOMES``, its acknowledgement and the queue's
 work on it: the history record goes out first
-(:func:`elemta.common.history.delivered_at_once`, the same record the queue would
+(:func:`elemta.common.history.delivered_at_once`, the same events the queue would
 write) and is waited for, then the stored message is deleted (the durable end;
 once it is gone it can never be offered again), then the caller acks the message.
 
 What is durable when: a process killed before the history record is stored leaves
 the message to be offered again (and attempted again, as for any attempt whose
-end was not recorded); killed after it, the record is there, and the message,
-still stored, is attempted again only if its redelivery lookup does not find it
-ended; killed after the delete, the message is acked on its next offer (it is
-gone). The record's ``Nats-Msg-Id`` names the stored message, so a repeated end
-within the duplicate window is stored once.
+end was not recorded); killed after it and before the delete, the same (the
+record is kept: the message's events are then in two records, and readers take
+the first); killed after the delete, the message is acked on its next offer (it
+is gone). History is never lost with a message that was ended.
 
-The records of messages ending close together are published together
-(:class:`HistoryBatch`): every synced store costs nats-server a disk flush, and a
-few records arriving in one write are flushed together. A record waits at most
-:data:`BATCH_DELAY` for others; the message is not acked before its record is
-stored either way.
+The events of messages ending close together are stored together
+(:class:`HistoryBatch`): one record per bucket of acceptance time
+(:mod:`elemta.common.history`), since every synced store costs nats-server about
+as much as the message itself. Events wait at most :data:`BATCH_DELAY` for
+others; the message is not acked before its record is stored either way.
 
 A message stays with the queue (:meth:`Finisher.applies` is false) when anything
 is left to do after the attempt: a recipient not delivered, a body in the Object
@@ -34,39 +33,63 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 from nats.aio.client import Client as NATS
 
 from elemta.common.envelope import FirstAttempt
-from elemta.common.history import delivered_at_once
-from elemta.common.jetstream import EVENTS_SUBJECT, MESSAGES_STREAM, delete_stream_msg
-from elemta.common.puback import header_block, publish_acked
+from elemta.common.history import batch_subject, delivered_at_once
+from elemta.common.jetstream import MESSAGES_STREAM, delete_stream_msg
+from elemta.common.puback import publish_acked
 from elemta.common.replies import Status
 
 __all__ = ["BATCH_DELAY", "BATCH_SIZE", "Finisher", "HistoryBatch"]
 
 log = logging.getLogger(__name__)
 
-BATCH_DELAY = 0.004  # seconds a history record waits for others to go with
-BATCH_SIZE = 64  # records published at once at most
+BATCH_DELAY = 0.010  # seconds a history record waits for others to go with
+BATCH_SIZE = 64  # messages in one record at most
+BATCH_BYTES = 256 * 1024  # and about this many bytes of events
+
+
+class _Bucket:
+    """The messages of one bucket waiting to be stored in one record."""
+
+    __slots__ = ("done", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.done: list[asyncio.Future[int]] = []
+        self.size = 0
 
 
 class HistoryBatch:
-    """History records published in groups, each caller waiting for its own PubAck."""
+    """History of messages ended close together stored as one record per bucket
+    (:func:`elemta.common.history.batch_subject`); each caller waits for the PubAck
+    of the record that holds its message."""
 
     def __init__(self, nc: NATS, wait: float) -> None:
         self.nc = nc
         self.wait = wait
-        self._pending: list[tuple[str, bytes, bytes, asyncio.Future[int]]] = []
+        self._pending: dict[str, _Bucket] = {}
+        self._count = 0
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def store(self, subject: str, data: bytes, msg_id: str) -> int:
-        """Store one record on ``subject``; the stream sequence once stored."""
+    async def store(self, qid: str, events: list[dict[str, Any]]) -> int:
+        """Store ``qid``'s events; the stream sequence of their record once stored."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
-        self._pending.append((subject, data, header_block({"Nats-Msg-Id": msg_id}), done))
-        if len(self._pending) >= BATCH_SIZE:
+        part = json.dumps(qid).encode() + b":" + json.dumps(events, separators=(",", ":")).encode()
+        subject = batch_subject(qid)
+        bucket = self._pending.get(subject)
+        if bucket is None:
+            bucket = self._pending[subject] = _Bucket()
+        bucket.parts.append(part)
+        bucket.done.append(done)
+        bucket.size += len(part)
+        self._count += 1
+        if self._count >= BATCH_SIZE or bucket.size >= BATCH_BYTES:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(BATCH_DELAY, self._flush)
@@ -76,25 +99,25 @@ class HistoryBatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
+        pending, self._pending, self._count = self._pending, {}, 0
+        loop = asyncio.get_running_loop()
+        for subject, bucket in pending.items():
+            task = loop.create_task(self._send(subject, bucket))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[str, bytes, bytes, asyncio.Future[int]]]) -> None:
-        # Every publish is written before the first PubAck is awaited: one write.
-        acks = await asyncio.gather(
-            *(publish_acked(self.nc, subj, data, hdr, self.wait) for subj, data, hdr, _ in batch),
-            return_exceptions=True,
-        )
-        for (_, _, _, done), ack in zip(batch, acks, strict=True):
-            if done.done():
-                continue
-            if isinstance(ack, BaseException):
-                done.set_exception(ack)
-            else:
-                done.set_result(ack)
+    async def _send(self, subject: str, bucket: _Bucket) -> None:
+        record = b"{" + b",".join(bucket.parts) + b"}"
+        try:
+            seq = await publish_acked(self.nc, subject, record, None, self.wait)
+        except Exception as exc:
+            for done in bucket.done:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for done in bucket.done:
+            if not done.done():
+                done.set_result(seq)
 
 
 class Finisher:
@@ -119,11 +142,8 @@ class Finisher:
         """Record the history and delete the stored message; False when the delete
         was not confirmed (the caller then reports to the queue)."""
         qid = report.envelope.id
-        records = json.dumps(delivered_at_once(report), separators=(",", ":")).encode()
         try:  # as the queue's: history is not worth failing the message for
-            await self.history.store(
-                f"{EVENTS_SUBJECT}.{qid}", records, f"history.{qid}.{report.msg_seq}"
-            )
+            await self.history.store(qid, delivered_at_once(report))
         except Exception as exc:
             log.warning("%s: history not recorded: %r", qid, exc)
         try:

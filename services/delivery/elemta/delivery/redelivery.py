@@ -17,7 +17,8 @@ common case, costs nothing here:
   that subject comes after the first report), when the message is no longer in
   ``ELEMTA_MESSAGES`` (the queue finished it), or when the queue holds its state
   in ``ELEMTA_STATE`` (the queue took the report over), or when its history
-  (the last record on ``elemta.events.<id>``) says ``done``: every recipient is
+  (the last record on ``elemta.events.<id>``, or its events in a record of its
+  bucket, :mod:`elemta.common.history`) says ``done``: every recipient is
   final (delivery stores that record right before it deletes the stored copy),
   and a copy still there is a leftover (:data:`LEFTOVER`, e.g. the process was
   killed between record and delete) that the caller deletes before it acks;
@@ -56,7 +57,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from elemta.common.history import says_done
+from elemta.common.history import batched_events, holds_done, says_done
 from elemta.common.jetstream import (
     EVENTS_STREAM,
     EVENTS_SUBJECT,
@@ -201,6 +202,12 @@ class Reported:
             pass
         except Exception as exc:
             raise _NoAnswer(repr(exc)) from None
+        try:  # delivery stores the history of what it ends several to a record
+            events = await batched_events(self.js, qid)
+        except Exception as exc:
+            raise _NoAnswer(repr(exc)) from None
+        if events is not None and holds_done(events):
+            return LEFTOVER
         return ""
 
     async def _stored(self, qid: str) -> bool:

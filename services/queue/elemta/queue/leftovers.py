@@ -31,7 +31,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from elemta.common.history import says_done
+from elemta.common.history import batched_events, holds_done, says_done
 from elemta.common.jetstream import (
     EVENTS_STREAM,
     EVENTS_SUBJECT,
@@ -120,9 +120,13 @@ class Leftovers:
             pass
         try:
             history = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
+            if says_done(history.data or b""):
+                return True
         except NotFoundError:
-            return False
-        return says_done(history.data or b"")
+            pass
+        # delivery stores the history of what it ends several to a record
+        events = await batched_events(self.js, qid)
+        return events is not None and holds_done(events)
 
     async def _run(self) -> None:
         while True:
