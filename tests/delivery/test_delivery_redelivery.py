@@ -16,6 +16,7 @@ from delivery_harness import BODY, Harness, metric
 
 from elemta.common.config import Config
 from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, new_queue_id
+from elemta.common.history import batch_subject
 from elemta.common.jetstream import (
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
@@ -254,8 +255,9 @@ async def test_a_lookup_of_a_large_message_does_not_read_its_body(
         await nc.close()
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["own subject", "batch record"])
 async def test_a_finished_message_still_stored_after_a_server_restart_is_deleted_not_delivered(
-    harness: Harness, nats_server: NatsServer, sink: SmtpSink
+    harness: Harness, nats_server: NatsServer, sink: SmtpSink, batched: bool
 ) -> None:
     """Its history says ``done`` (it was delivered; the process was killed between
     that record and the delete), and nats-server was killed and started again:
@@ -265,7 +267,12 @@ async def test_a_finished_message_still_stored_after_a_server_restart_is_deleted
     await first_consumer(harness, cfg)
     qid, _seq = await harness.store("alice@sender.test", ["bob@relay.test"])
     done = [{"type": t, "at": time.time(), "id": qid} for t in ("accepted", "delivered", "done")]
-    await harness.js.publish(f"elemta.events.{qid}", json.dumps(done).encode())
+    if batched:  # as delivery stores it, with other messages' events
+        neighbour = qid[:-1] + ("B" if qid.endswith("A") else "A")
+        record = {neighbour: done[:1], qid: done}
+        await harness.js.publish(batch_subject(qid), json.dumps(record).encode())
+    else:
+        await harness.js.publish(f"elemta.events.{qid}", json.dumps(done).encode())
     await asyncio.to_thread(nats_server.stop, True)  # SIGKILL
     await asyncio.to_thread(nats_server.start)
 

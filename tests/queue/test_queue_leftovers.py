@@ -8,6 +8,7 @@ import time
 
 from queue_harness import QueueHarness
 
+from elemta.common.history import batch_subject
 from elemta.common.jetstream import MESSAGES_STREAM, STATE_BUCKET
 from elemta.queue.leftovers import Leftovers
 
@@ -34,15 +35,21 @@ async def test_a_stored_copy_of_a_finished_message_is_deleted_and_nothing_else(
     waiting, waiting_seq = await harness.store(["c@a.test"], manual=True)  # no history yet
     tried, tried_seq = await harness.store(["d@a.test"], manual=True)
     await history(harness, tried.id, "accepted", "attempt", "deferred")
+    ended, ended_seq = await harness.store(["f@a.test"], manual=True)
+    records = {
+        ended.id: [{"type": t, "at": time.time(), "id": ended.id} for t in ("accepted", "done")]
+    }
+    await harness.js.publish(batch_subject(ended.id), json.dumps(records).encode())  # delivery's
     held, held_seq = await harness.store(["e@a.test"], manual=True)
     await history(harness, held.id, "done")
     state = await harness.js.key_value(STATE_BUCKET)
     await state.put(held.id, b"{}")  # the queue holds it: not ours to judge
     sweeper = Leftovers(harness.nc, harness.js, clock=lambda: time.time() + 3600)  # type: ignore[arg-type]
 
-    assert await sweeper.sweep(time.time() + 3600) == 1
+    assert await sweeper.sweep(time.time() + 3600) == 2
 
     assert not await still_stored(harness, finished_seq)
+    assert not await still_stored(harness, ended_seq)
     for seq in (waiting_seq, tried_seq, held_seq):
         assert await still_stored(harness, seq)
     # the next sweep starts from the oldest again and finds nothing more
