@@ -327,3 +327,33 @@ async def test_a_message_another_process_attempts_after_a_restart_is_left_to_it(
     await until(lambda: settled(harness, MESSAGES_STREAM, FIRST_CONSUMER))
     assert sink.messages == []
     assert not await other.claim(f"first.{qid}")  # claimed until the TTL
+
+
+async def test_what_was_stored_before_the_connection_is_told_by_stream_sequence(
+    harness: Harness,
+) -> None:
+    """Looked up: what was stored before the (re)connection, and anything offered
+    again. Not looked up: a message stored after it, even within the seconds the
+    clock alone would have to allow; after a loss of the connection, the clock
+    decides again until the sequences are read anew."""
+    await harness.store("alice@sender.test", ["bob@relay.test"])
+    lookups = Reported(harness.js, connected_at=time.time)
+    lookups.connection_changed(True)
+    await lookups.sequences_read()
+    await harness.store("alice@sender.test", ["carol@relay.test"])
+    sub = await harness.js.pull_subscribe("elemta.msg.>", stream=MESSAGES_STREAM)
+    before, after = await sub.fetch(2, timeout=10)
+    assert lookups.worth_asking(before)
+    assert not lookups.worth_asking(after)
+    lookups.connection_changed(False)  # lost: stored 0 s after "now" is within the margin
+    assert lookups.worth_asking(after)
+    lookups.connection_changed(True)  # made again: "after" is now from before it
+    await lookups.sequences_read()
+    assert lookups.worth_asking(after)
+    await harness.store("alice@sender.test", ["dave@relay.test"])
+    [later] = await sub.fetch(1, timeout=10)
+    assert not lookups.worth_asking(later)
+    await later.nak()
+    [again] = await sub.fetch(1, timeout=10)
+    assert again.metadata.num_delivered == 2 and lookups.worth_asking(again)
+    await sub.unsubscribe()

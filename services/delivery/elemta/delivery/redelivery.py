@@ -10,7 +10,12 @@ mail a second time, so a message or job is looked up first when it is offered
 again (``num_delivered > 1``) or was stored before this process last connected to
 NATS (the only time a server restart can have happened unseen), with reads from
 the stream leader; a message stored and delivered while the connection holds, the
-common case, costs nothing here:
+common case, costs nothing here. "Stored before the connection" is told by stream
+sequence: at every (re)connection the last sequences of ``ELEMTA_MESSAGES`` and
+``ELEMTA_DELIVERY`` are read, and a message above them came later. Until they are
+known, by the clock: stored up to ``CLOCK_MARGIN`` seconds after the connection
+(the stream's clock may run ahead), which under steady load meant every message of
+the first seconds after a start was looked up:
 
 * a stored message (first attempt) is done when ``elemta.outcome.<id>`` holds
   anything (its report is stored and not yet taken by the queue: every record on
@@ -59,6 +64,7 @@ from nats.js.kv import KeyValue
 
 from elemta.common.history import batched_events, holds_done, says_done
 from elemta.common.jetstream import (
+    DELIVERY_STREAM,
     EVENTS_STREAM,
     EVENTS_SUBJECT,
     MESSAGES_STREAM,
@@ -104,14 +110,48 @@ class Reported:
         self.nc = nc  # for deleting a leftover copy (default: the context's connection)
         self.patience = patience
         self.connected_at = connected_at  # epoch seconds of the latest (re)connection
+        # stream -> its last sequence when read after the latest (re)connection
+        self._stored_before: dict[str, int] = {}
+        self._connection = 0  # counts (re)connections and losses, so a late read is dropped
+        self._reading: asyncio.Task[None] | None = None
 
     def worth_asking(self, msg: Msg) -> bool:
         """Offered again, or stored before the latest connection to NATS."""
         meta = msg.metadata
         if (meta.num_delivered or 1) > 1:
             return True
+        last = self._stored_before.get(meta.stream or "")
+        if last is not None:
+            return meta.sequence.stream is None or meta.sequence.stream <= last
         stored_at = meta.timestamp.timestamp() if meta.timestamp else 0.0
         return stored_at <= self.connected_at() + CLOCK_MARGIN
+
+    def connection_changed(self, up: bool) -> None:
+        """The connection to NATS was lost (``up`` False) or made: what was stored
+        before it is read again, and told by the clock until then."""
+        self._connection += 1
+        self._stored_before = {}
+        if up:
+            self._reading = asyncio.get_running_loop().create_task(
+                self._read_last_sequences(self._connection)
+            )
+
+    async def sequences_read(self) -> None:
+        """Return once the read started by the latest connection is over."""
+        if self._reading is not None:
+            await asyncio.shield(self._reading)
+
+    async def _read_last_sequences(self, connection: int) -> None:
+        found: dict[str, int] = {}
+        for stream in (MESSAGES_STREAM, DELIVERY_STREAM):
+            try:
+                info = await self.js.stream_info(stream)
+            except Exception as exc:  # the clock decides meanwhile
+                log.info("cannot read the last sequence of %s (%r)", stream, exc)
+                continue
+            found[stream] = info.state.last_seq
+        if connection == self._connection:  # no loss or new connection meanwhile
+            self._stored_before = found
 
     async def first(self, qid: str, msg_seq: int) -> str:
         """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''."""

@@ -91,9 +91,13 @@ class DeliveryService:
     async def start(self) -> None:
         cfg = self.cfg
 
+        reported: Reported | None = None
+
         def on_state(up: bool) -> None:
             if up:  # a server restarted meanwhile may hand out acked messages again
                 self.connected_at = time.time()
+            if reported is not None:
+                reported.connection_changed(up)
 
         self.nc = await connect(cfg, "elemta-delivery", on_state, stop=self.stop_event)
         self.js = self.nc.jetstream(timeout=cfg.nats.publish_timeout)
@@ -113,6 +117,7 @@ class DeliveryService:
             claims=await open_bucket(self.js, CLAIMS_BUCKET, ttl=cfg.delivery.ack_wait),
             owner=worker_name(),
         )
+        reported.connection_changed(True)  # connected above, before it existed
         handler = AttemptHandler(
             bodies, self.router, reporter, suspensions=self.suspensions, reported=reported
         )
