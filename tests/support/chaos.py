@@ -51,6 +51,7 @@ from .tokenload import TokenLoad
 
 __all__ = ["KINDS", "Chaos", "ChaosResult"]
 
+AT_ONCE = 2.0  # seconds: copies of one queue id this close came from two attempts at once
 KINDS = ("ingress", "policy", "queue-active", "queue-standby", "delivery", "nats", "all")
 
 
@@ -71,6 +72,9 @@ class ChaosResult:
     # 250 and the stored report (the copy every MTA makes); the rest came back
     # for another reason
     cut: int = 0
+    # duplicates by delivery that arrived within AT_ONCE seconds of an earlier copy
+    # of the same queue id: two attempts running at the same time, not one redone
+    at_once: int = 0
     delivered: int = 0  # copies the sink received, duplicates included
     unaccepted_delivered: int = 0  # arrived though never answered 250
     rejected: dict[str, str] = field(default_factory=dict)  # token -> 5xx reply
@@ -99,7 +103,7 @@ class ChaosResult:
             "    after a resend  "
             + (", ".join(f"{k} {n}" for k, n in sorted(self.resent.items())) or "0"),
             f"    by delivery     {self.by_delivery} (killed after the 250: {self.cut}, "
-            f"other: {self.by_delivery - self.cut})",
+            f"other: {self.by_delivery - self.cut}, of which at once: {self.at_once})",
             f"  delivered   {self.delivered} copies"
             + (
                 f", {self.unaccepted_delivered} never answered 250"
@@ -378,6 +382,12 @@ class Chaos:
                 again = n - len(ids)
                 if again and token in cut:
                     result.cut += again
+                elif again:
+                    seen: dict[str, float] = {}
+                    for a in arrivals:
+                        if a.queue_id in seen and a.at - seen[a.queue_id] <= AT_ONCE:
+                            result.at_once += 1
+                        seen[a.queue_id] = a.at
                 lines.append(self._explain(token, arrivals, token in cut, hows))
             (self.workdir / "duplicates.txt").write_text("".join(lines))
             result.delivered = sum(counts.values())
