@@ -83,6 +83,11 @@ class HistoryBatch:
         part = json.dumps(qid).encode() + b":" + json.dumps(events, separators=(",", ":")).encode()
         subject = batch_subject(qid)
         bucket = self._pending.get(subject)
+        if bucket is not None and bucket.size + len(part) > BATCH_BYTES:
+            # what is waiting goes first: a record too large for the server (a
+            # message with thousands of recipients) then fails alone
+            self._flush()
+            bucket = None
         if bucket is None:
             bucket = self._pending[subject] = _Bucket()
         bucket.parts.append(part)

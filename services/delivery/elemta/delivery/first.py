@@ -95,7 +95,9 @@ class FirstAttemptHandler:
         meta = msg.metadata
         claim = ""
         if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
-            done = await self.reported.first(env.id, meta.sequence.stream)
+            done = await self.reported.first(
+                env.id, meta.sequence.stream, offered_again=(meta.num_delivered or 1) > 1
+            )
             if done == LEFTOVER and not await self.reported.delete_leftover(
                 env.id, meta.sequence.stream
             ):

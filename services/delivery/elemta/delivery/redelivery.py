@@ -153,9 +153,15 @@ class Reported:
         if connection == self._connection:  # no loss or new connection meanwhile
             self._stored_before = found
 
-    async def first(self, qid: str, msg_seq: int) -> str:
-        """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''."""
-        return await self._patiently(qid, lambda: self._first(qid))
+    async def first(self, qid: str, msg_seq: int, offered_again: bool = True) -> str:
+        """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''.
+
+        ``offered_again``: handed out before (its ack lost), not as new after a
+        reconnection. Only such a message can have been ended by delivery with its
+        copy still stored (killed between the history record and the delete), so
+        only for it are the batch records of its bucket read: a few dozen reads,
+        which every message stored before a reconnection would otherwise cost."""
+        return await self._patiently(qid, lambda: self._first(qid, offered_again))
 
     async def claim(self, key: str) -> bool:
         """Claim a looked-up message or job before attempting it: False when another
@@ -213,7 +219,7 @@ class Reported:
                 await asyncio.sleep(pause)
                 pause = min(2.0, pause * 2)
 
-    async def _first(self, qid: str) -> str:
+    async def _first(self, qid: str, offered_again: bool = True) -> str:
         try:
             await self.js.get_msg(OUTCOMES_STREAM, subject=f"{OUTCOME_SUBJECT}.{qid}")
             return "its report is stored"
@@ -242,6 +248,8 @@ class Reported:
             pass
         except Exception as exc:
             raise _NoAnswer(repr(exc)) from None
+        if not offered_again:
+            return ""
         try:  # delivery stores the history of what it ends several to a record
             events = await batched_events(self.js, qid)
         except Exception as exc:

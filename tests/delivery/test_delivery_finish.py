@@ -1,0 +1,59 @@
+"""History records of messages delivery ends at once, stored several to a record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats
+
+from elemta.common.config import Config
+from elemta.common.envelope import new_queue_id
+from elemta.common.history import batched_events
+from elemta.common.jetstream import EVENTS_STREAM, ensure_streams
+from elemta.delivery.finish import HistoryBatch
+
+from support.natsserver import NatsServer
+
+
+def journey(qid: str, recipients: int = 1) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = [{"type": "accepted", "id": qid}]
+    events += [
+        {"type": "delivered", "id": qid, "recipient": f"r{n}@x.test"} for n in range(recipients)
+    ]
+    return events + [{"type": "done", "id": qid}]
+
+
+async def test_messages_of_one_second_share_a_record_and_each_finds_its_own(
+    nats_server: NatsServer,
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_streams(js, Config.model_validate({"nats": {"url": nats_server.url}}))
+    qids = [new_queue_id() for _ in range(10)]
+    batch = HistoryBatch(nc, 2.0)
+    seqs = await asyncio.gather(*(batch.store(q, journey(q)) for q in qids))
+    assert len(set(seqs)) <= 2  # one record per bucket (a second may just turn)
+    for qid in qids:
+        assert await batched_events(js, qid) == journey(qid)
+    await nc.close()
+
+
+async def test_a_record_too_large_for_the_server_fails_alone(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_streams(js, Config.model_validate({"nats": {"url": nats_server.url}}))
+    batch = HistoryBatch(nc, 2.0)
+    small, huge, after = new_queue_id(), new_queue_id(), new_queue_id()
+    results = await asyncio.gather(
+        batch.store(small, journey(small)),
+        batch.store(huge, journey(huge, recipients=nc.max_payload // 40)),  # above max_payload
+        batch.store(after, journey(after)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Exception)
+    assert await batched_events(js, small) == journey(small)
+    assert await batched_events(js, after) == journey(after)
+    assert await batched_events(js, huge) is None
+    assert (await js.stream_info(EVENTS_STREAM)).state.messages == 2
+    await nc.close()
