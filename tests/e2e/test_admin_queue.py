@@ -248,3 +248,21 @@ def test_the_health_endpoint_sees_every_service_ready(admin: Admin) -> None:
     assert {h["service"]: h["ready"] for h in health} == dict.fromkeys(
         ("api", "ingress", "policy", "queue", "delivery"), True
     )
+
+
+def test_mail_delivered_at_once_shows_its_whole_journey(admin: Admin) -> None:
+    """Delivery stores the history of what it ends at once several messages to a
+    record; each message's own journey comes back, and no one else's."""
+    rcpts = [f"at-once-{n}@slow.test" for n in range(5)]
+    qids = [admin.send("alice@local.test", rcpt) for rcpt in rcpts]
+    admin.wait(lambda: all(admin.delivered_to(r) for r in rcpts), why="not delivered")
+    for qid, rcpt in zip(qids, rcpts, strict=True):
+
+        def journey(qid: str = qid) -> list[dict[str, Any]]:
+            return list(admin.get(f"/api/v1/messages/{qid}/events")["events"])
+
+        admin.wait(lambda: any(e["type"] == "done" for e in journey()), why=f"{qid}: no done")
+        events = journey()
+        assert [e["type"] for e in events] == ["accepted", "attempt", "delivered", "done"]
+        assert {e["id"] for e in events} == {qid}
+        assert events[0]["recipients"] == [rcpt] and events[2]["recipient"] == rcpt
