@@ -10,10 +10,12 @@ once it is gone it can never be offered again), then the caller acks the message
 
 What is durable when: a process killed before the history record is stored leaves
 the message to be offered again (and attempted again, as for any attempt whose
-end was not recorded); killed after it and before the delete, the same (the
-record is kept: the message's events are then in two records, and readers take
-the first); killed after the delete, the message is acked on its next offer (it
-is gone). History is never lost with a message that was ended.
+end was not recorded); killed after it and before the delete, the message is
+offered again and its lookup finds the record (:mod:`.redelivery`): the copy is
+deleted, not delivered again (should it be attempted anyway, its events are in
+two records, and readers take the first); killed after the delete, the message
+is acked on its next offer (it is gone). History is never lost with a message
+that was ended.
 
 The events of messages ending close together are stored together
 (:class:`HistoryBatch`): one record per bucket of acceptance time
