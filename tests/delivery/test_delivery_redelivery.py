@@ -368,29 +368,3 @@ async def test_a_message_offered_again_whose_events_are_in_a_batch_record_is_a_l
     reported = Reported(harness.js)
     assert await reported.first(qid, seq, offered_again=True) == LEFTOVER
     assert await reported.first(qid, seq, offered_again=False) == ""
-
-
-async def test_what_a_process_holds_when_its_connection_comes_back_is_claimed_for_it(
-    harness: Harness,
-) -> None:
-    """A message a process took as new, just before the server was killed, was
-    neither looked up nor claimed; the restarted server may give it to another
-    process as new. At the reconnection the first claims it, so the other, which
-    looks it up only after a grace, leaves it alone."""
-    claims = await open_bucket(harness.js, CLAIMS_BUCKET, ttl=60.0)
-    taker = Reported(harness.js, claims=claims, owner="taker")
-    other = Reported(harness.js, claims=claims, owner="other")
-    taker.hold("first.M1")  # in hand, being delivered
-    taker.connection_changed(True)  # the server is back
-
-    async def claimed() -> bool:
-        try:
-            return (await claims.get("first.M1")).value == b"taker"
-        except Exception:
-            return False
-
-    await until(claimed)
-    assert await taker.claim("first.M1")  # its own: it goes on
-    assert not await other.claim("first.M1")
-    taker.let_go("first.M1")
-    assert not await taker.claim("first.M1")  # held until the TTL, even for itself

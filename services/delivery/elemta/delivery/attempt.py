@@ -159,28 +159,23 @@ class AttemptHandler:
             attributes=attributes,
         ) as span:
             claim = ""
-            key = f"job.{job.id}.{msg.metadata.sequence.stream}"
             if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
-                await self.reported.settle(msg)
                 done = await self.reported.job(job.id, msg.metadata.sequence.stream)
                 if done:
                     log.info("%s: job offered again, not attempted again: %s", job.id, done)
                     await msg.ack()
                     return "reported"
-                claim = key
+                claim = f"job.{job.id}.{msg.metadata.sequence.stream}"
                 if not await self.reported.claim(claim):
                     log.info("%s: job offered again while another attempt holds it", job.id)
                     await msg.nak(delay=CLAIMED_RETRY)
                     return "claimed"
-            self.reported.hold(key)
             try:
                 return await self._attempt_claimed(msg, job, started, span, claim)
             except BaseException:
                 if claim:
                     await self.reported.release(claim)
                 raise
-            finally:
-                self.reported.let_go(key)
 
     async def _attempt_claimed(
         self, msg: Msg, job: DeliveryJob, started: float, span: Span, claim: str

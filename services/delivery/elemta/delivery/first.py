@@ -92,18 +92,9 @@ class FirstAttemptHandler:
             logs.queue_id.reset(token)
 
     async def _first(self, msg: Msg, env: Envelope) -> None:
-        key = f"first.{env.id}"
-        self.reported.hold(key)
-        try:
-            await self._first_held(msg, env, key)
-        finally:
-            self.reported.let_go(key)
-
-    async def _first_held(self, msg: Msg, env: Envelope, key: str) -> None:
         meta = msg.metadata
         claim = ""
         if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
-            await self.reported.settle(msg)
             done = await self.reported.first(
                 env.id, meta.sequence.stream, offered_again=(meta.num_delivered or 1) > 1
             )
@@ -117,7 +108,7 @@ class FirstAttemptHandler:
                 ATTEMPTS.labels("reported").inc()
                 await msg.ack()
                 return
-            claim = key
+            claim = f"first.{env.id}"
             if not await self.reported.claim(claim):
                 log.info("%s: offered again while another attempt holds it; later", env.id)
                 ATTEMPTS.labels("claimed").inc()

@@ -39,12 +39,7 @@ before it is attempted: a key ``first.<id>`` or ``job.<id>.<seq>`` created in KV
 ``ELEMTA_CLAIMS``, whose TTL is ``delivery.ack_wait``. Whoever finds the key
 there leaves the message to the other (nak with a delay); when it is offered
 again, the lookup finds the other's report. A claimant killed before its report
-holds the message back for about as long as the ack it never sent would have.
-The process that took the message before the restart may not have looked it up
-(it was new to it): at every reconnection a process claims what it has in hand
-unclaimed, and a message looked up only because it was stored before the
-reconnection waits :data:`RECLAIM_GRACE` after it, so that the others have
-reconnected and claimed theirs first. A claim that cannot be written means
+holds the message back for about as long as the ack it never sent would have. A claim that cannot be written means
 "attempt it", as a lookup without an answer does. Only looked-up messages are
 claimed, so the common case writes nothing more.
 
@@ -80,7 +75,7 @@ from elemta.common.jetstream import (
 )
 from elemta.common.names import msg_subject
 
-__all__ = ["CLAIMED_RETRY", "LEFTOVER", "LOOKUP_PATIENCE", "RECLAIM_GRACE", "Reported"]
+__all__ = ["CLAIMED_RETRY", "LEFTOVER", "LOOKUP_PATIENCE", "Reported"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +83,6 @@ _KV_GONE = ("DEL", "PURGE")
 _MAX_SCAN = 32  # outcomes of one message looked at for a job's own
 LOOKUP_PATIENCE = 10.0  # seconds a lookup without an answer is tried again
 CLAIMED_RETRY = 5.0  # seconds before a message claimed by another is offered again
-RECLAIM_GRACE = 2.0  # seconds after a reconnection before a message it made suspect is looked up
 CLOCK_MARGIN = 5.0  # seconds: the stream's clock may run ahead of this process's
 # why a message needs no attempt although its stored copy is still there
 LEFTOVER = "its history says done"
@@ -120,10 +114,6 @@ class Reported:
         self._stored_before: dict[str, int] = {}
         self._connection = 0  # counts (re)connections and losses, so a late read is dropped
         self._reading: asyncio.Task[None] | None = None
-        # what this process has in hand: claim key -> claimed by this process
-        self._holding: dict[str, bool] = {}
-        self._connected_mono = 0.0  # time.monotonic() of the latest (re)connection
-        self._reclaiming: set[asyncio.Task[None]] = set()
 
     def worth_asking(self, msg: Msg) -> bool:
         """Offered again, or stored before the latest connection to NATS."""
@@ -145,39 +135,6 @@ class Reported:
             self._reading = asyncio.get_running_loop().create_task(
                 self._read_last_sequences(self._connection)
             )
-            self._connected_mono = time.monotonic()
-            unclaimed = [key for key, claimed in self._holding.items() if not claimed]
-            if unclaimed and self.claims is not None:
-                task = asyncio.get_running_loop().create_task(self._reclaim(unclaimed))
-                self._reclaiming.add(task)
-                task.add_done_callback(self._reclaiming.discard)
-
-    def hold(self, key: str) -> None:
-        """A message or job is in hand (``first.<id>``, ``job.<id>.<seq>``)."""
-        self._holding[key] = False
-
-    def let_go(self, key: str) -> None:
-        """Its handling is over, whatever the end."""
-        self._holding.pop(key, None)
-
-    async def _reclaim(self, keys: list[str]) -> None:
-        """Claim what was in hand, unclaimed, when the connection came back: a
-        restarted server may hand it to another process as new meanwhile."""
-        claimed = await asyncio.gather(*(self.claim(key) for key in keys))
-        for key, ok in zip(keys, claimed, strict=True):
-            if ok and key in self._holding:
-                self._holding[key] = True
-        log.info("claimed %d of %d in hand after a reconnection", sum(claimed), len(keys))
-
-    async def settle(self, msg: Msg) -> None:
-        """Before looking up a message that is suspect only because it was stored
-        before the latest reconnection: wait until the others had time to
-        reconnect and claim what they hold."""
-        if self.claims is None or (msg.metadata.num_delivered or 1) > 1:
-            return
-        wait = self._connected_mono + RECLAIM_GRACE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
 
     async def sequences_read(self) -> None:
         """Return once the read started by the latest connection is over."""
@@ -211,8 +168,6 @@ class Reported:
         attempt holds it (leave it to that one); True when claimed, or when the
         claim cannot be written (then it is attempted, as before claims)."""
         if self.claims is None:
-            return True
-        if self._holding.get(key):  # claimed by this process at a reconnection
             return True
         try:
             await self.claims.create(key, self.owner.encode())
