@@ -96,6 +96,8 @@ class QueueHarness:
         self._closing = False
         # ids of stored messages whose first attempt a test reports itself
         self.manual: set[str] = set()
+        self._pause_first = False  # first attempts not played (messages left pending)
+        self._first_idle = asyncio.Event()  # set while the player is paused
 
     @property
     def js(self) -> JetStreamContext:
@@ -120,6 +122,11 @@ class QueueHarness:
         the queue plans first-attempt jobs for the test to take."""
         sub = await self.js.pull_subscribe_bind(FIRST_CONSUMER, stream=MESSAGES_STREAM)
         while not self._closing:
+            if self._pause_first:
+                self._first_idle.set()
+                await asyncio.sleep(0.02)
+                continue
+            self._first_idle.clear()
             try:
                 msgs = await sub.fetch(16, timeout=0.2)
             except Exception:  # none yet, the consumer gone meanwhile, NATS away
@@ -130,6 +137,12 @@ class QueueHarness:
                 if env.id not in self.manual:
                     await self.hand_over(env, m.metadata.sequence.stream, headers=m.headers)
                 await m.ack()
+
+    async def pause_first_attempts(self) -> None:
+        """Stop playing first attempts: messages stored from now on stay unoffered,
+        as with every delivery process down."""
+        self._pause_first = True
+        await self._first_idle.wait()
 
     async def stop_queue(self, svc: QueueService) -> None:
         await svc.stop()

@@ -1,15 +1,16 @@
 """A finished message whose stored copy is still in ELEMTA_MESSAGES (its history
-says ``done``) is deleted by the active queue; mail still owed is never touched."""
+says ``done``) is deleted by the active queue; mail still owed is never deleted, and
+mail owed that no consumer will offer again is handed to the queue."""
 
 from __future__ import annotations
 
 import json
 import time
 
-from queue_harness import QueueHarness
+from queue_harness import QueueHarness, eventually
 
 from elemta.common.history import batch_subject
-from elemta.common.jetstream import MESSAGES_STREAM, STATE_BUCKET
+from elemta.common.jetstream import FIRST_CONSUMER, MESSAGES_STREAM, STATE_BUCKET
 from elemta.queue.leftovers import Leftovers
 
 
@@ -85,3 +86,81 @@ async def test_a_sweep_looks_at_a_batch_and_goes_on_where_it_stopped(
 
     assert [await sweeper.sweep(later) for _ in range(3)] == [2, 2, 1]
     assert not any([await still_stored(harness, s) for s in seqs])
+
+
+async def acked_by_delivery_first(harness: QueueHarness, seq: int) -> bool:
+    info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+    return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq
+
+
+async def test_a_message_counted_done_without_a_report_is_handed_to_the_queue(
+    harness: QueueHarness,
+) -> None:
+    """A stored message whose first attempt the consumer counts acknowledged while
+    nothing holds it (no state, no report, no ``done``) would wait forever: at its
+    second sighting it goes to the queue, which plans its delivery."""
+    await harness.start_queue()
+    stray, seq = await harness.store(["b@a.test", "c@relayed.test"], manual=True)
+    await eventually(lambda: acked_by_delivery_first(harness, seq))
+    sweeper = Leftovers(harness.nc, harness.js)  # type: ignore[arg-type]
+    later = time.time() + 3600
+
+    assert await sweeper.sweep(later) == 0
+    assert sweeper.handed_over == 0  # once could be a message being finished right now
+    assert await harness.no_more_jobs(0.3)
+    await sweeper.sweep(later)
+
+    assert sweeper.handed_over == 1
+    jobs = await harness.take_jobs(2)
+    assert {job.msg_seq for job, _ in jobs} == {seq}
+    assert sorted(r for job, _ in jobs for r in job.recipients) == ["b@a.test", "c@relayed.test"]
+    assert await still_stored(harness, seq)  # the queue delivers it from its stored copy
+    assert await harness.state(stray.id) is not None
+    # owned by the queue now: later sweeps leave it alone
+    await sweeper.sweep(later)
+    await sweeper.sweep(later)
+    assert sweeper.handed_over == 1
+    assert await harness.no_more_jobs(0.3)
+
+
+async def test_a_message_still_to_be_offered_is_not_a_stray(harness: QueueHarness) -> None:
+    """With every delivery process down the backlog waits for them, however old."""
+    await harness.start_queue()
+    await harness.pause_first_attempts()
+    _, seq = await harness.store(["b@a.test"], manual=True)
+    sweeper = Leftovers(harness.nc, harness.js)  # type: ignore[arg-type]
+    later = time.time() + 3600
+
+    for _ in range(3):
+        await sweeper.sweep(later)
+
+    assert sweeper.handed_over == 0
+    assert not await acked_by_delivery_first(harness, seq)
+    assert await harness.no_more_jobs(0.3)
+
+
+async def test_a_stray_stored_after_its_deadline_is_withdrawn_not_delivered(
+    harness: QueueHarness,
+) -> None:
+    """A copy stored after ingress stopped waiting (the client read 451) stays a 451."""
+    await harness.start_queue()
+    stray, seq = await harness.store(["b@a.test"], manual=True, deadline=time.time() - 60)
+    await eventually(lambda: acked_by_delivery_first(harness, seq))
+    sweeper = Leftovers(harness.nc, harness.js)  # type: ignore[arg-type]
+    later = time.time() + 3600
+
+    await sweeper.sweep(later)
+    await sweeper.sweep(later)
+
+    assert sweeper.handed_over == 1
+    assert await eventually(lambda: _gone(harness, seq))
+    assert await eventually(lambda: _withdrawn(harness, stray.id))
+    assert await harness.no_more_jobs(0.3)
+
+
+async def _gone(harness: QueueHarness, seq: int) -> bool:
+    return not await still_stored(harness, seq)
+
+
+async def _withdrawn(harness: QueueHarness, qid: str) -> bool:
+    return "withdrawn" in await harness.event_types(qid)

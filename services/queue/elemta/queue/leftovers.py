@@ -1,4 +1,9 @@
-"""Finished messages whose stored copy is still in ``ELEMTA_MESSAGES``: deleted.
+"""Stored messages no one will finish: leftovers deleted, strays handed to the queue.
+
+The stream is the truth of what is owed; consumer progress is only a cursor over
+it. This sweep makes sure every stored message is either finished or owned.
+
+**Leftovers.** Finished messages whose stored copy is still in ``ELEMTA_MESSAGES``: deleted.
 
 ``done`` in a message's history means every recipient is final: delivery stores
 that record for mail it delivered at once right before it deletes the stored
@@ -17,6 +22,24 @@ on, and deletes a copy when all of these hold:
 Mail waiting for its first attempt or for a retry fails the first two or the
 last, and is never touched: a copy is deleted only when its history says the
 message was finished, so this may spare a stream a copy, never lose a message.
+
+**Strays.** A stored message that fails all three (no state, no report, no
+``done``) while its first-attempt consumer (``delivery-first`` or its class's)
+counts it acknowledged — at or below the consumer's ack floor, so pending with no
+one and never offered again — is owed and owned by nobody. Delivery always stores
+a report, a ``done`` or the queue's state before it acks, so this can only come
+from a consumer that lost or skipped progress: a nats-server killed with SIGKILL
+several times in a few seconds was seen to leave its consumer's ack floor past
+eight messages it had stored just before the first kill, which no process ever
+received. Such a message is handed to the queue as delivery hands over a held
+one: a first-attempt report without outcomes (``Nats-Msg-Id:
+first.<id>.<seq>``, so a report stored meanwhile is not doubled), from which
+the queue plans its jobs; one stored after the deadline ingress gave it (the
+client read ``451``) is reported ``dropped`` instead. A stray is handed over only
+when a later sweep finds it stray again, so a message the queue is finishing
+while it is looked at (its state removed before its ``done`` is written) is not
+taken for one. Each hand-over is logged at WARNING and counted in
+``elemta_queue_strays_total``.
 """
 
 from __future__ import annotations
@@ -31,23 +54,43 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from elemta.common.envelope import Envelope, FirstAttempt
 from elemta.common.history import batched_events, holds_done, says_done
 from elemta.common.jetstream import (
+    ENVELOPE_HEADER,
     EVENTS_STREAM,
     EVENTS_SUBJECT,
     MESSAGES_STREAM,
     OUTCOME_SUBJECT,
     OUTCOMES_STREAM,
+    PRIORITY_CLASSES,
     STATE_BUCKET,
     delete_stream_msg,
 )
+from elemta.common.names import first_consumer
 from elemta.common.tasks import cancel_and_wait
+
+from .metrics import STRAYS
 
 __all__ = ["Leftovers"]
 
 log = logging.getLogger(__name__)
 
 _KV_GONE = ("DEL", "PURGE")
+_MAX_SUSPECTS = 4096  # strays remembered between sweeps; beyond, the oldest go
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+# What a look at one stored message finds.
+FINISHED = "finished"  # its history says done: a leftover
+OWNED = "owned"  # the queue holds it or is about to take its report
+UNCLAIMED = "unclaimed"  # none of these: owed, and up to its consumer
+
+
+def message_class(subject: str) -> str:
+    """The priority class of a stored message from its subject: ``elemta.msg.<id>``
+    is normal, ``elemta.<class>.msg.<id>`` another class."""
+    parts = subject.split(".")
+    return parts[1] if len(parts) == 4 and parts[2] == "msg" else "normal"
 
 
 class Leftovers:
@@ -71,13 +114,18 @@ class Leftovers:
         self.batch = batch
         self.wait = wait
         self.deleted = 0  # leftovers deleted by this process
+        self.handed_over = 0  # strays handed to the queue by this process
         self._cursor = 0  # the next stream sequence to look at
+        self._sweeps = 0  # sweeps so far, to tell a stray seen in an earlier one
+        self._suspects: dict[int, int] = {}  # stream seq of a stray -> sweep that saw it
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self, now: float) -> int:
         """Look at up to ``batch`` stored messages older than ``min_age``, from where
         the last sweep stopped; start again at the oldest after the last of them.
-        Returns how many copies were deleted."""
+        Returns how many copies were deleted (strays handed over: ``handed_over``)."""
+        self._sweeps += 1
+        floors: dict[str, int] | None = None  # read once per sweep, when first needed
         deleted = 0
         for _ in range(self.batch):
             try:
@@ -93,8 +141,13 @@ class Leftovers:
                 self._cursor = 0  # the rest is younger still
                 break
             self._cursor = seq + 1
-            qid = (raw.subject or "").rsplit(".", 1)[-1]
-            if qid and await self._finished(qid):
+            subject = raw.subject or ""
+            qid = subject.rsplit(".", 1)[-1]
+            if not qid:
+                continue
+            found = await self._judge(qid)
+            if found == FINISHED:
+                self._suspects.pop(seq, None)
                 await delete_stream_msg(self.nc, MESSAGES_STREAM, seq, self.wait)
                 log.warning(
                     "%s: finished, but its stored copy (seq %d) was still there; deleted",
@@ -103,30 +156,89 @@ class Leftovers:
                     extra={"queue_id": qid},
                 )
                 deleted += 1
+                continue
+            if found == OWNED:
+                self._suspects.pop(seq, None)
+                continue
+            if floors is None:
+                floors = await self._ack_floors()
+            if seq > floors.get(message_class(subject), 0):
+                continue  # its first attempt is still to come (or under way)
+            if self._suspects.get(seq, self._sweeps) < self._sweeps:
+                del self._suspects[seq]
+                await self._hand_over(raw.headers or {}, qid, seq, stored_at)
+            else:
+                self._suspects[seq] = self._sweeps
+        if len(self._suspects) > _MAX_SUSPECTS:
+            for seq in sorted(self._suspects)[: len(self._suspects) - _MAX_SUSPECTS]:
+                del self._suspects[seq]
         self.deleted += deleted
         return deleted
 
-    async def _finished(self, qid: str) -> bool:
+    async def _ack_floors(self) -> dict[str, int]:
+        """Per priority class, the last stream sequence its first-attempt consumer
+        counts as acknowledged with everything before it (a missing consumer: 0)."""
+        floors: dict[str, int] = {}
+        for klass in PRIORITY_CLASSES:
+            try:
+                info = await self.js.consumer_info(MESSAGES_STREAM, first_consumer(klass))
+            except NotFoundError:
+                continue
+            floors[klass] = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        return floors
+
+    async def _hand_over(
+        self, headers: dict[str, str], qid: str, seq: int, stored_at: float
+    ) -> None:
+        """Give a stray to the queue: a first-attempt report without outcomes."""
+        try:
+            env = Envelope.from_header(headers[ENVELOPE_HEADER])
+        except Exception as exc:  # not ours to guess at, as delivery does
+            log.error("%s: stray (seq %d) has no usable envelope: %s", qid, seq, exc)
+            return
+        report = FirstAttempt(envelope=env, msg_seq=seq)
+        if env.deadline and stored_at > env.deadline:
+            report.dropped = (
+                f"stored {stored_at - env.deadline:.3f}s after its deadline; "
+                "the client was told 451"
+            )
+        out = {"Nats-Msg-Id": f"first.{qid}.{seq}"}
+        out.update({k: headers[k] for k in _TRACE_HEADERS if k in headers})
+        await self.js.publish(
+            f"{OUTCOME_SUBJECT}.{qid}", report.encode(), timeout=self.wait, headers=out
+        )
+        self.handed_over += 1
+        STRAYS.inc()
+        log.warning(
+            "%s: stored (seq %d) and owed, but its first attempt counted done with no "
+            "report; handed to the queue",
+            qid,
+            seq,
+            extra={"queue_id": qid},
+        )
+
+    async def _judge(self, qid: str) -> str:
+        """:data:`FINISHED`, :data:`OWNED` or :data:`UNCLAIMED` (see the module)."""
         try:
             state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
             if (state.headers or {}).get("KV-Operation") not in _KV_GONE:
-                return False
+                return OWNED
         except NotFoundError:
             pass
         try:
             await self.js.get_msg(OUTCOMES_STREAM, subject=f"{OUTCOME_SUBJECT}.{qid}")
-            return False
+            return OWNED
         except NotFoundError:
             pass
         try:
             history = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
             if says_done(history.data or b""):
-                return True
+                return FINISHED
         except NotFoundError:
             pass
         # delivery stores the history of what it ends several to a record
         events = await batched_events(self.js, qid)
-        return events is not None and holds_done(events)
+        return FINISHED if events is not None and holds_done(events) else UNCLAIMED
 
     async def _run(self) -> None:
         while True:

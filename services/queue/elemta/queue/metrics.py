@@ -14,6 +14,7 @@ __all__ = [
     "OLDEST_AGE",
     "OUTCOMES",
     "QUEUED",
+    "STRAYS",
 ]
 
 INTAKE = Counter(
@@ -36,4 +37,9 @@ OLDEST_AGE = Gauge(
 )
 ACTIVE = Gauge(
     "elemta_queue_active", "1 in the queue process holding the lease (the active one), else 0"
+)
+STRAYS = Counter(
+    "elemta_queue_strays_total",
+    "Stored messages handed to the queue because their first attempt was counted done "
+    "without a report (consumer progress lost or skipped by NATS)",
 )
