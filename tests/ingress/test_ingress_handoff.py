@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -23,8 +25,9 @@ from ingress_harness import (
 )
 
 from elemta.common.envelope import Envelope, new_queue_id
+from elemta.common.history import batch_subject
 from elemta.common.jetstream import ENVELOPE_HEADER, ensure_streams
-from elemta.ingress.handoff import Handoff
+from elemta.ingress.handoff import FINISHED_ALREADY, Handoff
 
 QUEUE_DOWN = b"4.3.0 Queue temporarily unavailable, try again later"
 
@@ -168,6 +171,51 @@ async def test_an_unconfirmed_store_is_ours_only_when_stored_by_its_deadline(
         assert await handoff._stored_by(subject, time.time() + 5) > 0  # PubAck lost: 250
         assert await handoff._stored_by(subject, time.time() - 5) == 0  # stored late: 451
         assert await handoff._stored_by("elemta.msg.NOTTHERE", time.time() + 5) == 0
+    finally:
+        await nc.close()
+
+
+async def test_an_unconfirmed_store_already_delivered_is_ours_and_a_withdrawn_one_is_not(
+    nats_server, tmp_path: Path
+) -> None:
+    """A server killed between its fsync and its PubAck delivers the copy once it is
+    back, often before ingress stops waiting: the copy is gone by the time ingress
+    asks, and its history tells a delivered message (250: a 451 would make the
+    client send it a second time) from one never stored or withdrawn (451)."""
+    cfg = make_config(tmp_path, nats_server.url, "127.0.0.1:1")
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    try:
+        await ensure_streams(js, cfg)
+        handoff = Handoff(cfg)
+        handoff.attach(nc)
+
+        async def finished(history_subject: Callable[[str], str], record: object) -> str:
+            env = Envelope(new_queue_id(), "a@client.test", ["b@local.test"], time.time())
+            subject = f"elemta.msg.{env.id}"
+            ack = await js.publish(subject, b"hi", headers={ENVELOPE_HEADER: env.to_header()})
+            await js.publish(
+                history_subject(env.id),
+                json.dumps(record).replace("QID", env.id).encode(),
+            )
+            await js.delete_msg("ELEMTA_MESSAGES", ack.seq)
+            return subject
+
+        policy_only = {"type": "policy", "id": "QID", "action": "accept"}
+        delivered = {"QID": [{"type": "accepted"}, {"type": "delivered"}, {"type": "done"}]}
+        queue_done = [{"type": "delivered"}, {"type": "done"}]
+        withdrawn = {"type": "withdrawn", "id": "QID"}
+        own = "elemta.events.{}".format
+        at_once = await finished(batch_subject, delivered)
+        by_queue = await finished(own, queue_done)
+        dropped = await finished(own, withdrawn)
+        checked = await finished(own, policy_only)
+        later = time.time() + 5
+
+        assert await handoff._stored_by(at_once, later) == FINISHED_ALREADY  # 250
+        assert await handoff._stored_by(by_queue, later) == FINISHED_ALREADY  # 250
+        assert await handoff._stored_by(dropped, later) == 0  # 451
+        assert await handoff._stored_by(checked, later) == 0  # 451: never in the queue
     finally:
         await nc.close()
 

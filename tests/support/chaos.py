@@ -80,6 +80,7 @@ class ChaosResult:
     rejected: dict[str, str] = field(default_factory=dict)  # token -> 5xx reply
     kills: Counter[str] = field(default_factory=Counter)
     replies: Counter[str] = field(default_factory=Counter)
+    strays: int = 0  # stored messages no consumer offered again, handed to the queue
     seconds: float = 0.0
     drained: bool = False  # every stored message finished before counting
 
@@ -110,6 +111,8 @@ class ChaosResult:
                 if self.unaccepted_delivered
                 else ""
             ),
+            f"  strays      {self.strays} (acked by a consumer with no report; handed to the "
+            "queue by its sweep)",
             "  kills       " + ", ".join(f"{k} {self.kills[k]}" for k in KINDS),
             "  replies     " + ", ".join(f"{k} {n}" for k, n in sorted(self.replies.items())),
         ]
@@ -293,6 +296,14 @@ class Chaos:
         finally:
             await nc.close()
 
+    def _strays(self) -> int:
+        """Strays the queue's sweep handed over, from the queue processes' logs."""
+        logs = self.workdir / "var" / "log"
+        return sum(
+            path.read_text(errors="replace").count("handed to the queue")
+            for path in logs.glob("queue-*.log")
+        )
+
     def _drain(self, sink: CountingSink, accepted: set[str]) -> bool:
         """Until every accepted token arrived and every stored message is finished."""
         deadline = time.monotonic() + self.drain_timeout
@@ -395,6 +406,7 @@ class Chaos:
             result.replies = load.replies()
             result.rejected = dict(load.stats.rejected)
             result.seconds = time.monotonic() - started
+            result.strays = self._strays()
             assert run.ctrl_c(timeout=180) == 0, run.output[-4000:]
             return result
         finally:

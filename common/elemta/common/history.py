@@ -37,6 +37,7 @@ __all__ = [
     "batch_subject",
     "batched_events",
     "delivered_at_once",
+    "ended",
     "events_in_batch",
     "holds_done",
     "says_done",
@@ -85,6 +86,29 @@ async def batched_events(
             return found
         seq = (msg.seq or seq) + 1
     return None
+
+
+async def ended(js: JetStreamContext, qid: str) -> str:
+    """How the history of ``qid`` says it ended: ``done`` (every recipient final),
+    ``withdrawn`` (a copy stored after its deadline, never delivered), or '' (not
+    ended, or no history yet). The queue writes either as the last record on the
+    message's own subject; delivery writes ``done`` into its bucket's records.
+    NATS errors other than "not found" are the caller's."""
+    try:
+        last = await js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
+        try:
+            parsed = json.loads(last.data or b"")
+        except ValueError:
+            parsed = None
+        events = parsed if isinstance(parsed, list) else [parsed]
+        types = {e.get("type") for e in events if isinstance(e, dict)}
+        for end in ("withdrawn", "done"):
+            if end in types:
+                return end
+    except NotFoundError:
+        pass
+    batched = await batched_events(js, qid)
+    return "done" if batched is not None and holds_done(batched) else ""
 
 
 def delivered_at_once(report: FirstAttempt, now: float | None = None) -> list[dict[str, Any]]:

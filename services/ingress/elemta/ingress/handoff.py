@@ -17,8 +17,10 @@ When the outcome is unknown at the deadline (a timeout, the connection lost in
 flight) ingress asks the stream, for up to ``nats.publish_timeout`` more, whether
 the copy is there: stored by the deadline (only its PubAck was lost, e.g. the
 server was killed between its fsync and its reply) means the message is ours and
-the client reads ``250``; anything else — not there, stored late, or no answer —
-is ``451``, and a copy that lands later is never delivered. The withdrawal is
+the client reads ``250``. A copy no longer there may have been stored, delivered
+and deleted meanwhile (a restarted server delivers it within a second or two):
+its history then says ``done`` and the client reads ``250`` too. Anything else —
+not there with no such history, stored late, withdrawn, or no answer — is ``451``, and a copy that lands later is never delivered. The withdrawal is
 therefore as durable as the message: it is written in the message itself. The
 subject is also purged in the background (no disk kept for a dead copy). What
 remains: with NATS unreachable for the whole extra wait, a copy stored by the
@@ -41,6 +43,7 @@ from opentelemetry.context import Context
 
 from elemta.common.config import Config
 from elemta.common.envelope import Envelope
+from elemta.common.history import ended
 from elemta.common.jetstream import BODIES_BUCKET, ENVELOPE_HEADER, MESSAGES_STREAM
 from elemta.common.names import msg_subject
 from elemta.common.priority import Priorities
@@ -53,6 +56,10 @@ __all__ = ["Handoff", "QueueUnavailable"]
 log = logging.getLogger(__name__)
 
 CLEANUP_PERIOD = 120.0  # the streams' duplicate window: how long a late store may land
+# The queue deletes a finished message a moment before it writes ``done``: a copy
+# found neither stored nor ended is asked after again for this long.
+ENDING_WAIT = 1.0
+FINISHED_ALREADY = -1  # "stored by its deadline" for a copy finished since (no sequence)
 HEADROOM = 64 * 1024  # room for the headers (envelope, trace) within max_payload
 
 
@@ -139,12 +146,14 @@ class Handoff:
 
     async def _stored_by(self, subject: str, deadline: float) -> int:
         """The sequence of the copy on ``subject`` if the stream stored it by
-        ``deadline``; 0 when it did not, stored it later, or does not answer within
-        ``publish_timeout``."""
+        ``deadline`` (:data:`FINISHED_ALREADY` when it did and the message was
+        finished since); 0 when it did not, stored it later, or does not answer
+        within ``publish_timeout``."""
         js = self.js
         assert js is not None
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.publish_timeout
+        missing_until = 0.0  # while not found: when "never stored" is concluded
         while True:
             left = give_up - loop.time()
             if left <= 0:
@@ -153,7 +162,23 @@ class Handoff:
             try:
                 raw = await asyncio.wait_for(js.get_last_msg(MESSAGES_STREAM, subject), left)
             except NotFoundError:
-                return 0
+                qid = subject.rsplit(".", 1)[-1]
+                try:
+                    end = await asyncio.wait_for(ended(js, qid), max(0.001, left))
+                except Exception as exc:
+                    log.debug("asking how %s ended: %r", qid, exc)
+                    end = ""
+                if end == "done":
+                    log.warning("%s: stored by its deadline and already delivered", subject)
+                    return FINISHED_ALREADY
+                if end == "withdrawn":
+                    return 0
+                now = loop.time()
+                missing_until = missing_until or now + ENDING_WAIT
+                if now >= missing_until:
+                    return 0
+                await asyncio.sleep(0.1)
+                continue
             except Exception as exc:
                 log.debug("asking for %s: %r", subject, exc)
                 await asyncio.sleep(min(0.25, max(0.0, give_up - loop.time())))
