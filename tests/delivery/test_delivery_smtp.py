@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from delivery_harness import BODY, Harness, metric
 from opentelemetry.propagate import extract
 from opentelemetry.trace import get_current_span
+
+from elemta.common.config import parse_route
+from elemta.common.envelope import DeliveryJob
 
 from support.dnsserver import DnsServer, free_port
 from support.smtpsink import SmtpSink
@@ -54,6 +58,33 @@ async def test_relay_route_sends_to_the_named_host_without_mx_lookup(
     assert outcome.host == f"127.0.0.1[127.0.0.1]:{sink.port}"
     assert sink.wait_for(1)[0].rcpt_tos == ["dave@elsewhere.test"]
     assert dns_server.queries == 0
+
+
+async def test_a_job_from_a_newer_queue_is_delivered(harness: Harness, sink: SmtpSink) -> None:
+    """During a rolling upgrade a newer queue may write fields (in the job and in
+    its route) that this delivery does not know: they are left out, not refused."""
+    await harness.start()
+    qid, seq = await harness.store("alice@sender.test", ["dave@elsewhere.test"])
+    route = parse_route(f"smtp:[127.0.0.1]:{sink.port}")
+    job = DeliveryJob(
+        qid,
+        route.key(),
+        {**route.model_dump(), "from_a_newer_version": True},
+        "elsewhere.test",
+        "alice@sender.test",
+        ["dave@elsewhere.test"],
+        seq,
+    )
+    newer = {**json.loads(job.encode()), "from_a_newer_version": {"x": [1, 2]}}
+    await harness.js.publish(f"elemta.delivery.{qid}", json.dumps(newer).encode())
+
+    outcome = await harness.outcome(qid)
+    assert [(r.recipient, r.status) for r in outcome.results] == [
+        ("dave@elsewhere.test", "delivered")
+    ]
+    [received] = sink.wait_for(1)
+    assert received.rcpt_tos == ["dave@elsewhere.test"]
+    assert received.content == BODY
 
 
 async def test_temporary_recipient_rejection_is_reported_deferred_with_the_servers_reply(

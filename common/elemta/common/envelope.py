@@ -15,6 +15,11 @@ Three records cross JetStream, each as JSON:
   envelope, where the message is stored, and one :class:`Outcome` per destination
   (none when the message is handed to the queue untried, e.g. held).
 
+Each is read with :func:`elemta.common.records.build`: fields that a newer version
+added are ignored, so that old and new processes run side by side during a
+rolling upgrade. Fields are therefore only ever added, never renamed nor given a
+new meaning.
+
 Queue ids sort by time, like Postfix's long queue ids: 10 characters of
 milliseconds then 10 random characters, Crockford base32.
 """
@@ -29,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .records import build
 from .replies import Status
 
 __all__ = [
@@ -121,7 +127,7 @@ class Envelope:
 
     @classmethod
     def from_header(cls, text: str) -> Envelope:
-        return cls(**json.loads(text))
+        return build(cls, json.loads(text))
 
 
 @dataclass
@@ -150,7 +156,7 @@ class DeliveryJob:
 
     @classmethod
     def decode(cls, data: bytes) -> DeliveryJob:
-        return cls(**json.loads(data))
+        return build(cls, json.loads(data))
 
 
 @dataclass
@@ -189,9 +195,10 @@ class Outcome:
     def from_dict(cls, raw: dict[str, Any]) -> Outcome:
         raw = dict(raw)
         raw["results"] = [
-            RecipientResult(**{**r, "status": Status(r["status"])}) for r in raw.get("results", [])
+            build(RecipientResult, {**r, "status": Status(r["status"])})
+            for r in raw.get("results", [])
         ]
-        return cls(**raw)
+        return build(cls, raw)
 
 
 @dataclass
@@ -214,7 +221,7 @@ class FirstAttempt:
     def decode(cls, data: bytes) -> FirstAttempt:
         raw = json.loads(data)
         return cls(
-            envelope=Envelope(**raw["envelope"]),
+            envelope=build(Envelope, raw["envelope"]),
             msg_seq=raw["msg_seq"],
             outcomes=[Outcome.from_dict(o) for o in raw.get("outcomes", [])],
             routes=raw.get("routes", {}),
