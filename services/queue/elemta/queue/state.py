@@ -40,6 +40,7 @@ from nats.js.kv import KeyValue
 
 from elemta.common.envelope import Envelope
 from elemta.common.jetstream import STATE_BUCKET
+from elemta.common.records import build
 
 __all__ = ["DestState", "MessageState", "StateConflict", "StateStore"]
 
@@ -124,8 +125,8 @@ class MessageState:
     @classmethod
     def decode(cls, data: bytes) -> MessageState:
         raw = json.loads(data)
-        raw["dests"] = {k: DestState(**v) for k, v in raw.get("dests", {}).items()}
-        return cls(**raw)
+        raw["dests"] = {k: build(DestState, v) for k, v in raw.get("dests", {}).items()}
+        return build(cls, raw)
 
 
 class _KeyedLocks:
