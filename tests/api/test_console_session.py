@@ -6,11 +6,13 @@ own origin."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from elemta.api.console import ASSETS
 from elemta.api.logins import PasswordLogins, console_role
-from elemta.api.sessions import COOKIE, LoginLimiter
+from elemta.api.sessions import COOKIE, LoginLimiter, Session
 from elemta.common.config import load_config
 
 from support.clock import FakeClock
@@ -127,6 +129,12 @@ def test_the_login_limit_forgets_failures_after_its_window() -> None:
     limiter.failed("192.0.2.1")
     limiter.succeeded("192.0.2.1")
     assert limiter.retry_after("192.0.2.1") == 0
+
+
+def test_a_session_a_newer_api_stored_is_read_by_an_older_one() -> None:
+    session = Session("key", "k1", "ops", "operator", "csrf", 1e9, 2e9, ["a@example.test"])
+    newer = {**json.loads(session.encode()), "from_a_newer_version": {"x": 1}}
+    assert Session.decode(json.dumps(newer).encode()) == session
 
 
 async def test_the_console_is_served_from_the_package_with_a_strict_policy(

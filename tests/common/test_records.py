@@ -3,12 +3,15 @@ said at debug level, once per record type and set of fields."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
 import pytest
 
+from elemta.common.apikeys import ApiKey
 from elemta.common.records import build
+from elemta.common.suspensions import Suspension
 
 
 @dataclass
@@ -48,3 +51,18 @@ def test_a_record_missing_a_field_it_needs_is_refused_even_with_unknown_ones() -
 def test_a_record_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(TypeError):
         build(Sample, ["a", 1])
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Suspension("example.test", "421 too many connections", 2e9, 1e9, "delivery-1"),
+        ApiKey("k1", "backups", "operator", 1e9, "admin", 2e9, ["a@example.test"], "ab" * 32),
+    ],
+    ids=lambda r: type(r).__name__,
+)
+def test_records_kept_in_buckets_are_read_when_a_newer_version_added_fields(
+    record: Suspension | ApiKey,
+) -> None:
+    data = json.dumps({**json.loads(record.encode()), "from_a_newer_version": 1}).encode()
+    assert type(record).decode(data) == record

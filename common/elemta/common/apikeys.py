@@ -34,6 +34,7 @@ from nats.js.kv import KeyValue
 
 from .jetstream import open_bucket
 from .names import KEYS_BUCKET
+from .records import build
 
 __all__ = ["KEY_ID_PATTERN", "ROLES", "ApiKey", "KeyStore", "new_token", "parse_token"]
 
@@ -87,7 +88,7 @@ class ApiKey:
 
     @classmethod
     def decode(cls, data: bytes) -> ApiKey:
-        return cls(**json.loads(data))
+        return build(cls, json.loads(data))
 
 
 class KeyStore:

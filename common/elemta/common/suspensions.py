@@ -38,6 +38,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from .jetstream import open_bucket
 from .names import SUSPENSIONS_BUCKET
+from .records import build
 from .tasks import cancel_and_wait
 
 __all__ = ["DOMAIN_PATTERN", "Suspension", "Suspensions"]
@@ -70,7 +71,7 @@ class Suspension:
 
     @classmethod
     def decode(cls, data: bytes) -> Suspension:
-        return cls(**json.loads(data))
+        return build(cls, json.loads(data))
 
 
 class Suspensions:

@@ -32,6 +32,7 @@ from nats.js.kv import KeyValue
 
 from elemta.common.jetstream import open_bucket
 from elemta.common.names import SESSIONS_BUCKET
+from elemta.common.records import build
 
 __all__ = [
     "COOKIE",
@@ -74,7 +75,7 @@ class Session:
 
     @classmethod
     def decode(cls, data: bytes) -> Session:
-        return cls(**json.loads(data))
+        return build(cls, json.loads(data))
 
 
 def csrf_ok(session: Session, header: str | None) -> bool:
