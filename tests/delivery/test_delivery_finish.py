@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import nats
+import pytest
 
 from elemta.common.config import Config
 from elemta.common.envelope import new_queue_id
@@ -56,4 +58,41 @@ async def test_a_record_too_large_for_the_server_fails_alone(nats_server: NatsSe
     assert await batched_events(js, after) == journey(after)
     assert await batched_events(js, huge) is None
     assert (await js.stream_info(EVENTS_STREAM)).state.messages == 2
+    await nc.close()
+
+
+async def test_a_record_without_a_pubAck_is_sent_again_until_the_stream_answers(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "No responders" for a moment (a node's streams still coming up after a
+    restart) must not leave delivered mail without its end recorded: it would be
+    delivered a second time when offered again."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    qid = new_queue_id()
+    batch = HistoryBatch(nc, 2.0)
+    caplog.set_level(logging.INFO, logger="elemta.delivery.finish")
+    stored = asyncio.create_task(batch.store(qid, journey(qid)))
+    for _ in range(200):  # the stream is not there: the first try is refused
+        if any("sending it again" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.025)
+    assert not stored.done()
+    await ensure_streams(js, Config.model_validate({"nats": {"url": nats_server.url}}))
+
+    assert await asyncio.wait_for(stored, 10) > 0
+    assert await batched_events(js, qid) == journey(qid)
+    await nc.close()
+
+
+async def test_a_record_is_given_up_after_its_patience(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    batch = HistoryBatch(nc, 1.0, patience=0.5)
+    qid = new_queue_id()
+    try:
+        await batch.store(qid, journey(qid))
+    except Exception as exc:
+        assert "NoStreamResponse" in type(exc).__name__
+    else:
+        raise AssertionError("stored without a stream")
     await nc.close()

@@ -17,6 +17,13 @@ two records, and readers take the first); killed after the delete, the message
 is acked on its next offer (it is gone). History is never lost with a message
 that was ended.
 
+A record that gets no PubAck (a node of the cluster gone, its stream electing a
+leader, "no responders" for a moment after a reconnection) is sent again for up
+to :data:`HISTORY_PATIENCE` seconds before the message goes to the queue instead:
+a message whose end is not recorded is attempted again when it comes back, so
+giving up at the first refusal turned every node restart into a few duplicates.
+Sent again, a record may be stored twice; readers take the first.
+
 The events of messages ending close together are stored together
 (:class:`HistoryBatch`): one record per bucket of acceptance time
 (:mod:`elemta.common.history`), since every synced store costs nats-server about
@@ -38,6 +45,8 @@ import logging
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.errors import MaxPayloadError
+from nats.js.errors import APIError
 
 from elemta.common.envelope import FirstAttempt
 from elemta.common.history import batch_subject, delivered_at_once
@@ -52,6 +61,7 @@ log = logging.getLogger(__name__)
 BATCH_DELAY = 0.010  # seconds a history record waits for others to go with
 BATCH_SIZE = 64  # messages in one record at most
 BATCH_BYTES = 256 * 1024  # and about this many bytes of events
+HISTORY_PATIENCE = 10.0  # seconds a record without a PubAck is sent again
 
 
 class _Bucket:
@@ -70,9 +80,10 @@ class HistoryBatch:
     (:func:`elemta.common.history.batch_subject`); each caller waits for the PubAck
     of the record that holds its message."""
 
-    def __init__(self, nc: NATS, wait: float) -> None:
+    def __init__(self, nc: NATS, wait: float, patience: float = HISTORY_PATIENCE) -> None:
         self.nc = nc
         self.wait = wait
+        self.patience = patience
         self._pending: dict[str, _Bucket] = {}
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -115,13 +126,23 @@ class HistoryBatch:
 
     async def _send(self, subject: str, bucket: _Bucket) -> None:
         record = b"{" + b",".join(bucket.parts) + b"}"
-        try:
-            seq = await publish_acked(self.nc, subject, record, None, self.wait)
-        except Exception as exc:
-            for done in bucket.done:
-                if not done.done():
-                    done.set_exception(exc)
-            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.patience
+        pause = 0.2
+        while True:
+            try:
+                seq = await publish_acked(self.nc, subject, record, None, self.wait)
+                break
+            except Exception as exc:
+                refused = isinstance(exc, MaxPayloadError | APIError)  # never stored as is
+                if refused or loop.time() + pause > give_up:
+                    for done in bucket.done:
+                        if not done.done():
+                            done.set_exception(exc)
+                    return
+                log.info("history record not stored yet (%r); sending it again", exc)
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
         for done in bucket.done:
             if not done.done():
                 done.set_result(seq)
