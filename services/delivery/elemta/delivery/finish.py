@@ -19,7 +19,8 @@ that was ended.
 
 A record that gets no PubAck (a node of the cluster gone, its stream electing a
 leader, "no responders" for a moment after a reconnection) is sent again for up
-to :data:`HISTORY_PATIENCE` seconds before the message goes to the queue instead:
+to :data:`HISTORY_PATIENCE` seconds, each send waiting at most
+:data:`HISTORY_TRY_WAIT` for its PubAck, before the message goes to the queue instead:
 a message whose end is not recorded is attempted again when it comes back, so
 giving up at the first refusal turned every node restart into a few duplicates.
 Sent again, a record may be stored twice; readers take the first.
@@ -62,6 +63,10 @@ BATCH_DELAY = 0.010  # seconds a history record waits for others to go with
 BATCH_SIZE = 64  # messages in one record at most
 BATCH_BYTES = 256 * 1024  # and about this many bytes of events
 HISTORY_PATIENCE = 10.0  # seconds a record without a PubAck is sent again
+# seconds one send of a record waits for its PubAck: a send lost with a dying
+# connection is only noticed by its timeout, and the kill that took the server
+# may take this process next; a few ms normally, a second is ample
+HISTORY_TRY_WAIT = 1.0
 
 
 class _Bucket:
@@ -126,12 +131,13 @@ class HistoryBatch:
 
     async def _send(self, subject: str, bucket: _Bucket) -> None:
         record = b"{" + b",".join(bucket.parts) + b"}"
+        wait = min(self.wait, HISTORY_TRY_WAIT)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.patience
         pause = 0.2
         while True:
             try:
-                seq = await publish_acked(self.nc, subject, record, None, self.wait)
+                seq = await publish_acked(self.nc, subject, record, None, wait)
                 break
             except Exception as exc:
                 refused = isinstance(exc, MaxPayloadError | APIError)  # never stored as is
