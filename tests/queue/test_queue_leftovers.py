@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from queue_harness import QueueHarness, eventually
 
 from elemta.common.history import batch_subject
@@ -164,3 +166,29 @@ async def _gone(harness: QueueHarness, seq: int) -> bool:
 
 async def _withdrawn(harness: QueueHarness, qid: str) -> bool:
     return "withdrawn" in await harness.event_types(qid)
+
+
+async def test_a_stored_message_without_a_usable_envelope_is_left_for_an_operator(
+    harness: QueueHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Delivery terminates such a message (counted acknowledged); the sweep names it
+    once and does not hand it over, nor name it again at every sweep."""
+    await harness.start_queue()
+    await harness.pause_first_attempts()
+    ack = await harness.js.publish(
+        "elemta.msg.01BROKENENVELOPE0000", b"hi", headers={"Elemta-Envelope": "{not json"}
+    )
+    sub = await harness.js.pull_subscribe_bind(FIRST_CONSUMER, stream=MESSAGES_STREAM)
+    (msg,) = await sub.fetch(1, timeout=5)
+    await msg.term()  # as delivery does
+    await eventually(lambda: acked_by_delivery_first(harness, ack.seq))
+    sweeper = Leftovers(harness.nc, harness.js)  # type: ignore[arg-type]
+    later = time.time() + 3600
+
+    for _ in range(4):
+        await sweeper.sweep(later)
+
+    assert sweeper.handed_over == 0
+    named = [r for r in caplog.records if "no usable envelope" in r.getMessage()]
+    assert len(named) == 1
+    assert await still_stored(harness, ack.seq)

@@ -118,6 +118,7 @@ class Leftovers:
         self._cursor = 0  # the next stream sequence to look at
         self._sweeps = 0  # sweeps so far, to tell a stray seen in an earlier one
         self._suspects: dict[int, int] = {}  # stream seq of a stray -> sweep that saw it
+        self._unusable: set[int] = set()  # strays without a usable envelope: said once
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self, now: float) -> int:
@@ -162,7 +163,7 @@ class Leftovers:
                 continue
             if floors is None:
                 floors = await self._ack_floors()
-            if seq > floors.get(message_class(subject), 0):
+            if seq > floors.get(message_class(subject), 0) or seq in self._unusable:
                 continue  # its first attempt is still to come (or under way)
             if self._suspects.get(seq, self._sweeps) < self._sweeps:
                 del self._suspects[seq]
@@ -194,7 +195,10 @@ class Leftovers:
         try:
             env = Envelope.from_header(headers[ENVELOPE_HEADER])
         except Exception as exc:  # not ours to guess at, as delivery does
+            # delivery terms such a message (left for an operator); said once here
             log.error("%s: stray (seq %d) has no usable envelope: %s", qid, seq, exc)
+            if len(self._unusable) < _MAX_SUSPECTS:
+                self._unusable.add(seq)
             return
         report = FirstAttempt(envelope=env, msg_seq=seq)
         if env.deadline and stored_at > env.deadline:
