@@ -8,7 +8,6 @@ import json
 import time
 
 import pytest
-
 from queue_harness import QueueHarness, eventually
 
 from elemta.common.history import batch_subject
