@@ -52,6 +52,7 @@ from .tokenload import TokenLoad
 __all__ = ["KINDS", "Chaos", "ChaosResult"]
 
 AT_ONCE = 2.0  # seconds: copies of one queue id this close came from two attempts at once
+SOON = 2.0  # seconds after a first copy in which a delivery kill may explain a second
 KINDS = ("ingress", "policy", "queue-active", "queue-standby", "delivery", "nats", "all")
 
 
@@ -75,6 +76,11 @@ class ChaosResult:
     # duplicates by delivery that arrived within AT_ONCE seconds of an earlier copy
     # of the same queue id: two attempts running at the same time, not one redone
     at_once: int = 0
+    # other duplicates by delivery whose first copy came at most SOON seconds before
+    # a delivery process was killed (alone or with everything): the process that
+    # sent it may have died with its end unrecorded, most often while NATS was
+    # away too (the record waiting for the reconnection)
+    killed_soon: int = 0
     delivered: int = 0  # copies the sink received, duplicates included
     unaccepted_delivered: int = 0  # arrived though never answered 250
     rejected: dict[str, str] = field(default_factory=dict)  # token -> 5xx reply
@@ -104,7 +110,9 @@ class ChaosResult:
             "    after a resend  "
             + (", ".join(f"{k} {n}" for k, n in sorted(self.resent.items())) or "0"),
             f"    by delivery     {self.by_delivery} (killed after the 250: {self.cut}, "
-            f"other: {self.by_delivery - self.cut}, of which at once: {self.at_once})",
+            f"other: {self.by_delivery - self.cut}, of which a delivery process killed "
+            f"within {SOON:.0f} s after the first copy: {self.killed_soon}, at once: "
+            f"{self.at_once})",
             f"  delivered   {self.delivered} copies"
             + (
                 f", {self.unaccepted_delivered} never answered 250"
@@ -394,6 +402,12 @@ class Chaos:
                 if again and token in cut:
                     result.cut += again
                 elif again:
+                    first = arrivals[0].at
+                    if any(
+                        0 <= at - first <= SOON and any(n.startswith("delivery") for n in names)
+                        for at, _kind, names in self.killed
+                    ):
+                        result.killed_soon += again
                     seen: dict[str, float] = {}
                     for a in arrivals:
                         if a.queue_id in seen and a.at - seen[a.queue_id] <= AT_ONCE:
