@@ -13,7 +13,9 @@ import aiosmtpd
 import aiosmtpd.smtp
 from ingress_harness import CoalescingTLSClient, RawSMTP, wait_until
 
+from elemta.ingress.chunking import ChunkingCommands
 from elemta.ingress.protocol import IngressSMTP
+from elemta.ingress.smtpauth import AuthCommands
 
 # The version whose insides these tests were written against. After an upgrade,
 # check each test below (and the list in protocol.py), then move this on.
@@ -131,6 +133,9 @@ def test_an_ingress_session_has_the_commands_and_auth_mechanisms_aiosmtpd_would_
         assert sorted(session._smtp_methods) == sorted(commands)
         assert all(m.__self__ is session for m in session._smtp_methods.values())
         assert session._smtp_methods["MAIL"] == session.smtp_MAIL
+        # AUTH and BDAT are the mixins' (ahead of SMTP), not aiosmtpd's own AUTH
+        assert session._smtp_methods["AUTH"].__func__ is AuthCommands.smtp_AUTH
+        assert session._smtp_methods["BDAT"].__func__ is ChunkingCommands.smtp_BDAT
         assert session._smtp_methods.get("NOPE") is None
         # the mechanisms aiosmtpd offers itself are excluded: ingress does AUTH
         builtin = {n for n, _ in inspect.getmembers(session) if n.startswith("auth_")}

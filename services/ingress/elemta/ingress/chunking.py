@@ -12,17 +12,29 @@ reply to ``BDAT ... LAST`` is ``250`` only after JetStream acknowledged the stor
 A chunk is always read in full before its reply, even when the command is
 refused (no MAIL, no RCPT, a bad size), so that the client and server keep in
 step (RFC 3030 section 2: the octets are data whatever the reply).
+
+:class:`ChunkingCommands` is the ``BDAT`` command of :class:`.protocol.IngressSMTP`
+(a mixin); the assembled message is checked and handed on by the session's
+``_finish``, the same as DATA's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
+from typing import TYPE_CHECKING, Any
 
+from . import metrics
 from .data import longest_line
 from .replies import BARE_NEWLINE, LINE_TOO_LONG, TOO_BIG
 
-__all__ = ["BDAT_SYNTAX", "check_chunked", "parse_bdat", "read_chunk"]
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import Envelope, Session
+
+    from .protocol import Settings
+
+__all__ = ["BDAT_SYNTAX", "ChunkingCommands", "check_chunked", "parse_bdat", "read_chunk"]
 
 BDAT_SYNTAX = "501 5.5.4 Syntax: BDAT chunk-size [LAST]"
 _ARG = re.compile(r"^(\d{1,15})(?: +(LAST))? *$", re.IGNORECASE)
@@ -61,3 +73,102 @@ def check_chunked(content: bytes, max_size: int, max_line: int) -> tuple[bytes, 
     if longest_line(content) > max_line:
         return b"", LINE_TOO_LONG
     return content, ""
+
+
+class ChunkingCommands:
+    """``BDAT`` for the session it is mixed into (:class:`.protocol.IngressSMTP`).
+
+    The chunks of the open transaction are kept in the session's ``_chunks``
+    (None when no BDAT was given; a new transaction clears it, and DATA is
+    refused while it is set); once they outgrow ``ingress.max_message_size``
+    ``_chunks_too_big`` is set and the rest are read and dropped.
+    """
+
+    if TYPE_CHECKING:  # what the session this is mixed into has
+        settings: Settings
+        session: Session | None
+        envelope: Envelope | None
+        transport: asyncio.BaseTransport | None
+        hostname: str
+        _reader: asyncio.StreamReader
+        _chunks: bytearray | None
+        _chunks_too_big: bool
+        _in_data: bool
+        _processing: bool
+        _errors: int
+
+        async def push(self, status: Any) -> None: ...
+        def goodbye(self, reply: str = ...) -> None: ...
+        def _arm(self, seconds: float) -> None: ...
+        def _new_transaction(self) -> None: ...
+        def _log_reject(
+            self, stage: str, reply: str, envelope: Envelope | None, to: str = "", sender: str = ""
+        ) -> None: ...
+        async def _finish(
+            self, raw: bytes | None, envelope: Envelope, ended: float, chunked: bool = False
+        ) -> str: ...
+
+    async def smtp_BDAT(self, arg: str) -> None:  # noqa: N802
+        parsed = parse_bdat(arg)
+        if parsed is None:
+            # the size is unknown, so the client and we are out of step: close
+            self.goodbye(f"421 4.5.4 {self.hostname} Error: bad BDAT syntax, closing")
+            return
+        size, last = parsed
+        envelope = self.envelope
+        room = 0  # a refused chunk is read and dropped
+        if envelope is not None and envelope.mail_from is not None and envelope.rcpt_tos:
+            room = self.settings.max_message_size - len(self._chunks or b"")
+        self._in_data = True
+        self._arm(self.settings.data_timeout)
+        try:
+            chunk = await read_chunk(self._reader, size, room)
+        except asyncio.IncompleteReadError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        finally:
+            self._in_data = False
+        if self.session is None or not self.session.host_name:
+            await self.push("503 5.5.1 Error: send HELO/EHLO first")
+            return
+        if envelope is None or envelope.mail_from is None:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if self._chunks is None:
+            self._chunks = bytearray()
+            self._chunks_too_big = False
+        if (chunk is None and size) or self._chunks_too_big:
+            self._chunks_too_big = True
+            self._chunks.clear()
+        elif chunk:
+            self._chunks += chunk
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        await self._bdat_last(envelope)
+
+    async def _bdat_last(self, envelope: Envelope) -> None:
+        refusal = self.settings.processor.precheck()
+        content = b"" if self._chunks is None else bytes(self._chunks)
+        too_big = self._chunks_too_big
+        self._chunks = None
+        if refusal:
+            metrics.count_message("tempfail")
+            self._log_reject("BDAT", refusal, envelope)
+            self._new_transaction()
+            await self.push(refusal)
+            return
+        ended = time.perf_counter()
+        self._processing = True
+        try:
+            reply = await self._finish(None if too_big else content, envelope, ended, True)
+        finally:
+            self._processing = False
+            self._new_transaction()
+        if reply.startswith("250"):
+            self._errors = 0
+        await self.push(reply)

@@ -18,6 +18,10 @@ mail transfer agent needs changed:
   only inside TLS on listeners that offer it (:mod:`.smtpauth`). Submission
   listeners require AUTH before MAIL; an authenticated client may relay, as the
   owner of its envelope sender.
+* AUTH and BDAT are commands of their own modules, mixed in ahead of aiosmtpd's
+  ``SMTP`` (:class:`.smtpauth.AuthCommands`, :class:`.chunking.ChunkingCommands`);
+  this module keeps the dialogue's spine: the connection, HELO/EHLO, MAIL, RCPT,
+  DATA, RSET, STARTTLS, replies and timers.
 * Relay control and the recipient limit at RCPT; idle and DATA timeouts answer
   ``421 4.4.2`` before closing; so do 20 errors in a session (``421 4.7.0``,
   Postfix's ``smtpd_hard_error_limit``); a draining server says ``421 4.3.2``
@@ -55,7 +59,7 @@ from elemta.common.resolver import Resolver
 
 from . import metrics
 from .arguments import Mail, read_mail, read_rcpt
-from .chunking import check_chunked, parse_bdat, read_chunk
+from .chunking import ChunkingCommands, check_chunked
 from .clientname import UNKNOWN, confirmed_name
 from .data import check_data, read_data
 from .dsnparams import DsnRequest
@@ -64,16 +68,7 @@ from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
 from .sessioninit import BoundCommands
 from .sessioninit import install as find_session_methods_once
-from .smtpauth import (
-    AUTH_ENCRYPTION_REQUIRED,
-    AUTH_REQUIRED,
-    MECHANISMS,
-    SENDER_NOT_OWNED,
-    AuthUser,
-    check_login,
-    owns,
-    read_credentials,
-)
+from .smtpauth import AUTH_REQUIRED, MECHANISMS, SENDER_NOT_OWNED, AuthCommands, AuthUser, owns
 from .stages import Client, StageChecks
 from .text import PrintableLogs, clean_text, reply_line
 from .tlscontext import ListenerTls
@@ -148,7 +143,9 @@ def _give_back(taking: asyncio.Future[str | None], limits: ClientLimits, ip: str
         limits.disconnect(ip)
 
 
-class IngressSMTP(SMTP):
+class IngressSMTP(AuthCommands, ChunkingCommands, SMTP):
+    # AUTH and BDAT come from the mixins, which must stay ahead of SMTP: aiosmtpd
+    # has an smtp_AUTH of its own, and dispatches to whichever getattr finds first.
     # Commands are bound when used (.sessioninit.LAZY, .sessioninit.BoundCommands).
     _commands_bound_when_used = True
 
@@ -171,9 +168,9 @@ class IngressSMTP(SMTP):
         self._connect_checked = False
         self._in_data = False
         self._errors = 0
-        self._chunks: bytearray | None = None  # BDAT chunks of the open transaction
+        self._chunks: bytearray | None = None  # BDAT chunks of the open transaction (.chunking)
         self._chunks_too_big = False
-        self._auth_failures = 0
+        self._auth_failures = 0  # failed AUTH in this session (.smtpauth)
         self.user: AuthUser | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._peer_from: object = None  # the session.peer that self._peer was read from
@@ -465,49 +462,6 @@ class IngressSMTP(SMTP):
         last = len(keywords) - 1
         await self._send([f"250{' ' if i == last else '-'}{k}" for i, k in enumerate(keywords)])
 
-    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
-        if not self.settings.offers_auth:
-            await self.push("503 5.5.1 Error: authentication not enabled")
-            return
-        if self.session is None or not self.session.extended_smtp:
-            await self.push("503 5.5.1 Error: send EHLO first")
-            return
-        if self.user is not None:
-            await self.push("503 5.5.1 Error: already authenticated")
-            return
-        if self.in_transaction:
-            await self.push("503 5.5.1 Error: MAIL transaction in progress")
-            return
-        if not arg:
-            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
-            return
-        if not self.tls:
-            await self.push(AUTH_ENCRYPTION_REQUIRED)
-            return
-        got = await read_credentials(self, arg)
-        if got is None:  # cancelled or undecodable: aiosmtpd has answered
-            return
-        if isinstance(got, str):
-            await self.push(got)
-            return
-        login, password = got
-        result = await check_login(self.settings.stages.policy, login, password, self.peer[0])
-        if result.user is not None:
-            self.user = result.user
-            self._auth_failures = 0
-            log.info("authenticated: client=%s mechanism=%s", self.peer[0], arg.split()[0].upper())
-            await self.push(result.reply)
-            return
-        if result.reply.startswith("535"):
-            self._auth_failures += 1
-            delay = min(self.settings.auth_failure_delay * result.failures, 10.0)
-            if delay:
-                await asyncio.sleep(delay)
-        if self._auth_failures >= self.settings.auth_max_failures:
-            self.goodbye(f"421 4.7.0 {self.hostname} Error: too many failed authentications")
-            return
-        await self.push(result.reply)
-
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
         if self.tls:
@@ -716,73 +670,6 @@ class IngressSMTP(SMTP):
         self._processing = True
         try:
             reply = await self._finish(raw, envelope, ended)
-        finally:
-            self._processing = False
-            self._new_transaction()
-        if reply.startswith("250"):
-            self._errors = 0
-        await self.push(reply)
-
-    # -- BDAT (CHUNKING, RFC 3030; see .chunking) ----------------------------------
-
-    async def smtp_BDAT(self, arg: str) -> None:  # noqa: N802
-        parsed = parse_bdat(arg)
-        if parsed is None:
-            # the size is unknown, so the client and we are out of step: close
-            self.goodbye(f"421 4.5.4 {self.hostname} Error: bad BDAT syntax, closing")
-            return
-        size, last = parsed
-        envelope = self.envelope
-        room = 0  # a refused chunk is read and dropped
-        if envelope is not None and envelope.mail_from is not None and envelope.rcpt_tos:
-            room = self.settings.max_message_size - len(self._chunks or b"")
-        self._in_data = True
-        self._arm(self.settings.data_timeout)
-        try:
-            chunk = await read_chunk(self._reader, size, room)
-        except asyncio.IncompleteReadError:
-            if self.transport is not None:
-                self.transport.close()
-            return
-        finally:
-            self._in_data = False
-        if self.session is None or not self.session.host_name:
-            await self.push("503 5.5.1 Error: send HELO/EHLO first")
-            return
-        if envelope is None or envelope.mail_from is None:
-            await self.push("503 5.5.1 Error: need MAIL command")
-            return
-        if not envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if self._chunks is None:
-            self._chunks = bytearray()
-            self._chunks_too_big = False
-        if (chunk is None and size) or self._chunks_too_big:
-            self._chunks_too_big = True
-            self._chunks.clear()
-        elif chunk:
-            self._chunks += chunk
-        if not last:
-            await self.push(f"250 2.0.0 {size} octets received")
-            return
-        await self._bdat_last(envelope)
-
-    async def _bdat_last(self, envelope: Envelope) -> None:
-        refusal = self.settings.processor.precheck()
-        content = b"" if self._chunks is None else bytes(self._chunks)
-        too_big = self._chunks_too_big
-        self._chunks = None
-        if refusal:
-            metrics.count_message("tempfail")
-            self._log_reject("BDAT", refusal, envelope)
-            self._new_transaction()
-            await self.push(refusal)
-            return
-        ended = time.perf_counter()
-        self._processing = True
-        try:
-            reply = await self._finish(None if too_big else content, envelope, ended, True)
         finally:
             self._processing = False
             self._new_transaction()

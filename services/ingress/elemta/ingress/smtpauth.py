@@ -16,22 +16,35 @@ and password go to policy and nowhere else (never logged, never in
 An authenticated user may relay, and the envelope sender must be one of the
 addresses it owns (``alice@example.org``, or ``@example.org`` for the domain):
 ``553 5.7.1`` otherwise. The null sender is allowed (a user's own notices).
+
+:class:`AuthCommands` is the ``AUTH`` command of :class:`.protocol.IngressSMTP`,
+mixed in ahead of aiosmtpd's ``SMTP`` so that aiosmtpd dispatches to it and not
+to its own ``smtp_AUTH``. The checks at MAIL (AUTH required, the sender owned)
+stay with MAIL in :mod:`.protocol`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from elemta.rpc.policy.v1 import policy_pb2 as pb
 
 from .policy_client import PolicyClient, PolicyUnavailable
 
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import Session
+
+    from .protocol import Settings
+
 __all__ = [
     "AUTH_ENCRYPTION_REQUIRED",
     "AUTH_REQUIRED",
+    "AuthCommands",
     "AuthUser",
     "MECHANISMS",
     "Challenger",
@@ -52,6 +65,9 @@ AUTH_BAD_BASE64 = "501 5.5.2 Cannot decode response"
 SENDER_NOT_OWNED = "553 5.7.1 Sender address rejected: not owned by the authenticated user"
 
 MECHANISMS = ("PLAIN", "LOGIN")
+
+# The session's log lines keep the session's logger name (``logger`` in JSON logs).
+log = logging.getLogger("elemta.ingress.protocol")
 
 
 @dataclass(frozen=True)
@@ -149,3 +165,78 @@ def owns(user: AuthUser, sender: str) -> bool:
     address = sender.strip().lower()
     domain = address.rpartition("@")[2]
     return address in user.addresses or f"@{domain}" in user.addresses
+
+
+class AuthCommands:
+    """``AUTH`` (RFC 4954) for the session it is mixed into (:class:`.protocol.IngressSMTP`).
+
+    Offered only on listeners that offer it and only inside TLS; one AUTH per
+    session, never inside a mail transaction. A wrong login or password is
+    answered after a delay that grows with the failures policy counted, and
+    ``ingress.auth_max_failures`` of them in one session end it with a 421.
+    """
+
+    if TYPE_CHECKING:  # what the session this is mixed into has
+        settings: Settings
+        session: Session | None
+        hostname: str
+        user: AuthUser | None
+        _auth_failures: int
+
+        @property
+        def in_transaction(self) -> bool: ...
+        @property
+        def tls(self) -> bool: ...
+        @property
+        def peer(self) -> tuple[str, int]: ...
+        async def push(self, status: Any) -> None: ...
+        def goodbye(self, reply: str = ...) -> None: ...
+        async def challenge_auth(
+            self,
+            challenge: str | bytes,
+            encode_to_b64: bool = True,
+            log_client_response: bool = False,
+        ) -> Any: ...
+
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
+        if not self.settings.offers_auth:
+            await self.push("503 5.5.1 Error: authentication not enabled")
+            return
+        if self.session is None or not self.session.extended_smtp:
+            await self.push("503 5.5.1 Error: send EHLO first")
+            return
+        if self.user is not None:
+            await self.push("503 5.5.1 Error: already authenticated")
+            return
+        if self.in_transaction:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        if not arg:
+            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return
+        if not self.tls:
+            await self.push(AUTH_ENCRYPTION_REQUIRED)
+            return
+        got = await read_credentials(self, arg)
+        if got is None:  # cancelled or undecodable: aiosmtpd has answered
+            return
+        if isinstance(got, str):
+            await self.push(got)
+            return
+        login, password = got
+        result = await check_login(self.settings.stages.policy, login, password, self.peer[0])
+        if result.user is not None:
+            self.user = result.user
+            self._auth_failures = 0
+            log.info("authenticated: client=%s mechanism=%s", self.peer[0], arg.split()[0].upper())
+            await self.push(result.reply)
+            return
+        if result.reply.startswith("535"):
+            self._auth_failures += 1
+            delay = min(self.settings.auth_failure_delay * result.failures, 10.0)
+            if delay:
+                await asyncio.sleep(delay)
+        if self._auth_failures >= self.settings.auth_max_failures:
+            self.goodbye(f"421 4.7.0 {self.hostname} Error: too many failed authentications")
+            return
+        await self.push(result.reply)
