@@ -52,6 +52,7 @@ from nats.js.errors import APIError
 from elemta.common.envelope import FirstAttempt
 from elemta.common.history import batch_subject, delivered_at_once
 from elemta.common.jetstream import MESSAGES_STREAM, delete_stream_msg
+from elemta.common.patience import Patience
 from elemta.common.puback import publish_acked
 from elemta.common.replies import Status
 
@@ -132,23 +133,20 @@ class HistoryBatch:
     async def _send(self, subject: str, bucket: _Bucket) -> None:
         record = b"{" + b",".join(bucket.parts) + b"}"
         wait = min(self.wait, HISTORY_TRY_WAIT)
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.patience
-        pause = 0.2
+        patience = Patience(self.patience)
         while True:
             try:
                 seq = await publish_acked(self.nc, subject, record, None, wait)
                 break
             except Exception as exc:
                 refused = isinstance(exc, MaxPayloadError | APIError)  # never stored as is
-                if refused or loop.time() + pause > give_up:
+                if not refused:
+                    log.info("history record not stored yet (%r); sending it again", exc)
+                if refused or not await patience.pause():
                     for done in bucket.done:
                         if not done.done():
                             done.set_exception(exc)
                     return
-                log.info("history record not stored yet (%r); sending it again", exc)
-                await asyncio.sleep(pause)
-                pause = min(2.0, pause * 2)
         for done in bucket.done:
             if not done.done():
                 done.set_result(seq)

@@ -14,7 +14,6 @@ has been delivered by then, and a job given back is a job delivered twice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from nats.js import JetStreamContext
 
 from elemta.common.envelope import DeliveryJob, FirstAttempt, Outcome, RecipientResult
 from elemta.common.jetstream import OUTCOME_SUBJECT
+from elemta.common.patience import Patience
 from elemta.common.replies import Reply, Status
 from elemta.common.telemetry import headers_with_context
 
@@ -111,8 +111,7 @@ class Reporter:
     async def _store(self, qid: str, data: bytes, headers: dict[str, str]) -> None:
         """Publish to ``elemta.outcome.<qid>``, again for ``patience`` seconds while
         JetStream does not acknowledge it; raises the last error after that."""
-        deadline = time.monotonic() + self.patience
-        pause = 0.2
+        patience = Patience(self.patience)
         while True:
             try:
                 await self.js.publish(
@@ -120,8 +119,6 @@ class Reporter:
                 )
                 return
             except Exception as exc:  # the same Nats-Msg-Id: a retry cannot store it twice
-                if time.monotonic() + pause > deadline:
-                    raise
                 log.warning("%s: outcome not stored yet (%r); trying again", qid, exc)
-                await asyncio.sleep(pause)
-                pause = min(2.0, pause * 2)
+                if not await patience.pause():
+                    raise

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
@@ -74,6 +73,7 @@ from elemta.common.jetstream import (
     delete_stream_msg,
 )
 from elemta.common.names import msg_subject
+from elemta.common.patience import Patience
 
 __all__ = ["CLAIMED_RETRY", "LEFTOVER", "LOOKUP_PATIENCE", "Reported"]
 
@@ -204,20 +204,17 @@ class Reported:
         return await self._patiently(qid, lambda: self._job(qid, job_seq))
 
     async def _patiently(self, qid: str, lookup: Callable[[], Awaitable[str]]) -> str:
-        deadline = time.monotonic() + self.patience
-        pause = 0.2
+        patience = Patience(self.patience)
         while True:
             try:
                 return await lookup()
             except _NoAnswer as exc:
-                if time.monotonic() + pause > deadline:
+                log.debug("%s: no answer yet (%s)", qid, exc)
+                if not await patience.pause():
                     log.info(
                         "%s: cannot tell whether it was reported (%s); attempting it", qid, exc
                     )
                     return ""
-                log.debug("%s: no answer yet (%s)", qid, exc)
-                await asyncio.sleep(pause)
-                pause = min(2.0, pause * 2)
 
     async def _first(self, qid: str, offered_again: bool = True) -> str:
         try:

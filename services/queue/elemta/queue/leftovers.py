@@ -17,7 +17,7 @@ on, and deletes a copy when all of these hold:
 
 * no state in ``ELEMTA_STATE`` (the queue does not hold it),
 * no report on ``elemta.outcome.<id>`` (the queue is not about to take it),
-* the last record of its history says ``done``.
+* its history ends with ``done`` (or ``withdrawn``: a copy stored after its deadline).
 
 Mail waiting for its first attempt or for a retry fails the first two or the
 last, and is never touched: a copy is deleted only when its history says the
@@ -55,11 +55,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from elemta.common.envelope import Envelope, FirstAttempt
-from elemta.common.history import batched_events, holds_done, says_done
+from elemta.common.history import ended
 from elemta.common.jetstream import (
     ENVELOPE_HEADER,
-    EVENTS_STREAM,
-    EVENTS_SUBJECT,
     MESSAGES_STREAM,
     OUTCOME_SUBJECT,
     OUTCOMES_STREAM,
@@ -234,15 +232,8 @@ class Leftovers:
             return OWNED
         except NotFoundError:
             pass
-        try:
-            history = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
-            if says_done(history.data or b""):
-                return FINISHED
-        except NotFoundError:
-            pass
-        # delivery stores the history of what it ends several to a record
-        events = await batched_events(self.js, qid)
-        return FINISHED if events is not None and holds_done(events) else UNCLAIMED
+        # done, or withdrawn (a copy stored after its deadline): either way ended
+        return FINISHED if await ended(self.js, qid) else UNCLAIMED
 
     async def _run(self) -> None:
         while True:
