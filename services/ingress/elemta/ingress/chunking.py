@@ -14,8 +14,8 @@ refused (no MAIL, no RCPT, a bad size), so that the client and server keep in
 step (RFC 3030 section 2: the octets are data whatever the reply).
 
 :class:`ChunkingCommands` is the ``BDAT`` command of :class:`.protocol.IngressSMTP`
-(a mixin); the assembled message is checked and handed on by the session's
-``_finish``, the same as DATA's.
+(a mixin); the assembled message is checked, handed on and answered by the
+session's ``_complete``, the same as DATA's.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ class ChunkingCommands:
         def _log_reject(
             self, stage: str, reply: str, envelope: Envelope | None, to: str = "", sender: str = ""
         ) -> None: ...
-        async def _finish(
+        async def _complete(
             self, raw: bytes | None, envelope: Envelope, ended: float, chunked: bool = False
-        ) -> str: ...
+        ) -> None: ...
 
     async def smtp_BDAT(self, arg: str) -> None:  # noqa: N802
         parsed = parse_bdat(arg)
@@ -162,13 +162,4 @@ class ChunkingCommands:
             self._new_transaction()
             await self.push(refusal)
             return
-        ended = time.perf_counter()
-        self._processing = True
-        try:
-            reply = await self._finish(None if too_big else content, envelope, ended, True)
-        finally:
-            self._processing = False
-            self._new_transaction()
-        if reply.startswith("250"):
-            self._errors = 0
-        await self.push(reply)
+        await self._complete(None if too_big else content, envelope, time.perf_counter(), True)

@@ -665,11 +665,17 @@ class IngressSMTP(AuthCommands, ChunkingCommands, SMTP):
             return
         finally:
             self._in_data = False
-        ended = time.perf_counter()
-        envelope = self.envelope
+        await self._complete(raw, self.envelope, time.perf_counter())
+
+    async def _complete(
+        self, raw: bytes | None, envelope: Envelope, ended: float, chunked: bool = False
+    ) -> None:
+        """End a transaction and answer it: DATA's end and BDAT LAST's. While the
+        message is being finished the session counts as processing (a shutdown
+        waits for it); the next transaction starts clean whatever happened."""
         self._processing = True
         try:
-            reply = await self._finish(raw, envelope, ended)
+            reply = await self._finish(raw, envelope, ended, chunked)
         finally:
             self._processing = False
             self._new_transaction()
