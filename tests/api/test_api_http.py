@@ -360,3 +360,20 @@ async def test_config_is_redacted_and_health_names_every_service(
     assert set(health) == {"api", "ingress", "policy", "queue", "delivery"}
     assert health["api"]["ready"] is True
     assert health["queue"]["ready"] is False  # not running in this test
+
+
+async def test_a_listing_right_after_each_change_shows_every_kept_record_and_no_deleted_one(
+    api: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    kv = await js.key_value(STATE_BUCKET)
+    kept: set[str] = set()
+    for n in range(30):
+        qid = new_queue_id()
+        await kv.put(qid, json.dumps({"id": qid, "status": "hold", "dests": {}}).encode())
+        kept.add(qid)
+        if n % 3 == 2:  # now and then one ends and its record goes
+            gone = sorted(kept)[0]
+            await kv.delete(gone)
+            kept.discard(gone)
+        body = await get_json(api, "/api/v1/messages?state=held&limit=1000")
+        assert {m["id"] for m in body["messages"]} == kept

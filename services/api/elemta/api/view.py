@@ -14,7 +14,7 @@ from typing import Any
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo, StreamInfo
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamInfo
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -52,6 +52,8 @@ MAX_EVENTS = 1000
 # Records one listing reads at most; a queue larger than this is listed in part
 # (the summary says so).
 MAX_SCAN = 100_000
+# Records fetched per request while scanning a bucket.
+SCAN_BATCH = 500
 
 QUEUE_STREAMS = (MESSAGES_STREAM, DELIVERY_STREAM, DEFERRED_STREAM, OUTCOMES_STREAM, EVENTS_STREAM)
 
@@ -268,26 +270,44 @@ class QueueView:
 
     async def _scan(self, bucket: str, key_field: str) -> list[dict[str, Any]]:
         """The latest value of every key of KV ``bucket`` that is a JSON object with
-        ``key_field`` (one pass over the bucket's stream), at most :data:`MAX_SCAN`;
-        an empty list while the bucket does not exist yet."""
+        ``key_field``, at most :data:`MAX_SCAN`; an empty list while the bucket does
+        not exist yet.
+
+        One pass over the bucket's stream through a pull consumer that starts at the
+        last value of each key: the count still pending, read from the consumer and
+        from each message, says when the pass is over. (A KV watcher signals the end
+        with a marker that can arrive before the values it should follow, and a
+        listing then came back empty.)
+        """
         js = self._ready_js()
+        timeout = self.backend.cfg.nats.publish_timeout
         out: list[dict[str, Any]] = []
         try:
-            kv = await js.key_value(bucket)
-            watcher = await kv.watchall(ignore_deletes=True)
+            sub = await js.pull_subscribe(
+                f"$KV.{bucket}.>",
+                stream=f"KV_{bucket}",
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=60.0,
+                    mem_storage=True,
+                ),
+            )
             try:
-                while len(out) < MAX_SCAN:
-                    entry = await watcher.updates(timeout=self.backend.cfg.nats.publish_timeout)
-                    if entry is None:
-                        break
-                    record = _decode(entry.value)
-                    if isinstance(record, dict) and key_field in record:
-                        out.append(record)
-                    if entry.delta == 0:
-                        break
+                pending = (await sub.consumer_info()).num_pending or 0
+                seen = 0
+                while pending > 0 and seen < MAX_SCAN:
+                    for msg in await sub.fetch(min(pending, SCAN_BATCH), timeout=timeout):
+                        seen += 1
+                        pending = msg.metadata.num_pending
+                        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                            continue
+                        record = _decode(msg.data)
+                        if isinstance(record, dict) and key_field in record:
+                            out.append(record)
             finally:
-                await watcher.stop()
-        except BucketNotFoundError:
+                await sub.unsubscribe()
+        except NotFoundError:
             return []
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
