@@ -98,6 +98,7 @@ class QueueHarness:
         self.manual: set[str] = set()
         self._pause_first = False  # first attempts not played (messages left pending)
         self._first_idle = asyncio.Event()  # set while the player is paused
+        self.first_seqs: dict[str, int] = {}  # queue id -> where it was first stored
 
     @property
     def js(self) -> JetStreamContext:
@@ -134,6 +135,7 @@ class QueueHarness:
                 continue
             for m in msgs:
                 env = Envelope.from_header((m.headers or {})[ENVELOPE_HEADER])
+                self.first_seqs.setdefault(env.id, m.metadata.sequence.stream)
                 if env.id not in self.manual:
                     await self.hand_over(env, m.metadata.sequence.stream, headers=m.headers)
                 await m.ack()
@@ -202,6 +204,7 @@ class QueueHarness:
         if manual:
             self.manual.add(qid)
         ack = await self.js.publish(f"elemta.msg.{qid}", data, headers=headers)
+        self.first_seqs[qid] = ack.seq
         return env, ack.seq
 
     async def hand_over(
@@ -335,9 +338,12 @@ class QueueHarness:
         return [e["type"] for e in await self.events(qid)]
 
     async def stored(self, exclude: set[int] | None = None) -> list[tuple[int, Envelope, bytes]]:
-        """Every message in ELEMTA_MESSAGES: (seq, envelope, payload)."""
+        """Every message in ELEMTA_MESSAGES, once each: (seq, envelope, payload), where
+        ``seq`` is where it was first stored (a copy the queue keeps on
+        ``elemta.kept.<id>`` stands for the message it copied)."""
         info = await self.js.stream_info(MESSAGES_STREAM)
         out = []
+        seen: set[str] = set()
         seq = info.state.first_seq
         while info.state.messages and seq <= info.state.last_seq:
             try:
@@ -345,11 +351,21 @@ class QueueHarness:
             except nats.js.errors.NotFoundError:
                 seq += 1
                 continue
-            if not exclude or seq not in exclude:
-                headers = raw.headers or {}
-                out.append((seq, Envelope.from_header(headers[ENVELOPE_HEADER]), raw.data or b""))
+            env = Envelope.from_header((raw.headers or {})[ENVELOPE_HEADER])
+            first = self.first_seqs.get(env.id, seq)
+            if (not exclude or first not in exclude) and env.id not in seen:
+                seen.add(env.id)
+                out.append((first, env, raw.data or b""))
             seq += 1
         return out
+
+    async def kept(self, qid: str) -> tuple[int, bytes]:
+        """The copy the queue works from for message ``qid``: (seq, payload)."""
+        st = await self.state(qid)
+        assert st is not None, f"no state for {qid}"
+        raw = await self.js.get_msg(MESSAGES_STREAM, st["msg_seq"])
+        assert raw.subject == f"elemta.kept.{qid}"
+        return st["msg_seq"], raw.data or b""
 
     async def deferred_count(self) -> int:
         return await self.count(DEFERRED_STREAM)

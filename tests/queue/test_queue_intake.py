@@ -36,9 +36,12 @@ async def test_recipients_of_one_domain_become_one_job(harness: QueueHarness) ->
     assert by_dest["mx:a.test"].domain == "a.test"
     assert by_dest["smtp:relay.test:2525:0"].route["host"] == "relay.test"
     assert by_dest["smtp:relay.test:2525:0"].domain == "relayed.test"
+    kept_seq, kept_body = await harness.kept(env.id)  # the queue works from its own copy
+    assert kept_seq != seq and b"Subject: Hello" in kept_body
+    assert await harness.count(MESSAGES_STREAM) == 1, "the first-attempt copy is left"
     for job, headers in jobs:
         assert job.id == env.id
-        assert job.msg_seq == seq
+        assert job.msg_seq == kept_seq
         assert job.attempt == 1
         assert job.sender == "alice@sender.test"
         assert headers["Nats-Msg-Id"].startswith(f"{env.id}.")
@@ -48,7 +51,7 @@ async def test_recipients_of_one_domain_become_one_job(harness: QueueHarness) ->
     st = await harness.state(env.id)
     assert st is not None
     assert st["status"] == "active"
-    assert st["msg_seq"] == seq
+    assert st["msg_seq"] == kept_seq
     assert st["dests"]["mx:a.test"]["recipients"] == ["b1@a.test", "b2@a.test"]
     assert st["dests"]["mx:a.test"]["status"] == "queued"
     assert st["trace"]["traceparent"].split("-")[1] == TRACE_ID
@@ -112,7 +115,8 @@ async def test_redelivered_intake_does_not_duplicate_jobs(harness: QueueHarness)
 
     assert await harness.count(DELIVERY_STREAM) == 2
     jobs = await harness.take_jobs(2)
-    assert all(j.msg_seq == seq for j, _ in jobs)
+    kept_seq, _ = await harness.kept(env.id)
+    assert all(j.msg_seq == kept_seq for j, _ in jobs)  # one copy kept, not three
     assert await harness.no_more_jobs()
     assert (await harness.event_types(env.id)).count("accepted") == 1
 

@@ -48,6 +48,7 @@ from .names import (
     EVENTS_SUBJECT,
     FIRST_CONSUMER,
     INTAKE_CONSUMER,
+    KEPT_SUBJECT,
     MESSAGES_STREAM,
     MSG_SUBJECT,
     OUTCOME_SUBJECT,
@@ -77,6 +78,7 @@ __all__ = [
     "INTAKE_CONSUMER",
     "MESSAGES_STREAM",
     "MSG_SUBJECT",
+    "KEPT_SUBJECT",
     "OUTCOME_SUBJECT",
     "OUTCOMES_CONSUMER",
     "OUTCOMES_STREAM",
@@ -104,7 +106,7 @@ def stream_configs(cfg: Config) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=MESSAGES_STREAM,
-            subjects=[f"{class_prefix(c)}msg.>" for c in PRIORITY_CLASSES],
+            subjects=[f"{class_prefix(c)}msg.>" for c in PRIORITY_CLASSES] + [f"{KEPT_SUBJECT}.>"],
             retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.NEW,
             duplicate_window=120.0,

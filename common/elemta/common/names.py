@@ -10,7 +10,10 @@ Streams (subjects in parentheses) — created by the queue service:
     attempts); ``queue-intake`` is the queue's consumer of earlier versions, removed
     at start. With priorities on, messages of the high and low classes have
     subjects of their own, pulled through ``delivery-first-high`` and
-    ``delivery-first-low``; normal ones keep ``elemta.msg.<id>``.
+    ``delivery-first-low``; normal ones keep ``elemta.msg.<id>``. A message the
+    queue takes over (anything left to do after its first attempt) is copied to
+    ``elemta.kept.<id>``, which no first-attempt consumer reads, so that every
+    ``elemta.msg`` copy can be removed in bulk once its first attempt is over.
 ``ELEMTA_DELIVERY`` (``elemta.delivery.<id>``; ``elemta.high.delivery.<id>``, ``elemta.low.delivery.<id>``)
     Work queue of delivery jobs. Consumer ``delivery``, shared by every delivery
     process; ``delivery-high`` and ``delivery-low`` for the other classes.
@@ -99,6 +102,7 @@ __all__ = [
     "KEYS_BUCKET",
     "MESSAGES_STREAM",
     "MSG_SUBJECT",
+    "KEPT_SUBJECT",
     "OUTCOMES_CONSUMER",
     "OUTCOMES_STREAM",
     "OUTCOME_SUBJECT",
@@ -122,6 +126,7 @@ EVENTS_STREAM = "ELEMTA_EVENTS"
 AUDIT_STREAM = "ELEMTA_AUDIT"
 
 MSG_SUBJECT = "elemta.msg"
+KEPT_SUBJECT = "elemta.kept"
 DELIVERY_SUBJECT = "elemta.delivery"
 OUTCOME_SUBJECT = "elemta.outcome"
 DEFERRED_SUBJECT = "elemta.deferred"
@@ -151,6 +156,16 @@ def class_prefix(klass: str) -> str:
 
 def msg_subject(queue_id: str, klass: str = "normal") -> str:
     return f"{class_prefix(klass)}msg.{queue_id}"
+
+
+def kept_subject(queue_id: str) -> str:
+    """Where the queue keeps the copy of a message it took over, whatever its class."""
+    return f"{KEPT_SUBJECT}.{queue_id}"
+
+
+def stored_subjects(queue_id: str) -> set[str]:
+    """Every subject of ``ELEMTA_MESSAGES`` a copy of message ``queue_id`` can have."""
+    return {msg_subject(queue_id, c) for c in PRIORITY_CLASSES} | {kept_subject(queue_id)}
 
 
 def delivery_subject(queue_id: str, klass: str = "normal") -> str:

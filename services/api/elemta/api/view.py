@@ -36,6 +36,7 @@ from elemta.common.names import (
     SUSPENSIONS_BUCKET,
     delivery_consumer,
     msg_subject,
+    stored_subjects,
 )
 
 from .backend import Backend, Unavailable
@@ -259,7 +260,7 @@ class QueueView:
             return None
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"NATS did not answer: {exc!r}") from None
-        if raw.subject not in {msg_subject(qid, c) for c in PRIORITY_CLASSES}:
+        if raw.subject not in stored_subjects(qid):
             return None
         return raw.data or b""
 

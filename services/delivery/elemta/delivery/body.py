@@ -18,7 +18,7 @@ from nats.js.object_store import ObjectStore
 
 from elemta.common.envelope import DeliveryJob
 from elemta.common.jetstream import BODIES_BUCKET, MESSAGES_STREAM
-from elemta.common.names import PRIORITY_CLASSES, msg_subject
+from elemta.common.names import stored_subjects
 
 __all__ = ["BodyStore", "BodyUnavailable"]
 
@@ -44,7 +44,7 @@ class BodyStore:
             return None
         except Exception as exc:
             raise BodyUnavailable(f"cannot fetch message {job.id}: {exc!r}") from exc
-        if raw.subject not in {msg_subject(job.id, c) for c in PRIORITY_CLASSES}:
+        if raw.subject not in stored_subjects(job.id):
             log.warning(
                 "stream sequence %d holds %s, not message %s", job.msg_seq, raw.subject, job.id
             )

@@ -1,21 +1,21 @@
 """Ending a message delivered to everyone at its first attempt, without the queue.
 
 Most mail is delivered at its first attempt, to every recipient; the queue would
-only delete the stored message and write its history. Delivery does that itself,
-which spares a report in ``ELEMTA_OUTCOMES``, its acknowledgement and the queue's
-work on it: the history record goes out first
-(:func:`elemta.common.history.delivered_at_once`, the same events the queue would
-write) and is waited for, then the stored message is deleted (the durable end;
-once it is gone it can never be offered again), then the caller acks the message.
+only write its history. Delivery does that itself, which spares a report in
+``ELEMTA_OUTCOMES``, its acknowledgement and the queue's work on it: the history
+record goes out (:func:`elemta.common.history.delivered_at_once`, the same events
+the queue would write) and is waited for, then the caller acks the message. The
+record's ``done`` is the durable end: the queue's reclaimer
+(``elemta.queue.reclaim``) removes the stored copies of ended messages in bulk,
+many at once, since a delete per message cost nats-server a synced write.
 
 What is durable when: a process killed before the history record is stored leaves
 the message to be offered again (and attempted again, as for any attempt whose
-end was not recorded); killed after it and before the delete, the message is
-offered again and its lookup finds the record (:mod:`.redelivery`): the copy is
-deleted, not delivered again (should it be attempted anyway, its events are in
-two records, and readers take the first); killed after the delete, the message
-is acked on its next offer (it is gone). History is never lost with a message
-that was ended.
+end was not recorded); killed after it and before the ack, the message is
+offered again and its lookup finds the record (:mod:`.redelivery`): it is acked,
+not delivered again (should it be attempted anyway, its events are in two
+records, and readers take the first). History is never lost with a message that
+was ended.
 
 A record that gets no PubAck (a node of the cluster gone, its stream electing a
 leader, "no responders" for a moment after a reconnection) is sent again for up
@@ -34,8 +34,8 @@ others; the message is not acked before its record is stored either way.
 A message stays with the queue (:meth:`Finisher.applies` is false) when anything
 is left to do after the attempt: a recipient not delivered, a body in the Object
 Store to remove, a sender who asked for success notices (DSN ``NOTIFY=SUCCESS``).
-When the delete is not confirmed, the report goes to the queue as before, which
-deletes the message (a message already gone counts as deleted).
+When the record cannot be stored, the report goes to the queue instead, which ends
+the message itself.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ from nats.js.errors import APIError
 
 from elemta.common.envelope import FirstAttempt
 from elemta.common.history import batch_subject, delivered_at_once
-from elemta.common.jetstream import MESSAGES_STREAM, delete_stream_msg
 from elemta.common.patience import Patience
 from elemta.common.puback import publish_acked
 from elemta.common.replies import Status
@@ -171,16 +170,12 @@ class Finisher:
         )
 
     async def __call__(self, report: FirstAttempt) -> bool:
-        """Record the history and delete the stored message; False when the delete
-        was not confirmed (the caller then reports to the queue)."""
+        """Record the history; False when it could not be stored (the caller then
+        reports to the queue, which ends the message and records it)."""
         qid = report.envelope.id
-        try:  # as the queue's: history is not worth failing the message for
+        try:
             await self.history.store(qid, delivered_at_once(report))
         except Exception as exc:
-            log.warning("%s: history not recorded: %r", qid, exc)
-        try:
-            await delete_stream_msg(self.nc, MESSAGES_STREAM, report.msg_seq, self.wait)
-        except Exception as exc:
-            log.warning("%s: stored message not deleted (%r); the queue will", qid, exc)
+            log.warning("%s: history not recorded (%r); the queue will end it", qid, exc)
             return False
         return True

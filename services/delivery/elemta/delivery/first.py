@@ -45,7 +45,7 @@ from .body import BodyStore, BodyUnavailable
 from .finish import Finisher
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
-from .redelivery import CLAIMED_RETRY, LEFTOVER, Reported
+from .redelivery import CLAIMED_RETRY, Reported
 
 __all__ = ["FirstAttemptHandler"]
 
@@ -98,11 +98,6 @@ class FirstAttemptHandler:
             done = await self.reported.first(
                 env.id, meta.sequence.stream, offered_again=(meta.num_delivered or 1) > 1
             )
-            if done == LEFTOVER and not await self.reported.delete_leftover(
-                env.id, meta.sequence.stream
-            ):
-                await msg.nak(delay=self.retry_delay)
-                return
             if done:
                 log.info("%s: offered again, not attempted again: %s", env.id, done)
                 ATTEMPTS.labels("reported").inc()

@@ -24,9 +24,9 @@ the first seconds after a start was looked up:
   in ``ELEMTA_STATE`` (the queue took the report over), or when its history
   (the last record on ``elemta.events.<id>``, or its events in a record of its
   bucket, :mod:`elemta.common.history`) says ``done``: every recipient is
-  final (delivery stores that record right before it deletes the stored copy),
-  and a copy still there is a leftover (:data:`LEFTOVER`, e.g. the process was
-  killed between record and delete) that the caller deletes before it acks;
+  final (delivery stores that record before it acks; the copy stays until the
+  queue's reclaimer removes ended messages in bulk): :data:`LEFTOVER`, acked
+  without an attempt;
 * a job is done when its outcome (``Nats-Msg-Id: outcome.<id>.<job seq>``) is
   still waiting in ``ELEMTA_OUTCOMES``. A job whose message is gone is dropped as
   before (:mod:`.body`).
@@ -55,7 +55,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
@@ -70,7 +69,6 @@ from elemta.common.jetstream import (
     OUTCOME_SUBJECT,
     OUTCOMES_STREAM,
     STATE_BUCKET,
-    delete_stream_msg,
 )
 from elemta.common.names import msg_subject
 from elemta.common.patience import Patience
@@ -100,14 +98,12 @@ class Reported:
         js: JetStreamContext,
         patience: float = LOOKUP_PATIENCE,
         connected_at: Callable[[], float] = lambda: 0.0,
-        nc: NATS | None = None,
         claims: KeyValue | None = None,
         owner: str = "",
     ) -> None:
         self.claims = claims  # KV ELEMTA_CLAIMS; None: nothing is claimed
         self.owner = owner  # who claims: the process's worker name
         self.js = js
-        self.nc = nc  # for deleting a leftover copy (default: the context's connection)
         self.patience = patience
         self.connected_at = connected_at  # epoch seconds of the latest (re)connection
         # stream -> its last sequence when read after the latest (re)connection
@@ -186,18 +182,6 @@ class Reported:
             await self.claims.delete(key)
         except Exception as exc:  # it expires with the TTL
             log.debug("%s: claim not given back: %r", key, exc)
-
-    async def delete_leftover(self, qid: str, seq: int) -> bool:
-        """Delete the stored copy of a finished message (:data:`LEFTOVER`): acking
-        alone would leave it in the stream for good. False when the delete failed."""
-        nc = self.nc or self.js._nc
-        try:
-            await delete_stream_msg(nc, MESSAGES_STREAM, seq, self.patience)
-        except Exception as exc:
-            log.warning("%s: finished, but its stored copy not deleted (%r)", qid, exc)
-            return False
-        log.warning("%s: finished, but its stored copy was still there; deleted", qid)
-        return True
 
     async def job(self, qid: str, job_seq: int) -> str:
         """Why the job at ``job_seq`` of message ``qid`` needs no attempt, or ''."""

@@ -113,7 +113,6 @@ class DeliveryService:
         reported = Reported(
             self.js,
             connected_at=lambda: self.connected_at,
-            nc=self.nc,
             claims=await open_bucket(self.js, CLAIMS_BUCKET, ttl=cfg.delivery.ack_wait),
             owner=worker_name(),
         )

@@ -1,9 +1,10 @@
 """Queue depth and the oldest message's age, for Prometheus.
 
 Every accepted message stays in ``ELEMTA_MESSAGES`` until all its recipients
-are final, when the queue deletes it; so the stream's message count is the
-number of messages in the queue, and its first remaining message is the oldest
-one. Sampled every ``interval`` seconds (two JetStream API requests) rather than
+are final (the queue deletes its kept copy; first-attempt copies go in bulk
+within a second or two of their end, :mod:`.reclaim`); so the stream's message
+count is the number of messages in the queue, give or take those just ended,
+and its first remaining message is the oldest one. Sampled every ``interval`` seconds (two JetStream API requests) rather than
 counted per event, so the figures stay true across restarts and replicas.
 """
 

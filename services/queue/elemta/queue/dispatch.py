@@ -9,7 +9,8 @@ ids that make them idempotent are built in exactly one way:
   restarted half-way, publishes the same id and JetStream drops the copy;
 * deferred jobs: the same id on ``elemta.deferred.<id>`` (another stream, so
   another duplicate window), with ``Elemta-Due`` holding the epoch seconds;
-* bounces: ``bounce.<id>.<n>`` (see :mod:`.bounce`).
+* bounces: ``bounce.<id>.<n>`` (see :mod:`.bounce`);
+* the copy of a message the queue takes over: ``kept.<id>`` on ``elemta.kept.<id>``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -32,7 +34,7 @@ from elemta.common.jetstream import (
     MESSAGES_STREAM,
     delete_stream_msg,
 )
-from elemta.common.names import delivery_subject
+from elemta.common.names import delivery_subject, kept_subject, stored_subjects
 from elemta.common.priority import Priorities
 from elemta.common.replies import Status
 from elemta.common.routing import dest_hash
@@ -166,6 +168,49 @@ class Dispatcher:
                 host=f.host,
                 dsn=bounce_id,
             )
+
+    async def keep(self, st: MessageState) -> int:
+        """Copy the stored message to ``elemta.kept.<id>`` and point ``st`` at the copy,
+        before its state is first saved.
+
+        The first-attempt copy (``elemta.msg.<id>``) is removed in bulk with every
+        other message whose first attempt is over (:mod:`.reclaim`); mail that waits
+        for a retry, for hours or days, would hold that back, so the queue works
+        from a copy on a subject of its own, deleted when the message is finished.
+        A report handed over again within the stream's duplicate window gets the
+        same copy (``Nats-Msg-Id: kept.<id>``). Returns the sequence of the
+        first-attempt copy (0 when none was made), for :meth:`drop_first_copy` once
+        the state that names the new copy is saved."""
+        wait = self.cfg.nats.publish_timeout
+        try:
+            raw = await self.js.get_msg(MESSAGES_STREAM, seq=st.msg_seq)
+        except NotFoundError:  # finished meanwhile: its jobs will find it gone
+            log.warning("stored message (seq %d) is gone; not copied", st.msg_seq)
+            return 0
+        if raw.subject == kept_subject(st.id) or raw.subject not in stored_subjects(st.id):
+            return 0  # a copy already (a stray handed over again), or not this message
+        headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
+        headers["Nats-Msg-Id"] = f"kept.{st.id}"
+        ack = await self.js.publish(
+            kept_subject(st.id),
+            raw.data or b"",
+            timeout=wait,
+            stream=MESSAGES_STREAM,
+            headers=headers,
+        )
+        first, st.msg_seq = st.msg_seq, ack.seq
+        return first
+
+    async def drop_first_copy(self, seq: int) -> None:
+        """Delete the first-attempt copy of a message the queue now works from a kept
+        copy of, so the stream holds each queued message once; left to the bulk
+        removal (:mod:`.reclaim`) when the delete does not go through."""
+        if not seq:
+            return
+        try:
+            await delete_stream_msg(self.nc, MESSAGES_STREAM, seq, self.cfg.nats.publish_timeout)
+        except Exception as exc:
+            log.info("first-attempt copy (seq %d) left for the bulk removal: %r", seq, exc)
 
     async def commit(self, st: MessageState, revision: int) -> None:
         """Save the state, or finish the message when every recipient is final."""

@@ -7,7 +7,11 @@ and reports it as a :class:`~elemta.common.envelope.FirstAttempt` on
 * every recipient delivered (the common case): the stored message is removed at
   once; no state is ever written, and the events of the whole journey
   (``accepted``, ``attempt``, ``delivered``, ``done``) go out as one record;
-* anything else: the state is created in KV from the report's destinations, then
+* anything else: the stored message is copied to ``elemta.kept.<id>``
+  (:meth:`.Dispatcher.keep`: the queue works from that copy, which keeps mail
+  waiting for retries out of the way of the bulk removal of first-attempt copies),
+  the state is created in KV from the report's destinations (naming the copy; the
+  first-attempt copy is deleted then), then
   the outcomes are applied as for any later attempt (retries parked in
   ``ELEMTA_DEFERRED``, bounces), and the state saved — or the message finished
   when nothing is left;
@@ -124,10 +128,12 @@ class Intake:
                 await self.outcomes.apply(st, o.dest, st.dests[o.dest], o)
             await self.dispatcher.finish(st, stored_state=False)
             return
+        first_copy = await self.dispatcher.keep(st) if await self.store.load(st.id) is None else 0
         revision = await self.store.create(st)
         if revision is None:  # a redelivered report: applied already
             log.info("first-attempt report redelivered; already applied")
             return
+        await self.dispatcher.drop_first_copy(first_copy)
         for o in report.outcomes:
             await self.outcomes.apply(st, o.dest, st.dests[o.dest], o)
         await self.dispatcher.commit(st, revision)
@@ -135,7 +141,10 @@ class Intake:
     async def _untried(self, st: MessageState) -> None:
         if st.status != "hold":
             plan_state(st, self.router)
+        first_copy = await self.dispatcher.keep(st) if await self.store.load(st.id) is None else 0
         first = await self.store.create(st) is not None
+        if first:
+            await self.dispatcher.drop_first_copy(first_copy)
         if first:
             todo = list(st.dests.items())
         else:

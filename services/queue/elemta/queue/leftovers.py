@@ -1,30 +1,14 @@
-"""Stored messages no one will finish: leftovers deleted, strays handed to the queue.
+"""Stored messages no one will finish: strays handed to the queue.
 
 The stream is the truth of what is owed; consumer progress is only a cursor over
-it. This sweep makes sure every stored message is either finished or owned.
+it. This sweep makes sure every stored message is either finished or owned. (The
+copies of finished messages are the bulk removal's, :mod:`.reclaim`.) The active
+queue looks at the stored messages older than ``min_age``, a few each
+``interval``, from the oldest on.
 
-**Leftovers.** Finished messages whose stored copy is still in ``ELEMTA_MESSAGES``: deleted.
-
-``done`` in a message's history means every recipient is final: delivery stores
-that record for mail it delivered at once right before it deletes the stored
-copy, the queue writes it after its delete. A copy left behind all the same (a
-process killed between record and delete, a delete that did not hold, a second
-copy of the same message) is offered to no one once ``delivery-first`` acked it:
-it would stay in the stream for good, count in the queue's depth and age, and
-keep the queue from ever looking empty. The active queue therefore looks at the
-stored messages older than ``min_age``, a few each ``interval`` from the oldest
-on, and deletes a copy when all of these hold:
-
-* no state in ``ELEMTA_STATE`` (the queue does not hold it),
-* no report on ``elemta.outcome.<id>`` (the queue is not about to take it),
-* its history ends with ``done`` (or ``withdrawn``: a copy stored after its deadline).
-
-Mail waiting for its first attempt or for a retry fails the first two or the
-last, and is never touched: a copy is deleted only when its history says the
-message was finished, so this may spare a stream a copy, never lose a message.
-
-**Strays.** A stored message that fails all three (no state, no report, no
-``done``) while its first-attempt consumer (``delivery-first`` or its class's)
+**Strays.** A first-attempt copy with no state in ``ELEMTA_STATE`` (the queue
+does not hold it), no report on ``elemta.outcome.<id>`` (the queue is not about
+to take it) and no ``done`` or ``withdrawn`` in its history, while its first-attempt consumer (``delivery-first`` or its class's)
 counts it acknowledged — at or below the consumer's ack floor, so pending with no
 one and never offered again — is owed and owned by nobody. Delivery always stores
 a report, a ``done`` or the queue's state before it acks, so this can only come
@@ -63,12 +47,12 @@ from elemta.common.jetstream import (
     OUTCOMES_STREAM,
     PRIORITY_CLASSES,
     STATE_BUCKET,
-    delete_stream_msg,
 )
 from elemta.common.names import first_consumer
 from elemta.common.tasks import cancel_and_wait
 
 from .metrics import STRAYS
+from .reclaim import first_attempt_class
 
 __all__ = ["Leftovers"]
 
@@ -84,15 +68,8 @@ OWNED = "owned"  # the queue holds it or is about to take its report
 UNCLAIMED = "unclaimed"  # none of these: owed, and up to its consumer
 
 
-def message_class(subject: str) -> str:
-    """The priority class of a stored message from its subject: ``elemta.msg.<id>``
-    is normal, ``elemta.<class>.msg.<id>`` another class."""
-    parts = subject.split(".")
-    return parts[1] if len(parts) == 4 and parts[2] == "msg" else "normal"
-
-
 class Leftovers:
-    """Sweeps ``ELEMTA_MESSAGES`` for copies of finished messages, ``batch`` at a time."""
+    """Sweeps ``ELEMTA_MESSAGES`` for strays, ``batch`` at a time."""
 
     def __init__(
         self,
@@ -111,7 +88,6 @@ class Leftovers:
         self.min_age = min_age
         self.batch = batch
         self.wait = wait
-        self.deleted = 0  # leftovers deleted by this process
         self.handed_over = 0  # strays handed to the queue by this process
         self._cursor = 0  # the next stream sequence to look at
         self._sweeps = 0  # sweeps so far, to tell a stray seen in an earlier one
@@ -122,10 +98,10 @@ class Leftovers:
     async def sweep(self, now: float) -> int:
         """Look at up to ``batch`` stored messages older than ``min_age``, from where
         the last sweep stopped; start again at the oldest after the last of them.
-        Returns how many copies were deleted (strays handed over: ``handed_over``)."""
+        Returns how many strays were handed over (in all: ``handed_over``)."""
         self._sweeps += 1
         floors: dict[str, int] | None = None  # read once per sweep, when first needed
-        deleted = 0
+        before = self.handed_over
         for _ in range(self.batch):
             try:
                 raw = await self.js.get_msg(
@@ -144,24 +120,14 @@ class Leftovers:
             qid = subject.rsplit(".", 1)[-1]
             if not qid:
                 continue
-            found = await self._judge(qid)
-            if found == FINISHED:
-                self._suspects.pop(seq, None)
-                await delete_stream_msg(self.nc, MESSAGES_STREAM, seq, self.wait)
-                log.warning(
-                    "%s: finished, but its stored copy (seq %d) was still there; deleted",
-                    qid,
-                    seq,
-                    extra={"queue_id": qid},
-                )
-                deleted += 1
-                continue
-            if found == OWNED:
+            if not first_attempt_class(subject):
+                continue  # a copy the queue keeps: owned
+            if await self._judge(qid) != UNCLAIMED:  # finished (the bulk removal's) or owned
                 self._suspects.pop(seq, None)
                 continue
             if floors is None:
                 floors = await self._ack_floors()
-            if seq > floors.get(message_class(subject), 0) or seq in self._unusable:
+            if seq > floors.get(first_attempt_class(subject) or "", 0) or seq in self._unusable:
                 continue  # its first attempt is still to come (or under way)
             if self._suspects.get(seq, self._sweeps) < self._sweeps:
                 del self._suspects[seq]
@@ -171,8 +137,7 @@ class Leftovers:
         if len(self._suspects) > _MAX_SUSPECTS:
             for seq in sorted(self._suspects)[: len(self._suspects) - _MAX_SUSPECTS]:
                 del self._suspects[seq]
-        self.deleted += deleted
-        return deleted
+        return self.handed_over - before
 
     async def _ack_floors(self) -> dict[str, int]:
         """Per priority class, the last stream sequence its first-attempt consumer

@@ -14,6 +14,7 @@ __all__ = [
     "OLDEST_AGE",
     "OUTCOMES",
     "QUEUED",
+    "RECLAIMED",
     "STRAYS",
 ]
 
@@ -42,4 +43,9 @@ STRAYS = Counter(
     "elemta_queue_strays_total",
     "Stored messages handed to the queue because their first attempt was counted done "
     "without a report (consumer progress lost or skipped by NATS)",
+)
+
+RECLAIMED = Counter(
+    "elemta_queue_reclaimed_total",
+    "Stored first-attempt copies removed once their first attempt was over",
 )

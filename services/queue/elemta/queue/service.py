@@ -47,6 +47,7 @@ from .lease import Lease
 from .leftovers import Leftovers
 from .metrics import ACTIVE
 from .outcomes import Outcomes
+from .reclaim import Reclaimer
 from .scheduler import Scheduler
 from .state import StateStore
 
@@ -131,6 +132,7 @@ class QueueService:
         self.suspensions: Suspensions | None = None
         self._depth: DepthSampler | None = None
         self._leftovers: Leftovers | None = None
+        self._reclaimer: Reclaimer | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         if health is not None:
@@ -220,6 +222,8 @@ class QueueService:
         self._depth.start()
         self._leftovers = Leftovers(nc, js, wait=cfg.nats.publish_timeout, clock=self.clock)
         self._leftovers.start()
+        self._reclaimer = Reclaimer(nc, js, wait=cfg.nats.publish_timeout, clock=self.clock)
+        self._reclaimer.start()
         self.active = True
         ACTIVE.set(1)
         holder = self.lease.holder if self.lease is not None else "this process"
@@ -235,6 +239,9 @@ class QueueService:
         if self._leftovers is not None:
             await self._leftovers.stop()
             self._leftovers = None
+        if self._reclaimer is not None:
+            await self._reclaimer.stop()
+            self._reclaimer = None
         if self._control is not None:
             await self._control.stop()
             self._control = None

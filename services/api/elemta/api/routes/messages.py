@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
+from elemta.common.history import holds_done
+
 from ..auth import Principal, current
 from ..listing import summarize
 from ..problems import PROBLEM_RESPONSES, ProblemError
@@ -114,6 +116,9 @@ async def load(request: Request, qid: str, who: Principal) -> tuple[Any, list[An
     if state is None:
         state = await view.finished(qid)
     events = await view.message_events(qid)
+    if isinstance(state, dict) and state.get("first_attempt") == "pending" and holds_done(events):
+        # ended at its first attempt; its stored copy goes with the next bulk removal
+        state = None
     if (state is None and not events) or not who.sees(parties(state, events)):
         raise ProblemError(404, f"no state and no history for queue id {qid}", "not-found")
     return state, events

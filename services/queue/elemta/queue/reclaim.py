@@ -1,0 +1,293 @@
+"""Removing in bulk the stored messages whose first attempt is over.
+
+Every accepted message is stored once on ``elemta.msg.<id>`` (or its class's
+subject) for its first attempt. Most are delivered to everyone right there and
+delivery records ``done`` in their history (:mod:`elemta.common.history`); the
+rest the queue takes over, working from a copy on ``elemta.kept.<id>``
+(:meth:`.Dispatcher.keep`). Either way the first-attempt copy is no longer
+needed, and deleting it one message at a time cost nats-server a synced write
+per message — as much as storing it. The active queue instead removes them many
+at once: every ``interval`` it reads the stored messages from the oldest on
+(headers only) and purges the first-attempt subjects up to the first message
+whose first attempt is not over — one request, whatever the count.
+
+A first-attempt copy is *over* when
+
+* its history says ``done`` or ``withdrawn`` (in its bucket's records, where
+  delivery writes it, or on its own subject, where the queue does), or
+* the queue holds its state and works from another copy (the state's stream
+  sequence is not this one).
+
+Anything else stops the purge there: a message not attempted yet or under way, a
+report on its way to the queue, a stray (:mod:`.leftovers` hands those over), the
+state of a version that worked from the first-attempt copy. The evidence is
+read, never assumed from consumer progress, so a consumer that skipped messages
+(as a nats-server killed several times in a row was seen to do) cannot lose one.
+
+A message that stops the purge for longer than ``stuck_after`` (an attempt held
+up by a slow destination, a copy without a usable envelope kept for an
+operator) would let the stream grow behind it, so past it the ended copies are
+deleted one by one, as before, until it is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
+
+from elemta.common.history import batch_subject, holds_done
+from elemta.common.jetstream import (
+    API_PREFIX,
+    EVENTS_STREAM,
+    EVENTS_SUBJECT,
+    MESSAGES_STREAM,
+    PRIORITY_CLASSES,
+    STATE_BUCKET,
+    delete_stream_msg,
+)
+from elemta.common.names import class_prefix
+from elemta.common.puback import request
+from elemta.common.tasks import cancel_and_wait
+
+from .metrics import RECLAIMED
+
+__all__ = ["Reclaimer"]
+
+log = logging.getLogger(__name__)
+
+_KV_GONE = ("DEL", "PURGE")
+_FETCH = 500  # messages per fetch while reading
+_BUCKETS_KEPT = 16  # history buckets (about a second each) whose records are remembered
+
+
+def first_attempt_class(subject: str) -> str | None:
+    """The priority class of a first-attempt copy from its subject, None for any
+    other subject (a kept copy)."""
+    for klass in PRIORITY_CLASSES:
+        if subject.startswith(f"{class_prefix(klass)}msg."):
+            return klass
+    return None
+
+
+class Reclaimer:
+    """Purges first-attempt copies of ``ELEMTA_MESSAGES`` once their attempt is over."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        interval: float = 1.0,
+        batch: int = 5000,
+        stuck_after: float = 60.0,
+        wait: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.interval = interval
+        self.batch = batch
+        self.stuck_after = stuck_after
+        self.wait = wait
+        self.clock = clock
+        self.removed = 0  # copies removed by this process
+        # per history bucket: the last record read and the queue ids it says ended
+        self._buckets: dict[str, tuple[int, set[str]]] = {}
+        self._refreshed: set[str] = set()  # buckets read in this sweep
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep(self) -> int:
+        """One pass from the oldest stored message; returns how many copies went."""
+        info = await self.js.stream_info(MESSAGES_STREAM)
+        if not info.state.messages:
+            return 0
+        self._refreshed = set()
+        now = self.clock()
+        upto = 0  # purge the first-attempt copies below this sequence
+        classes: set[str] = set()
+        stuck = False
+        singles: list[int] = []
+        async with aclosing(self._read(int(info.state.first_seq or 1))) as heads:
+            async for seq, subject, stored_at in heads:
+                klass = first_attempt_class(subject)
+                if klass is None:
+                    continue  # a kept copy: the queue deletes it when the message ends
+                over = await self._over(subject.rsplit(".", 1)[-1], seq)
+                if stuck:
+                    if over:
+                        singles.append(seq)
+                    continue
+                if over:
+                    upto = seq + 1
+                    classes.add(klass)
+                    continue
+                if now - stored_at < self.stuck_after:
+                    break
+                stuck = True
+                log.info(
+                    "stored message (seq %d) not over after %.0fs; removing the ended ones "
+                    "after it one by one",
+                    seq,
+                    now - stored_at,
+                )
+        removed = 0
+        for klass in sorted(classes):
+            removed += await self._purge(f"{class_prefix(klass)}msg.>", upto)
+        for seq in singles:
+            await delete_stream_msg(self.nc, MESSAGES_STREAM, seq, self.wait)
+            removed += 1
+        self._forget_buckets()
+        self.removed += removed
+        RECLAIMED.inc(removed)
+        return removed
+
+    async def _purge(self, subjects: str, upto: int) -> int:
+        """Purge ``subjects`` below sequence ``upto``; how many messages went."""
+        resp = await request(
+            self.nc,
+            f"{API_PREFIX}.STREAM.PURGE.{MESSAGES_STREAM}",
+            json.dumps({"filter": subjects, "seq": upto}).encode(),
+            None,
+            self.wait,
+        )
+        reply = json.loads(resp.data or b"{}")
+        if reply.get("error"):
+            raise APIError(**reply["error"])
+        return int(reply.get("purged") or 0)
+
+    async def _read(self, first: int) -> AsyncGenerator[tuple[int, str, float], None]:
+        """Sequence, subject and storage time of up to ``batch`` stored messages from
+        ``first`` on, in order, fetched as the caller goes (headers only: the bodies
+        are not needed)."""
+        sub = await self.js.pull_subscribe(
+            ">",
+            stream=MESSAGES_STREAM,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=first,
+                ack_policy=AckPolicy.NONE,
+                headers_only=True,
+                inactive_threshold=30.0,
+                mem_storage=True,
+            ),
+        )
+        try:
+            pending = (await sub.consumer_info()).num_pending or 0
+            read = 0
+            while pending and read < self.batch:
+                for msg in await sub.fetch(min(pending, _FETCH), timeout=self.wait):
+                    meta = msg.metadata
+                    pending = meta.num_pending
+                    read += 1
+                    stored = meta.timestamp.timestamp() if meta.timestamp else self.clock()
+                    yield meta.sequence.stream, msg.subject, stored
+        finally:
+            await sub.unsubscribe()
+
+    async def _over(self, qid: str, seq: int) -> bool:
+        """Whether the first attempt of the copy of ``qid`` at ``seq`` is over."""
+        if qid in await self._ended_in_bucket(qid):
+            return True
+        try:
+            last = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
+            if _says_ended(last.data):
+                return True
+        except NotFoundError:
+            pass
+        try:
+            state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
+        except NotFoundError:
+            return False
+        if (state.headers or {}).get("KV-Operation") in _KV_GONE:
+            return False
+        try:
+            record = json.loads(state.data or b"")
+        except ValueError:
+            return False
+        kept = record.get("msg_seq") if isinstance(record, dict) else None
+        return isinstance(kept, int) and kept != seq
+
+    async def _ended_in_bucket(self, qid: str) -> set[str]:
+        """The queue ids that the records of ``qid``'s history bucket say ended;
+        read once per sweep, records read in an earlier sweep not again."""
+        subject = batch_subject(qid)
+        last, ended = self._buckets.get(subject, (0, set()))
+        if subject in self._refreshed:
+            return ended
+        self._refreshed.add(subject)
+        sub = await self.js.pull_subscribe(
+            subject,
+            stream=EVENTS_STREAM,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if last else DeliverPolicy.ALL,
+                opt_start_seq=last + 1 if last else None,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=30.0,
+                mem_storage=True,
+            ),
+        )
+        try:
+            pending = (await sub.consumer_info()).num_pending or 0
+            while pending:
+                for msg in await sub.fetch(min(pending, _FETCH), timeout=self.wait):
+                    pending = msg.metadata.num_pending
+                    last = max(last, msg.metadata.sequence.stream)
+                    ended.update(_ended_ids(msg.data))
+        finally:
+            await sub.unsubscribe()
+        self._buckets[subject] = (last, ended)
+        return ended
+
+    def _forget_buckets(self) -> None:
+        """Keep what was read of the newest buckets only (earlier ones are over)."""
+        for subject in sorted(self._buckets)[:-_BUCKETS_KEPT]:
+            del self._buckets[subject]
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep()
+            except (TimeoutError, NatsError) as exc:
+                log.debug("reclaim not done: %r", exc)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="queue-reclaim")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+
+
+def _ended_ids(data: bytes | None) -> set[str]:
+    """Queue ids whose events in one batch record end with ``done``."""
+    try:
+        record: Any = json.loads(data or b"")
+    except ValueError:
+        return set()
+    if not isinstance(record, dict):
+        return set()
+    return {
+        qid for qid, events in record.items() if isinstance(events, list) and holds_done(events)
+    }
+
+
+def _says_ended(data: bytes | None) -> bool:
+    """Whether the last record on a message's own history subject ends it."""
+    try:
+        parsed: Any = json.loads(data or b"")
+    except ValueError:
+        return False
+    events = parsed if isinstance(parsed, list) else [parsed]
+    return any(isinstance(e, dict) and e.get("type") in ("done", "withdrawn") for e in events)
