@@ -28,6 +28,10 @@ A message that stops the purge for longer than ``stuck_after`` (an attempt held
 up by a slow destination, a copy without a usable envelope kept for an
 operator) would let the stream grow behind it, so past it the ended copies are
 deleted one by one, as before, until it is over.
+
+The pass runs four times a second: copies of ended messages are held in
+nats-server's memory until purged, which at 100 KB messages and a few hundred a
+second took its peak RSS from ~130 to ~170 MB with a pass a second.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class Reclaimer:
         self,
         nc: NATS,
         js: JetStreamContext,
-        interval: float = 1.0,
+        interval: float = 0.25,
         batch: int = 5000,
         stuck_after: float = 60.0,
         wait: float = 5.0,
