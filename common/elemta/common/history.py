@@ -33,6 +33,7 @@ from .names import EVENTS_STREAM, EVENTS_SUBJECT
 
 __all__ = [
     "BATCH_SUBJECT",
+    "EndedIndex",
     "BUCKET_CHARS",
     "batch_subject",
     "batched_events",
@@ -86,6 +87,52 @@ async def batched_events(
             return found
         seq = (msg.seq or seq) + 1
     return None
+
+
+def ended_in_batch(data: bytes | None) -> set[str]:
+    """The queue ids whose events in one batch record hold ``done``."""
+    try:
+        record = json.loads(data or b"")
+    except ValueError:
+        return set()
+    if not isinstance(record, dict):
+        return set()
+    return {q for q, events in record.items() if isinstance(events, list) and holds_done(events)}
+
+
+class EndedIndex:
+    """Which messages the batch records of their buckets say ended, for a process
+    that asks about many messages of a few buckets (the queue's bulk removal,
+    delivery's lookups after a reconnection): each bucket's records are read once,
+    then only the ones stored since. The newest ``keep`` buckets are remembered
+    (a bucket is about a second of acceptance time). ``direct``: read from any
+    replica, else from the stream leader. NATS errors other than "no more
+    records" are the caller's."""
+
+    def __init__(self, js: JetStreamContext, direct: bool = False, keep: int = 16) -> None:
+        self.js = js
+        self.direct = direct
+        self.keep = keep
+        self._buckets: dict[str, tuple[int, set[str]]] = {}  # subject -> last seq, ended ids
+
+    async def ended(self, qid: str) -> bool:
+        subject = batch_subject(qid)
+        last, ids = self._buckets.get(subject, (0, set()))
+        if qid in ids:
+            return True
+        for _ in range(MAX_BATCH_RECORDS):
+            try:
+                msg = await self.js.get_msg(
+                    EVENTS_STREAM, seq=last + 1, subject=subject, next=True, direct=self.direct
+                )
+            except NotFoundError:
+                break
+            ids |= ended_in_batch(msg.data)
+            last = msg.seq or last + 1
+        self._buckets[subject] = (last, ids)
+        for old in sorted(self._buckets)[: -self.keep]:
+            del self._buckets[old]
+        return qid in ids
 
 
 async def ended(js: JetStreamContext, qid: str) -> str:

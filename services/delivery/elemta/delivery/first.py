@@ -95,9 +95,7 @@ class FirstAttemptHandler:
         meta = msg.metadata
         claim = ""
         if self.reported.worth_asking(msg):  # an ack lost or forgotten: reported already?
-            done = await self.reported.first(
-                env.id, meta.sequence.stream, offered_again=(meta.num_delivered or 1) > 1
-            )
+            done = await self.reported.first(env.id, meta.sequence.stream)
             if done:
                 log.info("%s: offered again, not attempted again: %s", env.id, done)
                 ATTEMPTS.labels("reported").inc()

@@ -60,7 +60,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from elemta.common.history import batched_events, holds_done, says_done
+from elemta.common.history import EndedIndex, says_done
 from elemta.common.jetstream import (
     DELIVERY_STREAM,
     EVENTS_STREAM,
@@ -104,6 +104,7 @@ class Reported:
         self.claims = claims  # KV ELEMTA_CLAIMS; None: nothing is claimed
         self.owner = owner  # who claims: the process's worker name
         self.js = js
+        self._ends = EndedIndex(js)  # leader reads: a decision, not a view
         self.patience = patience
         self.connected_at = connected_at  # epoch seconds of the latest (re)connection
         # stream -> its last sequence when read after the latest (re)connection
@@ -149,15 +150,15 @@ class Reported:
         if connection == self._connection:  # no loss or new connection meanwhile
             self._stored_before = found
 
-    async def first(self, qid: str, msg_seq: int, offered_again: bool = True) -> str:
+    async def first(self, qid: str, msg_seq: int) -> str:
         """Why the stored message ``qid`` at ``msg_seq`` needs no first attempt, or ''.
 
-        ``offered_again``: handed out before (its ack lost), not as new after a
-        reconnection. Only such a message can have been ended by delivery with its
-        copy still stored (killed between the history record and the delete), so
-        only for it are the batch records of its bucket read: a few dozen reads,
-        which every message stored before a reconnection would otherwise cost."""
-        return await self._patiently(qid, lambda: self._first(qid, offered_again))
+        A message delivery ended keeps its copy until the queue's bulk removal, so a
+        message handed out again — its ack lost, or as new by a restarted server
+        that forgot its consumer's progress — is looked for in the batch records
+        of its bucket too (:class:`~elemta.common.history.EndedIndex`: each bucket
+        read once, then only what is new)."""
+        return await self._patiently(qid, lambda: self._first(qid))
 
     async def claim(self, key: str) -> bool:
         """Claim a looked-up message or job before attempting it: False when another
@@ -200,7 +201,7 @@ class Reported:
                     )
                     return ""
 
-    async def _first(self, qid: str, offered_again: bool = True) -> str:
+    async def _first(self, qid: str) -> str:
         try:
             await self.js.get_msg(OUTCOMES_STREAM, subject=f"{OUTCOME_SUBJECT}.{qid}")
             return "its report is stored"
@@ -229,14 +230,11 @@ class Reported:
             pass
         except Exception as exc:
             raise _NoAnswer(repr(exc)) from None
-        if not offered_again:
-            return ""
         try:  # delivery stores the history of what it ends several to a record
-            events = await batched_events(self.js, qid)
+            if await self._ends.ended(qid):
+                return LEFTOVER
         except Exception as exc:
             raise _NoAnswer(repr(exc)) from None
-        if events is not None and holds_done(events):
-            return LEFTOVER
         return ""
 
     async def _stored(self, qid: str) -> bool:

@@ -50,7 +50,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from elemta.common.history import batch_subject, holds_done
+from elemta.common.history import EndedIndex
 from elemta.common.jetstream import (
     API_PREFIX,
     EVENTS_STREAM,
@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 
 _KV_GONE = ("DEL", "PURGE")
 _FETCH = 500  # messages per fetch while reading
-_BUCKETS_KEPT = 16  # history buckets (about a second each) whose records are remembered
 
 
 def first_attempt_class(subject: str) -> str | None:
@@ -105,9 +104,7 @@ class Reclaimer:
         self.wait = wait
         self.clock = clock
         self.removed = 0  # copies removed by this process
-        # per history bucket: the last record read and the queue ids it says ended
-        self._buckets: dict[str, tuple[int, set[str]]] = {}
-        self._refreshed: set[str] = set()  # buckets read in this sweep
+        self._ends = EndedIndex(js)
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
@@ -115,7 +112,6 @@ class Reclaimer:
         info = await self.js.stream_info(MESSAGES_STREAM)
         if not info.state.messages:
             return 0
-        self._refreshed = set()
         now = self.clock()
         upto = 0  # purge the first-attempt copies below this sequence
         classes: set[str] = set()
@@ -150,7 +146,6 @@ class Reclaimer:
         for seq in singles:
             await delete_stream_msg(self.nc, MESSAGES_STREAM, seq, self.wait)
             removed += 1
-        self._forget_buckets()
         self.removed += removed
         RECLAIMED.inc(removed)
         return removed
@@ -200,7 +195,7 @@ class Reclaimer:
 
     async def _over(self, qid: str, seq: int) -> bool:
         """Whether the first attempt of the copy of ``qid`` at ``seq`` is over."""
-        if qid in await self._ended_in_bucket(qid):
+        if await self._ends.ended(qid):
             return True
         try:
             last = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
@@ -221,42 +216,6 @@ class Reclaimer:
         kept = record.get("msg_seq") if isinstance(record, dict) else None
         return isinstance(kept, int) and kept != seq
 
-    async def _ended_in_bucket(self, qid: str) -> set[str]:
-        """The queue ids that the records of ``qid``'s history bucket say ended;
-        read once per sweep, records read in an earlier sweep not again."""
-        subject = batch_subject(qid)
-        last, ended = self._buckets.get(subject, (0, set()))
-        if subject in self._refreshed:
-            return ended
-        self._refreshed.add(subject)
-        sub = await self.js.pull_subscribe(
-            subject,
-            stream=EVENTS_STREAM,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if last else DeliverPolicy.ALL,
-                opt_start_seq=last + 1 if last else None,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30.0,
-                mem_storage=True,
-            ),
-        )
-        try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            while pending:
-                for msg in await sub.fetch(min(pending, _FETCH), timeout=self.wait):
-                    pending = msg.metadata.num_pending
-                    last = max(last, msg.metadata.sequence.stream)
-                    ended.update(_ended_ids(msg.data))
-        finally:
-            await sub.unsubscribe()
-        self._buckets[subject] = (last, ended)
-        return ended
-
-    def _forget_buckets(self) -> None:
-        """Keep what was read of the newest buckets only (earlier ones are over)."""
-        for subject in sorted(self._buckets)[:-_BUCKETS_KEPT]:
-            del self._buckets[subject]
-
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
@@ -272,19 +231,6 @@ class Reclaimer:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-
-
-def _ended_ids(data: bytes | None) -> set[str]:
-    """Queue ids whose events in one batch record end with ``done``."""
-    try:
-        record: Any = json.loads(data or b"")
-    except ValueError:
-        return set()
-    if not isinstance(record, dict):
-        return set()
-    return {
-        qid for qid, events in record.items() if isinstance(events, list) and holds_done(events)
-    }
 
 
 def _says_ended(data: bytes | None) -> bool:
