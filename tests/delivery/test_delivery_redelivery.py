@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import nats
 import pytest
 from delivery_harness import BODY, Harness, metric
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from elemta.common.config import Config
 from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, new_queue_id
@@ -363,3 +364,39 @@ async def test_a_message_whose_events_are_in_a_batch_record_is_a_leftover(
     assert await reported.first(neighbour, stored.seq) == ""
     await harness.js.publish(batch_subject(qid), json.dumps({neighbour: done}).encode())
     assert await reported.first(neighbour, stored.seq) == LEFTOVER
+
+
+async def test_a_message_a_consumer_hands_out_again_as_new_below_what_it_gave_is_looked_up(
+    harness: Harness,
+) -> None:
+    """A new consumer leader of a cluster that had not received the latest acks
+    starts again from an earlier sequence, offering acked messages as new
+    (``num_delivered`` 1) while the connection holds: emulated here by the same
+    durable consumer created again from an earlier sequence."""
+    lookups = Reported(harness.js, connected_at=time.time)
+    lookups.connection_changed(True)
+    await lookups.sequences_read()
+    seqs = [(await harness.store("alice@sender.test", [f"r{n}@relay.test"]))[1] for n in range(3)]
+    config = ConsumerConfig(
+        durable_name="replayed", ack_policy=AckPolicy.EXPLICIT, filter_subject="elemta.msg.>"
+    )
+    await harness.js.add_consumer(MESSAGES_STREAM, config)
+    sub = await harness.js.pull_subscribe_bind("replayed", stream=MESSAGES_STREAM)
+    first = await sub.fetch(3, timeout=10)
+    assert [lookups.worth_asking(m) for m in first] == [False, False, False]
+    for m in first:
+        await m.ack()
+    await sub.unsubscribe()
+
+    await harness.js.delete_consumer(MESSAGES_STREAM, "replayed")
+    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+    config.opt_start_seq = seqs[1]
+    await harness.js.add_consumer(MESSAGES_STREAM, config)
+    sub = await harness.js.pull_subscribe_bind("replayed", stream=MESSAGES_STREAM)
+    again = await sub.fetch(2, timeout=10)
+    assert [m.metadata.num_delivered for m in again] == [1, 1]
+    assert [lookups.worth_asking(m) for m in again] == [True, True]
+    await harness.store("alice@sender.test", ["later@relay.test"])
+    [later] = await sub.fetch(1, timeout=10)
+    assert not lookups.worth_asking(later)  # new to this consumer: no lookup
+    await sub.unsubscribe()

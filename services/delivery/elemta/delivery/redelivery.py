@@ -7,8 +7,10 @@ again, the last second or so of its consumers' progress (their state is written
 behind, the messages are not): messages handed out and acked before the kill come
 again as if new (``num_delivered`` 1). Attempting either again would deliver the
 mail a second time, so a message or job is looked up first when it is offered
-again (``num_delivered > 1``) or was stored before this process last connected to
-NATS (the only time a server restart can have happened unseen), with reads from
+again (``num_delivered > 1``), comes below a sequence its consumer already handed this
+process (a new consumer leader in a cluster that had not received the latest
+acks hands them out again as new, with no reconnection to notice), or was stored
+before this process last connected to NATS (a server restart), with reads from
 the stream leader; a message stored and delivered while the connection holds, the
 common case, costs nothing here. "Stored before the connection" is told by stream
 sequence: at every (re)connection the last sequences of ``ELEMTA_MESSAGES`` and
@@ -110,12 +112,25 @@ class Reported:
         # stream -> its last sequence when read after the latest (re)connection
         self._stored_before: dict[str, int] = {}
         self._connection = 0  # counts (re)connections and losses, so a late read is dropped
+        # (stream, consumer) -> the highest stream sequence it handed this process
+        self._highest: dict[tuple[str, str], int] = {}
         self._reading: asyncio.Task[None] | None = None
 
     def worth_asking(self, msg: Msg) -> bool:
-        """Offered again, or stored before the latest connection to NATS."""
+        """Offered again, offered below what this consumer already handed out, or
+        stored before the latest connection to NATS."""
         meta = msg.metadata
         if (meta.num_delivered or 1) > 1:
+            return True
+        seq = meta.sequence.stream or 0
+        key = (meta.stream or "", meta.consumer or "")
+        highest = self._highest.get(key, 0)
+        if seq > highest:
+            self._highest[key] = seq
+        elif seq:
+            # A consumer hands messages out in stream order; one that comes back to
+            # an earlier one as new lost the acks since (a new consumer leader of a
+            # cluster whose acks had not reached it): the connection never broke.
             return True
         last = self._stored_before.get(meta.stream or "")
         if last is not None:
