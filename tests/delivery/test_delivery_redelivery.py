@@ -400,3 +400,49 @@ async def test_a_message_a_consumer_hands_out_again_as_new_below_what_it_gave_is
     [later] = await sub.fetch(1, timeout=10)
     assert not lookups.worth_asking(later)  # new to this consumer: no lookup
     await sub.unsubscribe()
+
+
+async def test_after_a_new_consumer_leader_everything_stored_before_is_looked_up(
+    harness: Harness,
+) -> None:
+    """A new leader may hand out, as new, messages whose acks it never received:
+    until the last sequences are read again every message is looked up, then
+    those stored before the change; later ones are not."""
+    lookups = Reported(harness.js, connected_at=time.time)
+    lookups.connection_changed(True)
+    await lookups.sequences_read()
+    await harness.store("alice@sender.test", ["bob@relay.test"])
+    sub = await harness.js.pull_subscribe("elemta.msg.>", stream=MESSAGES_STREAM)
+    [before] = await sub.fetch(1, timeout=10)
+    assert not lookups.worth_asking(before)  # stored after the connection
+
+    lookups.leader_changed()
+    fresh = Reported(harness.js, connected_at=time.time)  # the same message, another process
+    fresh.connection_changed(True)
+    await fresh.sequences_read()
+    fresh.leader_changed()
+    assert fresh.worth_asking(before)  # not read yet: everything
+    await fresh.sequences_read()
+    assert fresh.worth_asking(before)  # stored before the change
+    await harness.store("alice@sender.test", ["carol@relay.test"])
+    [after] = await sub.fetch(1, timeout=10)
+    assert not fresh.worth_asking(after)
+    await sub.unsubscribe()
+
+
+async def test_the_service_looks_up_after_jetstream_says_a_consumer_has_a_new_leader(
+    harness: Harness, sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = routed(harness, sink)
+    await first_consumer(harness, cfg)
+    await harness.start(cfg)
+    caplog.set_level(logging.INFO, logger="elemta.delivery.service")
+    # what nats-server publishes when a consumer's leader changes in a cluster
+    await harness.nc.publish(
+        "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.ELEMTA_MESSAGES.delivery-first", b"{}"
+    )
+
+    async def noticed() -> bool:
+        return any("has a new leader" in r.getMessage() for r in caplog.records)
+
+    await until(noticed)

@@ -103,6 +103,7 @@ __all__ = [
     "MESSAGES_STREAM",
     "MSG_SUBJECT",
     "KEPT_SUBJECT",
+    "LEADER_ELECTED",
     "OUTCOMES_CONSUMER",
     "OUTCOMES_STREAM",
     "OUTCOME_SUBJECT",
@@ -126,6 +127,8 @@ EVENTS_STREAM = "ELEMTA_EVENTS"
 AUDIT_STREAM = "ELEMTA_AUDIT"
 
 MSG_SUBJECT = "elemta.msg"
+# JetStream's advisory that a consumer got a new leader (a cluster): ``.<stream>.<consumer>``
+LEADER_ELECTED = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED"
 KEPT_SUBJECT = "elemta.kept"
 DELIVERY_SUBJECT = "elemta.delivery"
 OUTCOME_SUBJECT = "elemta.outcome"

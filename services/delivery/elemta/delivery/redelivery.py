@@ -86,6 +86,7 @@ CLAIMED_RETRY = 5.0  # seconds before a message claimed by another is offered ag
 CLOCK_MARGIN = 5.0  # seconds: the stream's clock may run ahead of this process's
 # why a message needs no attempt although its stored copy is still there
 LEFTOVER = "its history says done"
+_EVERYTHING = 2**63  # "stored before" every sequence: look everything up
 
 
 class _NoAnswer(Exception):
@@ -143,10 +144,23 @@ class Reported:
         before it is read again, and told by the clock until then."""
         self._connection += 1
         self._stored_before = {}
+        self._ends = EndedIndex(self.js)  # read afresh: a stream's tail may have moved
         if up:
             self._reading = asyncio.get_running_loop().create_task(
                 self._read_last_sequences(self._connection)
             )
+
+    def leader_changed(self) -> None:
+        """A consumer of ours got a new leader (a node of the cluster gone): it may
+        hand out again, as new, messages whose acks it never received, with no
+        reconnection of ours. Everything is looked up until the last sequences are
+        read anew, then what was stored before them."""
+        self._connection += 1
+        self._stored_before = {MESSAGES_STREAM: _EVERYTHING, DELIVERY_STREAM: _EVERYTHING}
+        self._ends = EndedIndex(self.js)  # read afresh: a stream's tail may have moved
+        self._reading = asyncio.get_running_loop().create_task(
+            self._read_last_sequences(self._connection)
+        )
 
     async def sequences_read(self) -> None:
         """Return once the read started by the latest connection is over."""

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from elemta.common.budget import Budget
@@ -22,6 +23,7 @@ from elemta.common.jetstream import (
 )
 from elemta.common.names import (
     CLAIMS_BUCKET,
+    LEADER_ELECTED,
     PRIORITY_CLASSES,
     SHAPING_BUCKET,
     delivery_consumer,
@@ -88,6 +90,20 @@ class DeliveryService:
                 lambda: bool(self.pullers) and all(w.bound for w in self.pullers),
             )
 
+    async def _watch_leaders(self, reported: Reported) -> None:
+        """Tell ``reported`` when a consumer of ours gets a new leader (JetStream's
+        advisory, on a cluster): acks the old leader had not passed on come back."""
+        assert self.nc is not None
+        ours = {MESSAGES_STREAM, DELIVERY_STREAM}
+
+        async def elected(msg: Msg) -> None:
+            stream, _, consumer = msg.subject[len(LEADER_ELECTED) + 1 :].partition(".")
+            if stream in ours:
+                log.info("consumer %s of %s has a new leader: looking up", consumer, stream)
+                reported.leader_changed()
+
+        await self.nc.subscribe(f"{LEADER_ELECTED}.>", cb=elected)
+
     async def start(self) -> None:
         cfg = self.cfg
 
@@ -117,6 +133,7 @@ class DeliveryService:
             owner=worker_name(),
         )
         reported.connection_changed(True)  # connected above, before it existed
+        await self._watch_leaders(reported)
         handler = AttemptHandler(
             bodies, self.router, reporter, suspensions=self.suspensions, reported=reported
         )
