@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from .envelope import FirstAttempt
+from .evidence import own_end
 from .names import EVENTS_STREAM, EVENTS_SUBJECT
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "ended",
     "events_in_batch",
     "holds_done",
-    "says_done",
 ]
 
 BATCH_SUBJECT = f"{EVENTS_SUBJECT}.at"
@@ -141,19 +141,9 @@ async def ended(js: JetStreamContext, qid: str) -> str:
     ended, or no history yet). The queue writes either as the last record on the
     message's own subject; delivery writes ``done`` into its bucket's records.
     NATS errors other than "not found" are the caller's."""
-    try:
-        last = await js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
-        try:
-            parsed = json.loads(last.data or b"")
-        except ValueError:
-            parsed = None
-        events = parsed if isinstance(parsed, list) else [parsed]
-        types = {e.get("type") for e in events if isinstance(e, dict)}
-        for end in ("withdrawn", "done"):
-            if end in types:
-                return end
-    except NotFoundError:
-        pass
+    end = await own_end(js, qid)
+    if end:
+        return end
     batched = await batched_events(js, qid)
     return "done" if batched is not None and holds_done(batched) else ""
 
@@ -195,16 +185,6 @@ def delivered_at_once(report: FirstAttempt, now: float | None = None) -> list[di
             delivered.add(r.recipient)
     records.append(event("done", delivered=len(delivered)))
     return records
-
-
-def says_done(record: bytes) -> bool:
-    """Whether a stored history record (one event or a step's array) holds ``done``:
-    the message was finished, and its stored copy deleted, before it was written."""
-    try:
-        parsed = json.loads(record)
-    except ValueError:
-        return False
-    return holds_done(parsed if isinstance(parsed, list) else [parsed])
 
 
 def holds_done(events: list[Any]) -> bool:

@@ -62,15 +62,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from elemta.common.history import EndedIndex, says_done
+from elemta.common.evidence import own_end, queue_state, report_waiting
+from elemta.common.history import EndedIndex
 from elemta.common.jetstream import (
     DELIVERY_STREAM,
-    EVENTS_STREAM,
-    EVENTS_SUBJECT,
     MESSAGES_STREAM,
     OUTCOME_SUBJECT,
     OUTCOMES_STREAM,
-    STATE_BUCKET,
 )
 from elemta.common.names import msg_subject
 from elemta.common.patience import Patience
@@ -79,7 +77,6 @@ __all__ = ["CLAIMED_RETRY", "LEFTOVER", "LOOKUP_PATIENCE", "Reported"]
 
 log = logging.getLogger(__name__)
 
-_KV_GONE = ("DEL", "PURGE")
 _MAX_SCAN = 32  # outcomes of one message looked at for a job's own
 LOOKUP_PATIENCE = 10.0  # seconds a lookup without an answer is tried again
 CLAIMED_RETRY = 5.0  # seconds before a message claimed by another is offered again
@@ -232,35 +229,14 @@ class Reported:
 
     async def _first(self, qid: str) -> str:
         try:
-            await self.js.get_msg(OUTCOMES_STREAM, subject=f"{OUTCOME_SUBJECT}.{qid}")
-            return "its report is stored"
-        except NotFoundError:
-            pass
-        except Exception as exc:
-            raise _NoAnswer(repr(exc)) from None
-        try:
+            if await report_waiting(self.js, qid):
+                return "its report is stored"
             if not await self._stored(qid):
                 return "it is finished"
-        except Exception as exc:
-            raise _NoAnswer(repr(exc)) from None
-        try:
-            state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
-            if (state.headers or {}).get("KV-Operation") not in _KV_GONE:
+            if await queue_state(self.js, qid) is not None:
                 return "the queue holds it"
-        except NotFoundError:
-            pass
-        except Exception as exc:
-            raise _NoAnswer(repr(exc)) from None
-        try:
-            history = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
-            if says_done(history.data or b""):
-                return LEFTOVER
-        except NotFoundError:
-            pass
-        except Exception as exc:
-            raise _NoAnswer(repr(exc)) from None
-        try:  # delivery stores the history of what it ends several to a record
-            if await self._ends.ended(qid):
+            # delivery stores the history of what it ends several to a record
+            if await own_end(self.js, qid) or await self._ends.ended(qid):
                 return LEFTOVER
         except Exception as exc:
             raise _NoAnswer(repr(exc)) from None

@@ -39,14 +39,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from elemta.common.envelope import Envelope, FirstAttempt
+from elemta.common.evidence import queue_state, report_waiting
 from elemta.common.history import ended
 from elemta.common.jetstream import (
     ENVELOPE_HEADER,
     MESSAGES_STREAM,
     OUTCOME_SUBJECT,
-    OUTCOMES_STREAM,
     PRIORITY_CLASSES,
-    STATE_BUCKET,
 )
 from elemta.common.names import first_consumer
 from elemta.common.tasks import cancel_and_wait
@@ -58,7 +57,6 @@ __all__ = ["Leftovers"]
 
 log = logging.getLogger(__name__)
 
-_KV_GONE = ("DEL", "PURGE")
 _MAX_SUSPECTS = 4096  # strays remembered between sweeps; beyond, the oldest go
 _TRACE_HEADERS = ("traceparent", "tracestate")
 
@@ -186,17 +184,8 @@ class Leftovers:
 
     async def _judge(self, qid: str) -> str:
         """:data:`FINISHED`, :data:`OWNED` or :data:`UNCLAIMED` (see the module)."""
-        try:
-            state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
-            if (state.headers or {}).get("KV-Operation") not in _KV_GONE:
-                return OWNED
-        except NotFoundError:
-            pass
-        try:
-            await self.js.get_msg(OUTCOMES_STREAM, subject=f"{OUTCOME_SUBJECT}.{qid}")
+        if await queue_state(self.js, qid) is not None or await report_waiting(self.js, qid):
             return OWNED
-        except NotFoundError:
-            pass
         # done, or withdrawn (a copy stored after its deadline): either way ended
         return FINISHED if await ended(self.js, qid) else UNCLAIMED
 

@@ -42,22 +42,19 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError
 
+from elemta.common.evidence import own_end, queue_state
 from elemta.common.history import EndedIndex
 from elemta.common.jetstream import (
     API_PREFIX,
-    EVENTS_STREAM,
-    EVENTS_SUBJECT,
     MESSAGES_STREAM,
     PRIORITY_CLASSES,
-    STATE_BUCKET,
     delete_stream_msg,
 )
 from elemta.common.names import class_prefix
@@ -70,7 +67,6 @@ __all__ = ["Reclaimer"]
 
 log = logging.getLogger(__name__)
 
-_KV_GONE = ("DEL", "PURGE")
 _FETCH = 500  # messages per fetch while reading
 
 
@@ -197,23 +193,10 @@ class Reclaimer:
         """Whether the first attempt of the copy of ``qid`` at ``seq`` is over."""
         if await self._ends.ended(qid):
             return True
-        try:
-            last = await self.js.get_msg(EVENTS_STREAM, subject=f"{EVENTS_SUBJECT}.{qid}")
-            if _says_ended(last.data):
-                return True
-        except NotFoundError:
-            pass
-        try:
-            state = await self.js.get_msg(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{qid}")
-        except NotFoundError:
-            return False
-        if (state.headers or {}).get("KV-Operation") in _KV_GONE:
-            return False
-        try:
-            record = json.loads(state.data or b"")
-        except ValueError:
-            return False
-        kept = record.get("msg_seq") if isinstance(record, dict) else None
+        if await own_end(self.js, qid):
+            return True
+        state = await queue_state(self.js, qid)
+        kept = state.get("msg_seq") if state is not None else None
         return isinstance(kept, int) and kept != seq
 
     async def _run(self) -> None:
@@ -231,13 +214,3 @@ class Reclaimer:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-
-
-def _says_ended(data: bytes | None) -> bool:
-    """Whether the last record on a message's own history subject ends it."""
-    try:
-        parsed: Any = json.loads(data or b"")
-    except ValueError:
-        return False
-    events = parsed if isinstance(parsed, list) else [parsed]
-    return any(isinstance(e, dict) and e.get("type") in ("done", "withdrawn") for e in events)
