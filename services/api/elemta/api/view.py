@@ -14,7 +14,7 @@ from typing import Any
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamInfo
+from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -38,6 +38,7 @@ from elemta.common.names import (
     msg_subject,
     stored_subjects,
 )
+from elemta.common.scan import scan
 
 from .backend import Backend, Unavailable
 
@@ -53,8 +54,6 @@ MAX_EVENTS = 1000
 # Records one listing reads at most; a queue larger than this is listed in part
 # (the summary says so).
 MAX_SCAN = 100_000
-# Records fetched per request while scanning a bucket.
-SCAN_BATCH = 500
 
 QUEUE_STREAMS = (MESSAGES_STREAM, DELIVERY_STREAM, DEFERRED_STREAM, OUTCOMES_STREAM, EVENTS_STREAM)
 
@@ -274,40 +273,27 @@ class QueueView:
         ``key_field``, at most :data:`MAX_SCAN`; an empty list while the bucket does
         not exist yet.
 
-        One pass over the bucket's stream through a pull consumer that starts at the
-        last value of each key: the count still pending, read from the consumer and
-        from each message, says when the pass is over. (A KV watcher signals the end
-        with a marker that can arrive before the values it should follow, and a
-        listing then came back empty.)
+        One pass over the bucket's stream from the last value of each key
+        (:func:`elemta.common.scan.scan`: it ends on the server's count; a KV watcher
+        signals the end with a marker that can arrive before the values it should
+        follow, and a listing then came back empty).
         """
         js = self._ready_js()
-        timeout = self.backend.cfg.nats.publish_timeout
         out: list[dict[str, Any]] = []
         try:
-            sub = await js.pull_subscribe(
+            async for msg in scan(
+                js,
+                f"KV_{bucket}",
                 f"$KV.{bucket}.>",
-                stream=f"KV_{bucket}",
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                    ack_policy=AckPolicy.NONE,
-                    inactive_threshold=60.0,
-                    mem_storage=True,
-                ),
-            )
-            try:
-                pending = (await sub.consumer_info()).num_pending or 0
-                seen = 0
-                while pending > 0 and seen < MAX_SCAN:
-                    for msg in await sub.fetch(min(pending, SCAN_BATCH), timeout=timeout):
-                        seen += 1
-                        pending = msg.metadata.num_pending
-                        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-                            continue
-                        record = _decode(msg.data)
-                        if isinstance(record, dict) and key_field in record:
-                            out.append(record)
-            finally:
-                await sub.unsubscribe()
+                last_per_subject=True,
+                limit=MAX_SCAN,
+                wait=self.backend.cfg.nats.publish_timeout,
+            ):
+                if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                    continue
+                record = _decode(msg.data)
+                if isinstance(record, dict) and key_field in record:
+                    out.append(record)
         except NotFoundError:
             return []
         except (TimeoutError, nats.errors.Error) as exc:

@@ -128,23 +128,30 @@ class Intake:
                 await self.outcomes.apply(st, o.dest, st.dests[o.dest], o)
             await self.dispatcher.finish(st, stored_state=False)
             return
-        first_copy = await self.dispatcher.keep(st) if await self.store.load(st.id) is None else 0
-        revision = await self.store.create(st)
+        revision = await self._create(st)
         if revision is None:  # a redelivered report: applied already
             log.info("first-attempt report redelivered; already applied")
             return
-        await self.dispatcher.drop_first_copy(first_copy)
         for o in report.outcomes:
             await self.outcomes.apply(st, o.dest, st.dests[o.dest], o)
         await self.dispatcher.commit(st, revision)
 
+    async def _create(self, st: MessageState) -> int | None:
+        """Create the state of a message the queue takes over, naming the copy it
+        keeps (:meth:`.Dispatcher.keep`), then drop the first-attempt copy; None
+        when the state exists already (a redelivered report: nothing is copied)."""
+        if await self.store.load(st.id) is not None:
+            return None
+        first_copy = await self.dispatcher.keep(st)
+        revision = await self.store.create(st)
+        if revision is not None:
+            await self.dispatcher.drop_first_copy(first_copy)
+        return revision
+
     async def _untried(self, st: MessageState) -> None:
         if st.status != "hold":
             plan_state(st, self.router)
-        first_copy = await self.dispatcher.keep(st) if await self.store.load(st.id) is None else 0
-        first = await self.store.create(st) is not None
-        if first:
-            await self.dispatcher.drop_first_copy(first_copy)
+        first = await self._create(st) is not None
         if first:
             todo = list(st.dests.items())
         else:

@@ -46,7 +46,6 @@ from contextlib import aclosing
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
 from elemta.common.evidence import own_end, queue_state
@@ -59,6 +58,7 @@ from elemta.common.jetstream import (
 )
 from elemta.common.names import class_prefix
 from elemta.common.puback import request
+from elemta.common.scan import scan
 from elemta.common.tasks import cancel_and_wait
 
 from .metrics import RECLAIMED
@@ -164,30 +164,20 @@ class Reclaimer:
         """Sequence, subject and storage time of up to ``batch`` stored messages from
         ``first`` on, in order, fetched as the caller goes (headers only: the bodies
         are not needed)."""
-        sub = await self.js.pull_subscribe(
+        messages = scan(
+            self.js,
+            MESSAGES_STREAM,
             ">",
-            stream=MESSAGES_STREAM,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=first,
-                ack_policy=AckPolicy.NONE,
-                headers_only=True,
-                inactive_threshold=30.0,
-                mem_storage=True,
-            ),
+            start_seq=first,
+            headers_only=True,
+            limit=self.batch,
+            wait=self.wait,
         )
-        try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            read = 0
-            while pending and read < self.batch:
-                for msg in await sub.fetch(min(pending, _FETCH), timeout=self.wait):
-                    meta = msg.metadata
-                    pending = meta.num_pending
-                    read += 1
-                    stored = meta.timestamp.timestamp() if meta.timestamp else self.clock()
-                    yield meta.sequence.stream, msg.subject, stored
-        finally:
-            await sub.unsubscribe()
+        async with aclosing(messages):
+            async for msg in messages:
+                meta = msg.metadata
+                stored = meta.timestamp.timestamp() if meta.timestamp else self.clock()
+                yield meta.sequence.stream, msg.subject, stored
 
     async def _over(self, qid: str, seq: int) -> bool:
         """Whether the first attempt of the copy of ``qid`` at ``seq`` is over."""
