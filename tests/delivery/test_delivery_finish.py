@@ -35,8 +35,36 @@ async def test_messages_of_one_second_share_a_record_and_each_finds_its_own(
     qids = [new_queue_id() for _ in range(10)]
     batch = HistoryBatch(nc, 2.0)
     seqs = await asyncio.gather(*(batch.store(q, journey(q)) for q in qids))
-    assert len(set(seqs)) <= 2  # one record per bucket (a second may just turn)
+    # the first goes at once, the nine after it share a record of their bucket
+    # (or two: a second may just turn)
+    assert len(set(seqs)) <= 3
     for qid in qids:
+        assert await batched_events(js, qid) == journey(qid)
+    await nc.close()
+
+
+async def test_a_message_ending_after_a_quiet_spell_is_recorded_at_once_and_those_right_after_it_wait_to_go_together(
+    nats_server: NatsServer,
+) -> None:
+    """What ends alone must not wait for company: the longer a delivered message
+    waits for its record, the likelier a crash makes it delivered twice."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_streams(js, Config.model_validate({"nats": {"url": nats_server.url}}))
+    batch = HistoryBatch(nc, 2.0, delay=30.0)
+    alone = new_queue_id()
+    first = await asyncio.wait_for(batch.store(alone, journey(alone)), 5)
+
+    batch = HistoryBatch(nc, 2.0, delay=0.2)
+    lead = new_queue_id()
+    await asyncio.wait_for(batch.store(lead, journey(lead)), 5)
+    qids = [new_queue_id() for _ in range(5)]
+    stores = [asyncio.create_task(batch.store(q, journey(q))) for q in qids]
+    done, _ = await asyncio.wait(stores, timeout=0.1)
+    assert not done  # within the delay after a round: they wait for the next one
+    seqs = await asyncio.wait_for(asyncio.gather(*stores), 5)
+    assert len(set(seqs)) <= 2 and first not in seqs  # together (two buckets at most)
+    for qid in [alone, lead, *qids]:
         assert await batched_events(js, qid) == journey(qid)
     await nc.close()
 

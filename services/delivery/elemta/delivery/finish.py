@@ -28,8 +28,14 @@ Sent again, a record may be stored twice; readers take the first.
 The events of messages ending close together are stored together
 (:class:`HistoryBatch`): one record per bucket of acceptance time
 (:mod:`elemta.common.history`), since every synced store costs nats-server about
-as much as the message itself. Events wait at most :data:`BATCH_DELAY` for
-others; the message is not acked before its record is stored either way.
+as much as the message itself. A process writes at most one round of records per
+:data:`BATCH_DELAY`: the first message to end after a quiet spell goes at once,
+those ending within the delay after a round wait for the next one. Under load that
+is the same batching as a fixed delay; when mail is sparse nothing waits, which
+matters beyond latency: a delivery process killed between the destination's
+``250`` and its stored record delivers that message again, so the shorter that
+window, the fewer copies a crash makes. The message is not acked before its
+record is stored either way.
 
 A message stays with the queue (:meth:`Finisher.applies` is false) when anything
 is left to do after the attempt: a recipient not delivered, a body in the Object
@@ -59,7 +65,7 @@ __all__ = ["BATCH_DELAY", "BATCH_SIZE", "Finisher", "HistoryBatch"]
 
 log = logging.getLogger(__name__)
 
-BATCH_DELAY = 0.010  # seconds a history record waits for others to go with
+BATCH_DELAY = 0.010  # seconds between two rounds of history records, at least
 BATCH_SIZE = 64  # messages in one record at most
 BATCH_BYTES = 256 * 1024  # and about this many bytes of events
 HISTORY_PATIENCE = 10.0  # seconds a record without a PubAck is sent again
@@ -85,13 +91,21 @@ class HistoryBatch:
     (:func:`elemta.common.history.batch_subject`); each caller waits for the PubAck
     of the record that holds its message."""
 
-    def __init__(self, nc: NATS, wait: float, patience: float = HISTORY_PATIENCE) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        wait: float,
+        patience: float = HISTORY_PATIENCE,
+        delay: float = BATCH_DELAY,
+    ) -> None:
         self.nc = nc
         self.wait = wait
         self.patience = patience
+        self.delay = delay
         self._pending: dict[str, _Bucket] = {}
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._last_round = float("-inf")  # loop time of the last round of records
         self._sending: set[asyncio.Task[None]] = set()
 
     async def store(self, qid: str, events: list[dict[str, Any]]) -> int:
@@ -115,7 +129,11 @@ class HistoryBatch:
         if self._count >= BATCH_SIZE or bucket.size >= BATCH_BYTES:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(BATCH_DELAY, self._flush)
+            due = self._last_round + self.delay - loop.time()
+            if due <= 0:  # the first after a quiet spell: nothing to wait for
+                self._flush()
+            else:
+                self._timer = loop.call_later(due, self._flush)
         return await done
 
     def _flush(self) -> None:
@@ -123,6 +141,7 @@ class HistoryBatch:
             self._timer.cancel()
             self._timer = None
         pending, self._pending, self._count = self._pending, {}, 0
+        self._last_round = asyncio.get_running_loop().time()
         loop = asyncio.get_running_loop()
         for subject, bucket in pending.items():
             task = loop.create_task(self._send(subject, bucket))
