@@ -33,6 +33,14 @@ def metric_sum(samples: list[tuple[str, dict[str, str], float]], name: str, **la
     )
 
 
+def since(
+    after: list[tuple[str, dict[str, str], float]], before: list[tuple[str, dict[str, str], float]]
+) -> list[tuple[str, dict[str, str], float]]:
+    """The counters of ``after`` less those of ``before``: what a phase added."""
+    earlier = {(n, tuple(sorted(lab.items()))): v for n, lab, v in before}
+    return [(n, lab, v - earlier.get((n, tuple(sorted(lab.items()))), 0.0)) for n, lab, v in after]
+
+
 def histogram_quantile(
     samples: list[tuple[str, dict[str, str], float]], name: str, q: float
 ) -> float | None:

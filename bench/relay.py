@@ -41,10 +41,11 @@ for _path in (str(_HERE.parent / "tests"), str(_HERE)):
 
 from elemta_stack import Elemta, elemta_available  # noqa: E402
 from load import PacedLoad, Probe, percentile, run_source  # noqa: E402
+from metrics import histogram_quantile, since  # noqa: E402
 from postfix import Postfix, ensure_postfix  # noqa: E402
 from procs import Procs, on_terminate  # noqa: E402
 from report import print_report, write_json  # noqa: E402
-from resources import Sampler, wait_for_quiet  # noqa: E402
+from resources import Sampler, machine_cpu, wait_for_quiet  # noqa: E402
 from sink import Sink  # noqa: E402
 from util import BenchError, System, human_size, log  # noqa: E402
 
@@ -164,7 +165,7 @@ def run_case(
         result["resources"] = res
         result["system_metrics"] = system.after()
         if done is not None and args.paced > 0:
-            _paced(result, system.smtp_port, size, sessions, args, sink, label, timeout)
+            _paced(result, system, system.smtp_port, size, sessions, args, sink, label, timeout)
         if probe.error:
             result["error"] = f"probe: {probe.error}"
     except BenchError as exc:
@@ -186,6 +187,7 @@ def run_case(
 
 def _paced(
     result: dict[str, Any],
+    system: System,
     port: int,
     size: int,
     sessions: int,
@@ -201,8 +203,21 @@ def _paced(
     log(f"{label}: paced phase, {count} messages at {rate:.0f}/s")
     before = sink.count
     load = PacedLoad(port, size, rate, count, sessions)
+    # The client's latency includes its own Python loop on the same two cores; the
+    # host's load and the system's own histogram of the phase tell the parts apart.
+    metrics_before = system.metrics() if isinstance(system, Elemta) else []
+    busy0, total0 = machine_cpu()
     load.start()
     load.join(timeout)
+    busy1, total1 = machine_cpu()
+    if isinstance(system, Elemta):
+        phase = since(system.metrics(), metrics_before)
+        for q in (0.5, 0.99):
+            v = histogram_quantile(phase, "elemta_ingress_accept_seconds", q)
+            result[f"paced_server_p{int(q * 100)}_ms"] = _ms(v)
+    result["paced_host_busy_percent"] = (
+        round(100 * (busy1 - busy0) / (total1 - total0), 1) if total1 > total0 else None
+    )
     got = sink.wait_for(before + load.accepted, time.monotonic() + timeout)
     lat = load.latencies
     result.update(

@@ -107,6 +107,17 @@ def print_report(results: list[dict[str, Any]], threshold: float) -> list[dict[s
                 f"    elemta_ingress_accept_seconds (all messages): p50 "
                 f"{extra['ingress_accept_p50_ms']} ms, p99 {extra['ingress_accept_p99_ms']} ms"
             )
+        if r.get("paced_host_busy_percent") is not None:
+            server = ""
+            if r.get("paced_server_p99_ms") is not None:
+                server = (
+                    f"; elemta_ingress_accept_seconds p50 {r['paced_server_p50_ms']} ms,"
+                    f" p99 {r['paced_server_p99_ms']} ms"
+                )
+            print(
+                f"    paced phase ({r.get('paced_rate')}/s): host busy "
+                f"{r['paced_host_busy_percent']}%{server}"
+            )
 
     ratios = []
     by_case = {(r["system"], r["size_bytes"], r["sessions"]): r for r in results}
