@@ -18,10 +18,11 @@ mail transfer agent needs changed:
   only inside TLS on listeners that offer it (:mod:`.smtpauth`). Submission
   listeners require AUTH before MAIL; an authenticated client may relay, as the
   owner of its envelope sender.
-* AUTH and BDAT are commands of their own modules, mixed in ahead of aiosmtpd's
-  ``SMTP`` (:class:`.smtpauth.AuthCommands`, :class:`.chunking.ChunkingCommands`);
-  this module keeps the dialogue's spine: the connection, HELO/EHLO, MAIL, RCPT,
-  DATA, RSET, STARTTLS, replies and timers.
+* AUTH, BDAT, MAIL and RCPT are commands of their own modules, mixed in ahead
+  of aiosmtpd's ``SMTP`` (:class:`.smtpauth.AuthCommands`,
+  :class:`.chunking.ChunkingCommands`, :class:`.envelopecommands.EnvelopeCommands`);
+  this module keeps the dialogue's spine: the connection, HELO/EHLO, DATA, RSET,
+  VRFY, STARTTLS, replies and timers.
 * Relay control and the recipient limit at RCPT; idle and DATA timeouts answer
   ``421 4.4.2`` before closing; so do 20 errors in a session (``421 4.7.0``,
   Postfix's ``smtpd_hard_error_limit``); a draining server says ``421 4.3.2``
@@ -58,18 +59,18 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
 from elemta.common.resolver import Resolver
 
 from . import metrics
-from .arguments import Mail, read_mail, read_rcpt
 from .chunking import ChunkingCommands, check_chunked
 from .clientname import UNKNOWN, confirmed_name
 from .data import check_data, read_data
 from .dsnparams import DsnRequest
+from .envelopecommands import EnvelopeCommands
 from .limits import ClientLimits
 from .relay import RelayControl
 from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
 from .sessioninit import BoundCommands
 from .sessioninit import install as find_session_methods_once
-from .smtpauth import AUTH_REQUIRED, MECHANISMS, SENDER_NOT_OWNED, AuthCommands, AuthUser, owns
-from .stages import Client, StageChecks
+from .smtpauth import MECHANISMS, AuthCommands, AuthUser
+from .stages import StageChecks
 from .text import PrintableLogs, clean_text, reply_line
 from .tlscontext import ListenerTls
 from .transaction import MessageProcessor, Transaction
@@ -143,9 +144,10 @@ def _give_back(taking: asyncio.Future[str | None], limits: ClientLimits, ip: str
         limits.disconnect(ip)
 
 
-class IngressSMTP(AuthCommands, ChunkingCommands, SMTP):
-    # AUTH and BDAT come from the mixins, which must stay ahead of SMTP: aiosmtpd
-    # has an smtp_AUTH of its own, and dispatches to whichever getattr finds first.
+class IngressSMTP(AuthCommands, ChunkingCommands, EnvelopeCommands, SMTP):
+    # AUTH, BDAT, MAIL and RCPT come from the mixins, which must stay ahead of SMTP:
+    # aiosmtpd has commands of the same names, and dispatches to whichever getattr
+    # finds first.
     # Commands are bound when used (.sessioninit.LAZY, .sessioninit.BoundCommands).
     _commands_bound_when_used = True
 
@@ -497,121 +499,6 @@ class IngressSMTP(AuthCommands, ChunkingCommands, SMTP):
             await self.push("501 5.5.4 Syntax: VRFY <address>")
             return
         await self.push("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
-
-    # -- MAIL and RCPT -------------------------------------------------------------
-
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
-        if await self.check_helo_needed():
-            return
-        assert self.envelope is not None and self.session is not None
-        if self.envelope.mail_from is not None:
-            await self.push("503 5.5.1 Error: nested MAIL command")
-            return
-        if self.host.draining:
-            await self.push(SHUTDOWN)
-            return
-        if self.settings.requires_auth and self.user is None:
-            self._log_reject("MAIL", AUTH_REQUIRED, None, sender=arg or "")
-            await self.push(AUTH_REQUIRED)
-            return
-        mail = read_mail(
-            arg,
-            self.session.extended_smtp,
-            self.settings.max_message_size,
-            self.settings.mt_priority,
-        )
-        if isinstance(mail, str):
-            self._log_reject("MAIL", mail, None, sender=arg or "")
-            await self.push(mail)
-            return
-        if self.user is not None and not owns(self.user, mail.sender):
-            self._log_reject("MAIL", SENDER_NOT_OWNED, None, sender=mail.sender)
-            await self.push(SENDER_NOT_OWNED)
-            return
-        limits = self.settings.limits
-        refusal = await limits.message(self.peer[0]) if limits is not None else None
-        if refusal:
-            self._log_reject("MAIL", refusal, None, sender=mail.sender)
-            await self.push(refusal)
-            return
-        refusal = await self.check_mail(mail)
-        if refusal:
-            await self.push(refusal)
-            return
-        self.envelope.mail_from = mail.sender
-        self.envelope.mail_options.extend(mail.options)
-        self.envelope.smtp_utf8 = mail.smtputf8
-        self.dsn.ret, self.dsn.envid = mail.ret, mail.envid
-        self._mt_priority = mail.mt_priority
-        await self.push("250 2.1.0 Ok")
-
-    def _client(self) -> Client:
-        helo = clean_text(self.session.host_name or "") if self.session is not None else ""
-        ip, port = self.peer
-        return Client(
-            ip,
-            port,
-            helo,
-            self.tls,
-            connect_checked=self._connect_checked,
-            authenticated=self.user is not None,
-        )
-
-    async def check_mail(self, mail: Mail) -> str | None:
-        """Policy on the sender (and, once per session, on the client)."""
-        client = self._client()
-        if self.settings.stages.applies(client):
-            client.hostname = await self.client_name()
-        refusal = await self.settings.stages.mail(client, mail.sender)
-        self._connect_checked = client.connect_checked
-        if refusal:
-            self._log_reject("MAIL", refusal, None, sender=mail.sender)
-        return refusal
-
-    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
-        if await self.check_helo_needed():
-            return
-        envelope = self.envelope
-        assert envelope is not None and self.session is not None
-        if envelope.mail_from is None:
-            await self.push("503 5.5.1 Error: need MAIL command")
-            return
-        reply = await self._recipient(envelope, arg)
-        await self.push(reply)
-
-    async def _recipient(self, envelope: Envelope, arg: str | None) -> str:
-        """Take the recipient of ``RCPT <arg>`` into ``envelope``; the reply."""
-        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return "452 4.5.3 Too many recipients"
-        limits = self.settings.limits
-        refusal = await limits.recipient(self.peer[0]) if limits is not None else None
-        if refusal:
-            self._log_reject("RCPT", refusal, envelope, to=arg or "")
-            return refusal
-        assert self.session is not None
-        rcpt = read_rcpt(arg, self.session.extended_smtp, bool(envelope.smtp_utf8))
-        relay = self.settings.relay
-        if isinstance(rcpt, str):
-            reply, to = rcpt, arg or ""
-        else:
-            to = relay.normalize(rcpt.recipient) or rcpt.recipient
-            reply = relay.check(self.peer[0], to, authenticated=self.user is not None) or ""
-        if reply:
-            self._log_reject("RCPT", reply, envelope, to=to)
-            return reply
-        assert not isinstance(rcpt, str)
-        sender = envelope.mail_from or ""
-        refusal = await self.settings.stages.rcpt(self._client(), sender, to)
-        if refusal:
-            self._log_reject("RCPT", refusal, envelope, to=to)
-            return refusal
-        if to not in envelope.rcpt_tos:
-            envelope.rcpt_tos.append(to)
-            envelope.rcpt_options.extend(rcpt.options)
-            self.dsn.add_recipient(to, rcpt.notify, rcpt.orcpt)
-        return "250 2.1.5 Ok"
 
     def _log_reject(
         self, stage: str, reply: str, envelope: Envelope | None, to: str = "", sender: str = ""
