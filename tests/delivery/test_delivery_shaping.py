@@ -16,7 +16,7 @@ from elemta.common.resolver import NoSuchDomain, Resolver
 from elemta.common.suspensions import Suspensions
 from elemta.delivery.outcome import Delivery
 from elemta.delivery.pool import Pool
-from elemta.delivery.shaping import Backlogged, Shaper, destination_of
+from elemta.delivery.shaping import Backlogged, Shaper
 
 from support.clock import FakeClock
 from support.dnsserver import DnsServer
@@ -40,52 +40,6 @@ async def _shapers(server: NatsServer, settings: ShapingSettings, n: int = 2, cl
     return nc, [Shaper(settings, leases, susp, f"p{i}", clock=clock) for i in range(n)]
 
 
-def test_rules_merge_defaults_then_the_provider_then_the_most_specific_destination() -> None:
-    settings = ShapingSettings.model_validate(
-        {
-            "max_message_rate": 50.0,
-            "providers": {
-                "bigmail": {"mx_suffixes": [".bigmail.test"], "max_connections": 4},
-                "google": {"max_connections": 7},  # over the shipped rule, key by key
-            },
-            "destinations": {
-                ".example.test": {"max_connections": 3},
-                "mail.example.test": {"max_connections": 1, "max_message_rate": 2.0},
-                "own.test": {"max_message_rate": 9.0},
-            },
-        }
-    )
-    shaper = Shaper(settings, None, None, "p")  # type: ignore[arg-type]
-    rule = shaper.rule("a.example.test")
-    assert rule is not None and (rule.max_connections, rule.max_message_rate) == (3, 50.0)
-    rule = shaper.rule("mail.example.test")
-    assert rule is not None and (rule.max_connections, rule.max_message_rate) == (1, 2.0)
-    # Every MX host under the provider's suffix: its rule, and its one shared unit.
-    rule = shaper.rule("x.test", ["mx1.bigmail.test", "mx2.BigMail.test."])
-    assert rule is not None and (rule.dest, rule.max_connections) == ("provider:bigmail", 4)
-    assert shaper.rule("x.test", ["mx1.bigmail.test", "mx.elsewhere.test"]) is not None
-    assert shaper.rule("x.test", ["mx1.bigmail.test", "mx.elsewhere.test"]).dest == "x.test"  # type: ignore[union-attr]
-    # A domain with an entry of its own keeps its own unit, over the provider's rule.
-    rule = shaper.rule("own.test", ["mx1.bigmail.test"])
-    assert rule is not None and (rule.dest, rule.max_connections, rule.max_message_rate) == (
-        "own.test",
-        4,
-        9.0,
-    )
-    # The shipped providers, with this file's keys over them.
-    rule = shaper.rule(
-        "gmail.com", ["gmail-smtp-in.l.google.com", "alt1.gmail-smtp-in.l.google.com"]
-    )
-    assert rule is not None and rule.dest == "provider:google"
-    assert (rule.max_connections, rule.max_messages_per_connection) == (7, 500)
-    assert rule.suspend_on and rule.suspend_on[0].search("421 4.7.28 slow down")
-    off = Shaper(ShapingSettings(provider_defaults=False), None, None, "p")  # type: ignore[arg-type]
-    assert off.rule("gmail.com", ["gmail-smtp-in.l.google.com"]) is None
-    assert off.rule("example.test") is None
-    relay = Route(kind="smtp", host="127.0.0.1", port=2525, mx_lookup=False)
-    assert destination_of(_job(), relay) == "[127.0.0.1]:2525"
-
-
 async def test_two_domains_with_mx_hosts_at_one_provider_share_its_connection_limit(
     nats_server: NatsServer, dns_server: DnsServer, sessions: type[_Session]
 ) -> None:
@@ -103,7 +57,7 @@ async def test_two_domains_with_mx_hosts_at_one_provider_share_its_connection_li
     resolver = Resolver(DnsSettings(nameservers=["127.0.0.1"], port=dns_server.port, timeout=2))
     nc, shapers = await _shapers(nats_server, settings)
     for shaper in shapers:
-        shaper.resolver = resolver
+        shaper.rules.resolver = resolver
     pools = [Pool[_Session](8, idle_timeout=5.0) for _ in shapers]
     rule_c = await shapers[0].rule_for(_job("c.test"), Route(kind="mx"))
     assert rule_c is None  # its MX is at no provider: no limit

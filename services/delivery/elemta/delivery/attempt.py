@@ -35,7 +35,8 @@ from .maildir import MaildirTransport
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
 from .redelivery import CLAIMED_RETRY, Reported
-from .shaping import Backlogged, Shaper, destination_of
+from .shaping import Backlogged, Shaper
+from .shapingrules import destination_of
 from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
 
