@@ -56,8 +56,13 @@ class Elemta(System):
         self.services: list[tuple[str, int, subprocess.Popen[bytes]]] = []
 
     def _start_nats(self) -> None:
-        # Elemta's own nats-server, as elemta run starts it (sync_interval: always).
-        self.nats = NatsServer(self.workdir / "nats", self.nats_port)
+        # Elemta's own nats-server, as elemta run starts it (sync_interval: always),
+        # with the memory an operator gives it (elemta run --nats-memory-limit).
+        self.nats = NatsServer(
+            self.workdir / "nats",
+            self.nats_port,
+            memory_limit=getattr(self.args, "nats_memory_limit", ""),
+        )
         try:
             self.nats.start(timeout=15)
         except Failure as exc:  # a failed case, like any other start-up error

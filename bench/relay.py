@@ -281,6 +281,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--log-level", default="INFO", help="Elemta telemetry.log_level")
     p.add_argument(
+        "--nats-memory-limit",
+        default="128MiB",
+        help="Elemta's nats-server soft memory limit (elemta run --nats-memory-limit; '': none)",
+    )
+    p.add_argument(
         "--probe", type=int, default=None, help="latency probe messages (default count/10, 20..200)"
     )
     p.add_argument("--probe-interval", type=float, default=0.01, help="pause between probes, s")

@@ -72,6 +72,10 @@ def test_cluster_from_values_uses_the_charts_nats_and_jaeger() -> None:
     conf = [d for d in docs if d["kind"] == "ConfigMap" and "nats.conf" in d.get("data", {})][0]
     assert "sync_interval: always" in conf["data"]["nats.conf"]
     assert nats["spec"]["replicas"] == 3
+    container = nats["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"]
+    (limit,) = [e for e in container["env"] if e["name"] == "GOMEMLIMIT"]
+    assert limit["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory"
 
 
 def test_namespaced_rbac_is_least_privilege() -> None:

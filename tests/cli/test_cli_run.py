@@ -43,7 +43,11 @@ def test_the_api_alone_starts_with_its_own_nats_server_and_ctrl_c_stops_both(
 ) -> None:
     config, cfg = write_config(tmp_path)
     api = cfg["api"]["listen"]
-    run = Run(tmp_path, "--config", str(config), "--only", "api", "--nats-port", str(free_port()))
+    run = Run(
+        tmp_path,
+        *("--config", str(config), "--only", "api", "--nats-port", str(free_port())),
+        *("--nats-memory-limit", "256MiB"),
+    )
     runs.append(run)
     out = run.wait_for("Press Ctrl-C to stop.")
 
@@ -62,6 +66,8 @@ def test_the_api_alone_starts_with_its_own_nats_server_and_ctrl_c_stops_both(
     assert f"listen: 127.0.0.1:{nats}" in conf
     assert (tmp_path / "var" / "nats" / "jetstream").is_dir()
     assert "api listening" in (tmp_path / "var" / "log" / "api.log").read_text()
+    pid = (tmp_path / "var" / "run" / "nats-server.pid").read_text().strip()
+    assert b"GOMEMLIMIT=256MiB" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
     assert run.ctrl_c() == 0, run.output
     assert_all_stopped(tmp_path, nats, int(api.rsplit(":", 1)[1]))
@@ -163,6 +169,16 @@ def test_an_unknown_service_in_only_is_a_usage_error(tmp_path: Path, runs: list[
     runs.append(run)
     assert run.wait() == 2
     assert "unknown service mailer" in run.output
+
+
+def test_a_nats_memory_limit_that_is_no_size_is_a_usage_error(
+    tmp_path: Path, runs: list[Run]
+) -> None:
+    run = Run(tmp_path, "--nats-memory-limit", "lots")
+    runs.append(run)
+    assert run.wait() == 2
+    assert "'lots' is no size" in run.output
+    assert not (tmp_path / "var").exists()
 
 
 def test_extra_instances_skip_ports_that_the_configuration_or_others_use() -> None:

@@ -160,6 +160,19 @@ def test_external_nats_without_monitoring_endpoint_falls_back_to_an_hpa() -> Non
     assert not [k for k in manifests if k.startswith("StatefulSet/")]
 
 
+def test_the_managed_nats_server_collects_garbage_before_its_memory_limit() -> None:
+    (nats,) = [m for m in render(cluster(BASE), EVERYTHING) if m["kind"] == "StatefulSet"]
+    container = nats["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    (limit,) = [e for e in container["env"] if e["name"] == "GOMEMLIMIT"]
+    assert limit["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory"
+    # without a memory limit there is nothing to collect ahead of
+    spec = {**BASE, "nats": {"resources": {"requests": {"memory": "256Mi"}}}}
+    (nats,) = [m for m in render(cluster(spec), EVERYTHING) if m["kind"] == "StatefulSet"]
+    env = nats["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "GOMEMLIMIT" not in [e["name"] for e in env]
+
+
 def test_long_cluster_names_give_valid_child_names() -> None:
     c = cluster(BASE, name="a" * 60)
     manifests = render(c, EVERYTHING)

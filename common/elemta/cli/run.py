@@ -5,6 +5,8 @@ The work is done by :mod:`elemta.launcher`; this module is its command line.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from elemta.launcher.supervisor import SERVICES, Launcher, Options
@@ -32,7 +34,9 @@ state under ./var), then:
    <state_dir>/nats-cluster/node-<i>, logs nats-<i>.log) and the streams are
    replicated on all three (nats.replicas, unless configured otherwise): a
    250 then means a majority of the nodes stored the message, and the loss
-   of any one node loses nothing;
+   of any one node loses nothing. --nats-memory-limit gives each node a soft
+   memory limit (Go's GOMEMLIMIT): size it to the memory nats-server may use
+   on the machine, above what its streams keep live;
 2. starts policy, --queue N queue processes (one active through a lease in
    JetStream KV, the others standing by to take over within queue.lease_time),
    --delivery N delivery workers, --ingress N SMTP listeners (sharing the SMTP
@@ -86,6 +90,16 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int
     return value
 
 
+_SIZE = re.compile(r"[0-9]+(B|KiB|MiB|GiB|TiB)?")
+
+
+def _memory_limit(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A size as Go's GOMEMLIMIT reads it: bytes, or a number with KiB, MiB, GiB, TiB."""
+    if value and not _SIZE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is no size; give e.g. 512MiB or 1GiB")
+    return value
+
+
 @click.command("run", cls=VerbatimCommand, help=HELP, short_help="Run the whole system locally.")
 @config_option
 @click.option(
@@ -107,6 +121,15 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int
     show_default=True,
     callback=lambda ctx, param, value: int(value),
     help="Embedded nats-server nodes: 3 or 5 form a JetStream cluster.",
+)
+@click.option(
+    "--nats-memory-limit",
+    default="",
+    metavar="SIZE",
+    callback=_memory_limit,
+    help="Soft memory limit of each embedded nats-server (Go's GOMEMLIMIT, e.g. 512MiB): "
+    "it collects garbage harder near it. Default: none (the heap may grow to twice "
+    "what is live).",
 )
 @click.option(
     "--delivery",

@@ -61,6 +61,7 @@ class NatsCluster:
         *,
         first_port: int | None = None,
         name: str = "elemta",
+        memory_limit: str = "",
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -85,6 +86,7 @@ class NatsCluster:
                     monitor_port=monitor_ports[i],
                     routes=routes,
                     name=f"nats-{i}",
+                    memory_limit=memory_limit,
                 )
             )
 

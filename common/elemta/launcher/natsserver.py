@@ -111,6 +111,8 @@ class NatsServer(Child):
     (``/healthz``, ``/jsz``) there. ``routes`` makes it a node of a cluster
     (:class:`elemta.launcher.cluster.NatsCluster`); ``name`` is its name in the
     launcher's messages and pid file.
+    ``memory_limit`` (Go's ``GOMEMLIMIT``, e.g. ``128MiB``) is a soft memory
+    limit for the server.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class NatsServer(Child):
         monitor_port: int = 0,
         routes: Routes | None = None,
         name: str = "nats-server",
+        memory_limit: str = "",
     ) -> None:
         self.monitor_port = monitor_port
         self.routes = routes
@@ -132,6 +135,10 @@ class NatsServer(Child):
         self._may_move = fallback or port is None
         self.moved_from: int | None = None
         super().__init__(name, "nats", [], log_path or self.store / "nats.log")
+        if memory_limit:
+            # Go's soft limit: the collector works harder as the process nears it
+            # instead of letting the heap grow to twice what is live.
+            self.env = {"GOMEMLIMIT": memory_limit}
 
     @property
     def url(self) -> str:

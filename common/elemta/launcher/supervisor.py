@@ -44,6 +44,7 @@ class Options:
     nats_url: str | None = None
     nats_port: int = 4222
     nats_cluster: int = 1
+    nats_memory_limit: str = ""
     delivery: int = 2
     ingress: int = 1
     queue: int = 1
@@ -116,6 +117,7 @@ class Launcher:
                 self.args.nats_cluster,
                 self.log_dir,
                 first_port=self.args.nats_port,
+                memory_limit=self.args.nats_memory_limit,
             )
             self.cluster.start(stopping=lambda: self.stopping)
             self.nats_url = self.cluster.url
@@ -125,6 +127,7 @@ class Launcher:
                 self.args.nats_port,
                 self.log_dir / "nats-server.log",
                 fallback=True,
+                memory_limit=self.args.nats_memory_limit,
             )
             self.nats.start(stopping=lambda: self.stopping)
             self.nats_url = self.nats.url

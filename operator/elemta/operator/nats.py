@@ -106,6 +106,22 @@ def render_nats(cluster: Cluster) -> list[dict[str, Any]]:
             "ports": ports,
         },
     }
+    resources = nats.get("resources") or {
+        "requests": {"cpu": "200m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    # Go collects harder near the container's limit instead of letting the heap
+    # grow to twice what is live (and the pod be OOM-killed).
+    memory_limit = (
+        [
+            {
+                "name": "GOMEMLIMIT",
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1"}},
+            }
+        ]
+        if (resources.get("limits") or {}).get("memory")
+        else []
+    )
     container = {
         "name": "nats",
         "image": nats["image"],
@@ -113,14 +129,14 @@ def render_nats(cluster: Cluster) -> list[dict[str, Any]]:
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *_password_env(cluster),
+            *memory_limit,
         ],
         "ports": [
             {"name": "client", "containerPort": 4222},
             {"name": "cluster", "containerPort": 6222},
             {"name": "monitor", "containerPort": 8222},
         ],
-        "resources": nats.get("resources")
-        or {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": resources,
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/nats", "readOnly": True},
             {"name": "data", "mountPath": "/data"},
