@@ -282,7 +282,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-level", default="INFO", help="Elemta telemetry.log_level")
     p.add_argument(
         "--nats-memory-limit",
-        default="128MiB",
+        default="100MiB",
         help="Elemta's nats-server soft memory limit (elemta run --nats-memory-limit; '': none)",
     )
     p.add_argument(
