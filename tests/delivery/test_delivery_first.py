@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from delivery_harness import BODY, Harness
+from delivery_harness import BODY, Harness, metric
 from nats.js.errors import NotFoundError
 
 from elemta.common.config import Config
@@ -25,6 +25,7 @@ from elemta.common.jetstream import (
 )
 from elemta.delivery.finish import HistoryBatch
 
+from support.natsserver import NatsServer
 from support.smtpsink import SmtpSink
 
 
@@ -257,3 +258,39 @@ async def test_a_message_whose_history_is_not_stored_yet_stays_to_be_offered_aga
     await harness.start(cfg)  # offered again once the ack wait runs out
     events = await history(harness, env.id, within=15.0)
     assert events[-1]["type"] == "done"
+
+
+async def test_a_message_is_not_sent_while_nats_is_unreachable_and_goes_once_when_it_is_back(
+    harness: Harness, sink: SmtpSink, nats_server: NatsServer
+) -> None:
+    """Sent while NATS is away, a delivery could not be recorded, and the message
+    would be delivered again when offered again: the end of data is not sent."""
+    cfg = routed(harness, sink)
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    sink.rcpt_delay = 1.0
+    unsent = metric("elemta_delivery_attempts_total", {"result": "unsent"})
+    await store(harness, ["bob@relay.test"])
+    deadline = time.monotonic() + 10.0
+    while not sink.rcpt_log:  # the attempt is under way
+        assert time.monotonic() < deadline, "no attempt"
+        await asyncio.sleep(0.02)
+    nats_server.stop()
+    while metric("elemta_delivery_attempts_total", {"result": "unsent"}) == unsent:
+        assert time.monotonic() < deadline + 10.0, "the attempt went on"
+        await asyncio.sleep(0.05)
+    assert sink.messages == [] and sink.data_attempts == 0  # no end of data went out
+    sink.rcpt_delay = 0.0
+    nats_server.start()
+    deadline = time.monotonic() + 30.0
+    while not sink.messages:  # offered again once NATS is back
+        assert time.monotonic() < deadline, "not delivered after NATS came back"
+        await asyncio.sleep(0.05)
+    assert [m.rcpt_tos for m in sink.messages] == [["bob@relay.test"]]
+    while True:  # ended and acked, and not sent a second time meanwhile
+        info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            break
+        assert time.monotonic() < deadline, "the message was never acknowledged"
+        await asyncio.sleep(0.05)
+    assert len(sink.messages) == 1

@@ -49,6 +49,8 @@ class _Handler:
         reply = self.sink._scripted(self.sink.rcpt_replies, address.lower())
         with self.sink._lock:
             self.sink.rcpt_log.append((_sender(envelope.mail_from), address, reply or "250"))
+        if self.sink.rcpt_delay:
+            await asyncio.sleep(self.sink.rcpt_delay)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -88,6 +90,7 @@ class SmtpSink:
         self.messages: list[Received] = []
         self.data_attempts = 0
         self.delay = 0.0  # seconds to think before answering DATA
+        self.rcpt_delay = 0.0  # seconds to think before answering RCPT
         # (mail_from, rcpt, reply) for every RCPT TO seen
         self.rcpt_log: list[tuple[str, str, str]] = []
         # key -> list of replies consumed one per attempt (then normal behaviour)

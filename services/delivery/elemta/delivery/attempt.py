@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -63,8 +64,11 @@ class Router:
         tls: TlsPolicy | None = None,
         results: ResultSink | None = None,
         shaper: Shaper | None = None,
+        recordable: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.smtp = SmtpTransport(cfg, resolver, tls, results)
+        # recordable: whether an outcome can be recorded now (NATS reachable); SMTP
+        # sends no end of data while it cannot (.smtp.SmtpSession)
+        self.smtp = SmtpTransport(cfg, resolver, tls, results, recordable)
         self.shaper = shaper
         self.lmtp = LmtpTransport(cfg, resolver)
         self.maildir = MaildirTransport(cfg.maildir_root)

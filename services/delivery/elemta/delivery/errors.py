@@ -22,6 +22,7 @@ bad mailbox name (Maildir)                550   5.1.3     failed
 local I/O error (Maildir)                 451   4.3.0     deferred
 mailbox disk full (Maildir)               452   4.2.2     deferred
 route misconfigured, internal error       451   4.3.5     deferred
+not sent: outcome could not be recorded   451   4.3.0     deferred
 ========================================  ====  ========  ===========
 """
 
@@ -29,12 +30,15 @@ from __future__ import annotations
 
 import os
 
+from elemta.common.envelope import RecipientResult
 from elemta.common.replies import Reply, ReplyError
 
 __all__ = [
+    "NOT_RECORDABLE",
     "SessionFailure",
     "connect_failure",
     "lost_connection",
+    "not_recorded",
 ]
 
 
@@ -44,6 +48,19 @@ class SessionFailure(ReplyError):
 
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply.text, code=reply.code, enhanced=reply.enhanced)
+
+
+# The message was not sent: NATS was unreachable right before its end, so that a
+# delivery could not have been recorded (and would be made again when the message
+# is offered again). The peer got no end of data, so it delivers nothing.
+NOT_RECORDABLE = Reply(
+    451, "4.3.0", "not sent: the message store is unreachable, a delivery could not be recorded"
+)
+
+
+def not_recorded(result: RecipientResult) -> bool:
+    """Whether ``result`` is :data:`NOT_RECORDABLE`'s: nothing was sent."""
+    return result.code == NOT_RECORDABLE.code and result.text == NOT_RECORDABLE.text
 
 
 def connect_failure(peer: str, exc: BaseException) -> Reply:

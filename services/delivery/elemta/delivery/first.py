@@ -26,6 +26,7 @@ deletes it (see *A 451 stays a 451* in ``docs/architecture.md``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -36,12 +37,14 @@ from elemta.common import logs
 from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, Outcome
 from elemta.common.jetstream import ENVELOPE_HEADER
 from elemta.common.replies import Reply
+from elemta.common.replies import Status as RStatus
 from elemta.common.routing import Router as RouteTable
 from elemta.common.suspensions import Suspensions
 from elemta.common.telemetry import context_from_headers, tracer
 
 from .attempt import Router, log_attempt, suspended
 from .body import BodyStore, BodyUnavailable
+from .errors import not_recorded
 from .finish import Finisher
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
@@ -143,6 +146,16 @@ class FirstAttemptHandler:
                         await self.reported.release(claim)
                     await msg.nak(delay=self.retry_delay)
                     return
+                if _unsent(report):
+                    # Nothing went out, nothing to record: the message is offered
+                    # again (nak, or its ack_wait when NATS is still away).
+                    log.info("%s: not sent while NATS was unreachable; offered again", env.id)
+                    ATTEMPTS.labels("unsent").inc()
+                    if claim:
+                        await self.reported.release(claim)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=self.retry_delay)
+                    return
             try:
                 if not await self._finished(report):
                     await self.reporter.publish_first(report)
@@ -214,3 +227,14 @@ class FirstAttemptHandler:
         for r in delivery.results:
             RECIPIENTS.labels(r.status).inc()
         return self.reporter.outcome(job, delivery)
+
+
+def _unsent(report: FirstAttempt) -> bool:
+    """Whether a destination was left unsent because its outcome could not be
+    recorded (:data:`.errors.NOT_RECORDABLE`) and no recipient was delivered: then
+    the whole attempt is dropped, not reported. With a recipient delivered, the
+    report goes as usual (the unsent ones deferred), so that delivery is recorded."""
+    results = [r for o in report.outcomes for r in o.results]
+    return any(not_recorded(r) for r in results) and not any(
+        r.status == RStatus.DELIVERED for r in results
+    )

@@ -20,7 +20,8 @@ ATTEMPTS = Counter(
     "Delivery attempts by result: delivered, deferred, failed, mixed (recipients differ), "
     "missing (stored message gone), error (outcome not recorded, job returned), invalid, "
     "backlogged (shaping: no slot, job handed back), reported (offered again after its report "
-    "was stored: acked, not attempted again)",
+    "was stored: acked, not attempted again), unsent (NATS unreachable before the end of "
+    "data: nothing sent, offered again)",
     ["result"],
 )
 RECIPIENTS = Counter(

@@ -125,7 +125,14 @@ class DeliveryService:
         reporter = Reporter(self.js, cfg.nats.publish_timeout)
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
-        self.router = Router(cfg, resolver, tls, self.tls_results, await self._shaper(resolver))
+        self.router = Router(
+            cfg,
+            resolver,
+            tls,
+            self.tls_results,
+            await self._shaper(resolver),
+            recordable=lambda: self.nc is not None and self.nc.is_connected,
+        )
         reported = Reported(
             self.js,
             connected_at=lambda: self.connected_at,

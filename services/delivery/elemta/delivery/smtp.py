@@ -32,6 +32,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 
 import aiosmtplib
 from aiosmtplib import (
@@ -47,7 +48,7 @@ from elemta.common.replies import Reply
 from elemta.common.resolver import DnsError, Resolver
 
 from . import dataphase, dsnrelay, pipelining
-from .errors import SessionFailure, connect_failure, lost_connection
+from .errors import NOT_RECORDABLE, SessionFailure, connect_failure, lost_connection
 from .metrics import TLS_SESSIONS
 from .outcome import Delivery
 from .pool import Claim, Pool
@@ -93,11 +94,20 @@ def _address(addr: str) -> bytes:
 class SmtpSession:
     """One connection to one peer, possibly carrying many transactions."""
 
-    def __init__(self, client: aiosmtplib.SMTP, peer: str, tls: bool, timeout: float) -> None:
+    def __init__(
+        self,
+        client: aiosmtplib.SMTP,
+        peer: str,
+        tls: bool,
+        timeout: float,
+        recordable: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.client = client
         self.peer = peer
         self.tls = tls
         self.timeout = timeout
+        # whether an outcome can be recorded now (the connection to NATS is up)
+        self.recordable = recordable
         self.broken = False
         self.clean = False  # the last transaction got its final reply: no RSET needed
 
@@ -193,7 +203,16 @@ class SmtpSession:
                     break
             stage = "sending message content"
             final: aiosmtplib.SMTPResponse | None = None
-            if pipelined and not chunking:
+            if accepted and not self.recordable():
+                # Sent now, its delivery could not be recorded and the message would
+                # go again when offered again: the transaction is left without its
+                # end (the connection closed), so the peer delivers nothing.
+                self.broken = True
+                self.close()
+                for rcpt in accepted:
+                    results[rcpt] = NOT_RECORDABLE.result(rcpt)
+                accepted = []
+            elif pipelined and not chunking:
                 started = replies[-1]
                 if started.code == 354:  # whatever was accepted, the server waits for data
                     final = await pipelining.message_after_354(
@@ -242,8 +261,10 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         resolver: Resolver,
         tls: TlsPolicy | None = None,
         results: ResultSink | None = None,
+        recordable: Callable[[], bool] = lambda: True,
     ) -> None:
         d = cfg.delivery
+        self.recordable = recordable  # see SmtpSession.recordable
         super().__init__(
             resolver, Pool(d.max_connections_per_destination, d.idle_connection_timeout)
         )
@@ -302,7 +323,7 @@ class SmtpTransport(SessionTransport[SmtpSession]):
             return await self._ready(client, req, peer, tls=True)
         client = await self._connect(addr, port, peer)
         if req.level == "none":
-            return SmtpSession(client, peer, False, self.command_timeout)
+            return SmtpSession(client, peer, False, self.command_timeout, self.recordable)
         if not client.supports_extension("starttls"):
             self._record(
                 req, "starttls-not-supported", name, addr, f"{peer} offers no STARTTLS", client
@@ -393,7 +414,7 @@ class SmtpTransport(SessionTransport[SmtpSession]):
             await login(client, req.relay, peer)
         outcome = "plain" if not tls else "verified" if req.authenticated else "encrypted"
         TLS_SESSIONS.labels(_policy(req), outcome).inc()
-        return SmtpSession(client, peer, tls, self.command_timeout)
+        return SmtpSession(client, peer, tls, self.command_timeout, self.recordable)
 
     async def _connect(
         self, addr: str, port: int, peer: str, tls_name: str | None = None
