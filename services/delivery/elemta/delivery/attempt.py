@@ -38,7 +38,7 @@ from .outcome import Delivery, Reporter
 from .redelivery import CLAIMED_RETRY, Reported
 from .shaping import Backlogged, Shaper
 from .shapingrules import destination_of
-from .smtp import SmtpTransport
+from .smtp import SmtpTransport, always_recordable
 from .tlspolicy import ResultSink, TlsPolicy
 
 __all__ = ["AttemptHandler", "Router", "log_attempt"]
@@ -64,7 +64,7 @@ class Router:
         tls: TlsPolicy | None = None,
         results: ResultSink | None = None,
         shaper: Shaper | None = None,
-        recordable: Callable[[], bool] = lambda: True,
+        recordable: Callable[[], bool] = always_recordable,
     ) -> None:
         # recordable: whether an outcome can be recorded now (NATS reachable); SMTP
         # sends no end of data while it cannot (.smtp.SmtpSession)

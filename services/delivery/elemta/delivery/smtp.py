@@ -60,7 +60,7 @@ from .transport import Pacer, SessionTransport, peer_name
 dataphase.install()
 pipelining.install()
 
-__all__ = ["SmtpSession", "SmtpTransport", "opportunistic_tls_context"]
+__all__ = ["SmtpSession", "SmtpTransport", "always_recordable", "opportunistic_tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,11 @@ def _address(addr: str) -> bytes:
     return b"<" + addr.encode("utf-8") + b">"
 
 
+def always_recordable() -> bool:
+    """Outcomes can always be recorded: no check before the end of data."""
+    return True
+
+
 class SmtpSession:
     """One connection to one peer, possibly carrying many transactions."""
 
@@ -100,7 +105,7 @@ class SmtpSession:
         peer: str,
         tls: bool,
         timeout: float,
-        recordable: Callable[[], bool] = lambda: True,
+        recordable: Callable[[], bool] = always_recordable,
     ) -> None:
         self.client = client
         self.peer = peer
@@ -261,7 +266,7 @@ class SmtpTransport(SessionTransport[SmtpSession]):
         resolver: Resolver,
         tls: TlsPolicy | None = None,
         results: ResultSink | None = None,
-        recordable: Callable[[], bool] = lambda: True,
+        recordable: Callable[[], bool] = always_recordable,
     ) -> None:
         d = cfg.delivery
         self.recordable = recordable  # see SmtpSession.recordable

@@ -20,9 +20,10 @@ mail transfer agent needs changed:
   owner of its envelope sender.
 * AUTH, BDAT, MAIL and RCPT are commands of their own modules, mixed in ahead
   of aiosmtpd's ``SMTP`` (:class:`.smtpauth.AuthCommands`,
-  :class:`.chunking.ChunkingCommands`, :class:`.envelopecommands.EnvelopeCommands`);
-  this module keeps the dialogue's spine: the connection, HELO/EHLO, DATA, RSET,
-  VRFY, STARTTLS, replies and timers.
+  :class:`.chunking.ChunkingCommands`, :class:`.envelopecommands.EnvelopeCommands`,
+  :class:`.messagecommands.MessageCommands`: DATA and the end of every
+  transaction); this module keeps the dialogue's spine: the connection,
+  HELO/EHLO, RSET, VRFY, STARTTLS, replies and timers.
 * Relay control and the recipient limit at RCPT; idle and DATA timeouts answer
   ``421 4.4.2`` before closing; so do 20 errors in a session (``421 4.7.0``,
   Postfix's ``smtpd_hard_error_limit``); a draining server says ``421 4.3.2``
@@ -50,7 +51,6 @@ import asyncio
 import collections
 import logging
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,21 +59,21 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
 from elemta.common.resolver import Resolver
 
 from . import metrics
-from .chunking import ChunkingCommands, check_chunked
+from .chunking import ChunkingCommands
 from .clientname import UNKNOWN, confirmed_name
-from .data import check_data, read_data
 from .dsnparams import DsnRequest
 from .envelopecommands import EnvelopeCommands
 from .limits import ClientLimits
+from .messagecommands import MessageCommands
 from .relay import RelayControl
-from .replies import SHUTDOWN, TOO_BIG, with_enhanced_code
+from .replies import SHUTDOWN, with_enhanced_code
 from .sessioninit import BoundCommands
 from .sessioninit import install as find_session_methods_once
 from .smtpauth import MECHANISMS, AuthCommands, AuthUser
 from .stages import StageChecks
 from .text import PrintableLogs, clean_text, reply_line
 from .tlscontext import ListenerTls
-from .transaction import MessageProcessor, Transaction
+from .transaction import MessageProcessor
 
 __all__ = ["IngressSMTP", "SessionHost", "Settings"]
 
@@ -144,8 +144,8 @@ def _give_back(taking: asyncio.Future[str | None], limits: ClientLimits, ip: str
         limits.disconnect(ip)
 
 
-class IngressSMTP(AuthCommands, ChunkingCommands, EnvelopeCommands, SMTP):
-    # AUTH, BDAT, MAIL and RCPT come from the mixins, which must stay ahead of SMTP:
+class IngressSMTP(AuthCommands, ChunkingCommands, EnvelopeCommands, MessageCommands, SMTP):
+    # AUTH, BDAT, MAIL, RCPT and DATA come from the mixins, which must stay ahead of SMTP:
     # aiosmtpd has commands of the same names, and dispatches to whichever getattr
     # finds first.
     # Commands are bound when used (.sessioninit.LAZY, .sessioninit.BoundCommands).
@@ -516,100 +516,3 @@ class IngressSMTP(AuthCommands, ChunkingCommands, EnvelopeCommands, SMTP):
             clean_text(helo),
             extra={"reply": clean_text(reply, 512), "client_ip": self.peer[0], "stage": stage},
         )
-
-    # -- DATA ----------------------------------------------------------------------
-
-    @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
-        if await self.check_helo_needed():
-            return
-        assert self.envelope is not None and self.session is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if self._chunks is not None:
-            await self.push("503 5.5.1 Error: BDAT transaction in progress, DATA not allowed")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
-        refusal = self.settings.processor.precheck()
-        if refusal:
-            metrics.count_message("tempfail")
-            self._log_reject("DATA", refusal, self.envelope)
-            self._new_transaction()
-            await self.push(refusal)
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        self._in_data = True
-        self._arm(self.settings.data_timeout)
-        try:
-            # aiosmtpd offers no public access to the connection's stream.
-            raw = await read_data(self._reader, self._data_limit)
-        except asyncio.IncompleteReadError:  # the client went away mid-DATA
-            if self.transport is not None:
-                self.transport.close()
-            return
-        finally:
-            self._in_data = False
-        await self._complete(raw, self.envelope, time.perf_counter())
-
-    async def _complete(
-        self, raw: bytes | None, envelope: Envelope, ended: float, chunked: bool = False
-    ) -> None:
-        """End a transaction and answer it: DATA's end and BDAT LAST's. While the
-        message is being finished the session counts as processing (a shutdown
-        waits for it); the next transaction starts clean whatever happened."""
-        self._processing = True
-        try:
-            reply = await self._finish(raw, envelope, ended, chunked)
-        finally:
-            self._processing = False
-            self._new_transaction()
-        if reply.startswith("250"):
-            self._errors = 0
-        await self.push(reply)
-
-    async def _finish(
-        self, raw: bytes | None, envelope: Envelope, ended: float, chunked: bool = False
-    ) -> str:
-        """Check the received data (DATA with its end mark, or BDAT's assembled
-        chunks) and hand the message on; return the reply."""
-        limits = (self.settings.max_message_size, self.settings.max_line_length)
-        if raw is None:
-            content, reply = b"", TOO_BIG
-        elif chunked:
-            content, reply = check_chunked(raw, *limits)
-        else:
-            content, reply = check_data(raw, *limits)
-        if reply:
-            metrics.count_message("rejected")
-            self._log_reject("DATA", reply, envelope)
-            return reply
-        envelope.content = envelope.original_content = content
-        assert self.session is not None and envelope.mail_from is not None
-        ip, port = self.peer
-        tx = Transaction(
-            helo=clean_text(self.session.host_name or ""),
-            client_ip=ip,
-            client_port=port,
-            esmtp=self.session.extended_smtp,
-            tls=self.tls,
-            authenticated_user=self.user.login if self.user is not None else "",
-            submission=self.settings.role != "mta",
-            sender=envelope.mail_from,
-            recipients=list(envelope.rcpt_tos),
-            smtputf8=bool(envelope.smtp_utf8),
-            body_8bit="BODY=8BITMIME" in envelope.mail_options,
-            data_ended=ended,
-            dsn=self.dsn,
-            mt_priority=self._mt_priority,
-            client_name=await self.client_name(),
-        )
-        # The client waits for us now; only a safety net of a timeout applies.
-        self._arm(self.settings.processing_timeout)
-        # Once the message is ours to handle, finish handling it even if the
-        # client goes away: no half-stored message, no orphaned body.
-        task = asyncio.get_running_loop().create_task(self.settings.processor.process(tx, content))
-        self.host.track(task)
-        return await asyncio.shield(task)
