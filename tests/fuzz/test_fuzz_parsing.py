@@ -125,6 +125,18 @@ def test_dot_stuffed_data_is_read_back_exactly(lines):
     assert check_data(stuffed + b".\r\n", 10**6, 10**6) == (content, "")
 
 
+@given(LINES, st.integers(1, 40))
+def test_data_says_whether_a_line_begins_with_a_dot_and_refuses_long_lines(lines, limit):
+    stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    content, reply = check_data(stuffed + b".\r\n", 10**6, limit)
+    if any(len(line) > limit for line in lines):
+        assert reply == "500 5.5.2 Line too long"
+        return
+    assert reply == ""
+    # delivery relies on it: no dot line means the stored copy needs no dot-stuffing
+    assert content.dot_lines is any(line.startswith(b".") for line in lines)
+
+
 @given(st.binary(max_size=200))
 def test_data_with_a_bare_cr_or_lf_is_always_refused(data):
     raw = data + b"\r\n.\r\n"
