@@ -23,16 +23,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import metrics
 from .data import longest_line
 from .replies import BARE_NEWLINE, LINE_TOO_LONG, TOO_BIG
+from .sessionparts import SessionParts
 
 if TYPE_CHECKING:
-    from aiosmtpd.smtp import Envelope, Session
+    from aiosmtpd.smtp import Envelope
 
-    from .protocol import Settings
 
 __all__ = ["BDAT_SYNTAX", "ChunkingCommands", "check_chunked", "parse_bdat", "read_chunk"]
 
@@ -75,7 +75,7 @@ def check_chunked(content: bytes, max_size: int, max_line: int) -> tuple[bytes, 
     return content, ""
 
 
-class ChunkingCommands:
+class ChunkingCommands(SessionParts):
     """``BDAT`` for the session it is mixed into (:class:`.protocol.IngressSMTP`).
 
     The chunks of the open transaction are kept in the session's ``_chunks``
@@ -83,30 +83,6 @@ class ChunkingCommands:
     refused while it is set); once they outgrow ``ingress.max_message_size``
     ``_chunks_too_big`` is set and the rest are read and dropped.
     """
-
-    if TYPE_CHECKING:  # what the session this is mixed into has
-        settings: Settings
-        session: Session | None
-        envelope: Envelope | None
-        transport: asyncio.BaseTransport | None
-        hostname: str
-        _reader: asyncio.StreamReader
-        _chunks: bytearray | None
-        _chunks_too_big: bool
-        _in_data: bool
-        _processing: bool
-        _errors: int
-
-        async def push(self, status: Any) -> None: ...
-        def goodbye(self, reply: str = ...) -> None: ...
-        def _arm(self, seconds: float) -> None: ...
-        def _new_transaction(self) -> None: ...
-        def _log_reject(
-            self, stage: str, reply: str, envelope: Envelope | None, to: str = "", sender: str = ""
-        ) -> None: ...
-        async def _complete(
-            self, raw: bytes | None, envelope: Envelope, ended: float, chunked: bool = False
-        ) -> None: ...
 
     async def smtp_BDAT(self, arg: str) -> None:  # noqa: N802
         parsed = parse_bdat(arg)

@@ -15,54 +15,27 @@ aiosmtpd's ``SMTP``, whose own ``smtp_MAIL`` and ``smtp_RCPT`` it replaces.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import syntax
 
 from .arguments import Mail, read_mail, read_rcpt
 from .replies import SHUTDOWN
-from .smtpauth import AUTH_REQUIRED, SENDER_NOT_OWNED, AuthUser, owns
+from .sessionparts import SessionParts
+from .smtpauth import AUTH_REQUIRED, SENDER_NOT_OWNED, owns
 from .stages import Client
 from .text import clean_text
 
 if TYPE_CHECKING:
-    from aiosmtpd.smtp import Envelope, Session
+    from aiosmtpd.smtp import Envelope
 
-    from .dsnparams import DsnRequest
-    from .protocol import SessionHost, Settings
 
 __all__ = ["EnvelopeCommands"]
 
 
-class EnvelopeCommands:
+class EnvelopeCommands(SessionParts):
     """``MAIL`` and ``RCPT`` for the session it is mixed into
     (:class:`.protocol.IngressSMTP`)."""
-
-    if TYPE_CHECKING:  # what the session this is mixed into has
-        settings: Settings
-        session: Session | None
-        envelope: Envelope | None
-        host: SessionHost
-        user: AuthUser | None
-        dsn: DsnRequest
-        _mt_priority: int | None
-        _connect_checked: bool
-
-        @property
-        def tls(self) -> bool: ...
-        @property
-        def peer(self) -> tuple[str, int]: ...
-        async def push(self, status: Any) -> None: ...
-        async def check_helo_needed(self, helo: str = "HELO") -> bool: ...
-        async def client_name(self) -> str: ...
-        def _log_reject(
-            self,
-            stage: str,
-            reply: str,
-            envelope: Envelope | None,
-            to: str = "",
-            sender: str = "",
-        ) -> None: ...
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import syntax
 
@@ -23,56 +23,20 @@ from . import metrics
 from .chunking import check_chunked
 from .data import check_data, read_data
 from .replies import TOO_BIG
+from .sessionparts import SessionParts
 from .text import clean_text
 from .transaction import Transaction
 
 if TYPE_CHECKING:
-    from aiosmtpd.smtp import Envelope, Session
+    from aiosmtpd.smtp import Envelope
 
-    from .dsnparams import DsnRequest
-    from .protocol import SessionHost, Settings
-    from .smtpauth import AuthUser
 
 __all__ = ["MessageCommands"]
 
 
-class MessageCommands:
+class MessageCommands(SessionParts):
     """``DATA`` and the end of a transaction for the session it is mixed into
     (:class:`.protocol.IngressSMTP`)."""
-
-    if TYPE_CHECKING:  # what the session this is mixed into has
-        settings: Settings
-        session: Session | None
-        envelope: Envelope | None
-        host: SessionHost
-        user: AuthUser | None
-        dsn: DsnRequest
-        transport: asyncio.BaseTransport | None
-        _reader: asyncio.StreamReader
-        _chunks: bytearray | None
-        _in_data: bool
-        _processing: bool
-        _errors: int
-        _data_limit: int
-        _mt_priority: int | None
-
-        @property
-        def tls(self) -> bool: ...
-        @property
-        def peer(self) -> tuple[str, int]: ...
-        async def push(self, status: Any) -> None: ...
-        async def check_helo_needed(self, helo: str = "HELO") -> bool: ...
-        async def client_name(self) -> str: ...
-        def _arm(self, seconds: float) -> None: ...
-        def _new_transaction(self) -> None: ...
-        def _log_reject(
-            self,
-            stage: str,
-            reply: str,
-            envelope: Envelope | None,
-            to: str = "",
-            sender: str = "",
-        ) -> None: ...
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802

@@ -35,11 +35,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from elemta.rpc.policy.v1 import policy_pb2 as pb
 
 from .policy_client import PolicyClient, PolicyUnavailable
+from .sessionparts import SessionParts
 
 if TYPE_CHECKING:
-    from aiosmtpd.smtp import Session
-
-    from .protocol import Settings
+    pass
 
 __all__ = [
     "AUTH_ENCRYPTION_REQUIRED",
@@ -167,7 +166,7 @@ def owns(user: AuthUser, sender: str) -> bool:
     return address in user.addresses or f"@{domain}" in user.addresses
 
 
-class AuthCommands:
+class AuthCommands(SessionParts):
     """``AUTH`` (RFC 4954) for the session it is mixed into (:class:`.protocol.IngressSMTP`).
 
     Offered only on listeners that offer it and only inside TLS; one AUTH per
@@ -175,28 +174,6 @@ class AuthCommands:
     answered after a delay that grows with the failures policy counted, and
     ``ingress.auth_max_failures`` of them in one session end it with a 421.
     """
-
-    if TYPE_CHECKING:  # what the session this is mixed into has
-        settings: Settings
-        session: Session | None
-        hostname: str
-        user: AuthUser | None
-        _auth_failures: int
-
-        @property
-        def in_transaction(self) -> bool: ...
-        @property
-        def tls(self) -> bool: ...
-        @property
-        def peer(self) -> tuple[str, int]: ...
-        async def push(self, status: Any) -> None: ...
-        def goodbye(self, reply: str = ...) -> None: ...
-        async def challenge_auth(
-            self,
-            challenge: str | bytes,
-            encode_to_b64: bool = True,
-            log_client_response: bool = False,
-        ) -> Any: ...
 
     async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
         if not self.settings.offers_auth:
