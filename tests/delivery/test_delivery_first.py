@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from delivery_harness import BODY, Harness, metric
 from nats.js.errors import NotFoundError
 
@@ -29,9 +30,10 @@ from support.natsserver import NatsServer
 from support.smtpsink import SmtpSink
 
 
-def routed(harness: Harness, sink: SmtpSink) -> Config:
+def routed(harness: Harness, sink: SmtpSink, kind: str = "smtp") -> Config:
     cfg = harness.config()
-    routes = {"relay.test": f"smtp:[127.0.0.1]:{sink.port}", "other.test": "smtp:[127.0.0.1]:1"}
+    relay = f"smtp:[127.0.0.1]:{sink.port}" if kind == "smtp" else f"lmtp:127.0.0.1:{sink.port}"
+    routes = {"relay.test": relay, "other.test": "smtp:[127.0.0.1]:1"}
     return cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
 
 
@@ -260,12 +262,15 @@ async def test_a_message_whose_history_is_not_stored_yet_stays_to_be_offered_aga
     assert events[-1]["type"] == "done"
 
 
+@pytest.mark.parametrize("kind", ["smtp", "lmtp"])
 async def test_a_message_is_not_sent_while_nats_is_unreachable_and_goes_once_when_it_is_back(
-    harness: Harness, sink: SmtpSink, nats_server: NatsServer
+    harness: Harness, nats_server: NatsServer, request: pytest.FixtureRequest, kind: str
 ) -> None:
     """Sent while NATS is away, a delivery could not be recorded, and the message
-    would be delivered again when offered again: the end of data is not sent."""
-    cfg = routed(harness, sink)
+    would be delivered again when offered again: the end of data is not sent, to
+    a relay (SMTP) or a mail store (LMTP) alike."""
+    sink: SmtpSink = request.getfixturevalue("sink" if kind == "smtp" else "lmtp_sink")
+    cfg = routed(harness, sink, kind)
     await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
     await harness.start(cfg)
     sink.rcpt_delay = 1.0

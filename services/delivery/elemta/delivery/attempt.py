@@ -38,8 +38,9 @@ from .outcome import Delivery, Reporter
 from .redelivery import CLAIMED_RETRY, Reported
 from .shaping import Backlogged, Shaper
 from .shapingrules import destination_of
-from .smtp import SmtpTransport, always_recordable
+from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
+from .transport import always_recordable
 
 __all__ = ["AttemptHandler", "Router", "log_attempt"]
 
@@ -67,10 +68,10 @@ class Router:
         recordable: Callable[[], bool] = always_recordable,
     ) -> None:
         # recordable: whether an outcome can be recorded now (NATS reachable); SMTP
-        # sends no end of data while it cannot (.smtp.SmtpSession)
+        # and LMTP send no end of data while it cannot (.transport.always_recordable)
         self.smtp = SmtpTransport(cfg, resolver, tls, results, recordable)
         self.shaper = shaper
-        self.lmtp = LmtpTransport(cfg, resolver)
+        self.lmtp = LmtpTransport(cfg, resolver, recordable)
         self.maildir = MaildirTransport(cfg.maildir_root)
 
     async def deliver(

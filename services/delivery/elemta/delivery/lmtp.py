@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 
 from elemta.common.config import Config, Route
 from elemta.common.envelope import DeliveryJob, RecipientResult
 from elemta.common.replies import Reply
 from elemta.common.resolver import Resolver
 
-from .errors import SessionFailure, connect_failure, lost_connection
+from .errors import NOT_RECORDABLE, SessionFailure, connect_failure, lost_connection
 from .outcome import Delivery
 from .pool import Pool
 from .tlspolicy import TlsRequirement
-from .transport import SessionTransport, peer_name
+from .transport import SessionTransport, always_recordable, path_bytes, peer_name
 
 __all__ = ["LmtpSession", "LmtpTransport", "dot_stuff"]
 
@@ -45,27 +46,34 @@ def dot_stuff(body: bytes) -> bytes:
     return _LEADING_DOT.sub(b"..", body) + b".\r\n"
 
 
-def _address(addr: str) -> bytes:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in addr):
-        raise ValueError(f"control character in address {addr!r}")
-    return b"<" + addr.encode("utf-8") + b">"
-
-
 class LmtpSession:
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, timeout: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        timeout: float,
+        recordable: Callable[[], bool] = always_recordable,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.peer = peer
         self.timeout = timeout
+        self.recordable = recordable  # see .transport.always_recordable
         self.extensions: set[str] = set()
         self.broken = False
         self.clean = False  # always RSET before the next message
 
     @classmethod
     async def open(
-        cls, addr: str, port: int, peer: str, name: str, connect_wait: float, reply_wait: float
+        cls,
+        addr: str,
+        port: int,
+        peer: str,
+        name: str,
+        connect_wait: float,
+        reply_wait: float,
+        recordable: Callable[[], bool] = always_recordable,
     ) -> LmtpSession:
         """Connect, read the greeting and say LHLO; raises :class:`SessionFailure`."""
         try:
@@ -74,7 +82,7 @@ class LmtpSession:
             )
         except (OSError, TimeoutError) as exc:
             raise SessionFailure(connect_failure(peer, exc)) from None
-        session = cls(reader, writer, peer, reply_wait)
+        session = cls(reader, writer, peer, reply_wait, recordable)
         stage = "reading the greeting"
         try:
             code, lines = await session._read(connect_wait)
@@ -125,7 +133,7 @@ class LmtpSession:
             reply = Reply(553, "5.6.7", f"SMTPUTF8 is required, but {self.peer} does not offer it")
             return [reply.result(r) for r in job.recipients]
         try:
-            mail = b"MAIL FROM:" + _address(job.sender)
+            mail = b"MAIL FROM:" + path_bytes(job.sender)
         except ValueError as exc:
             return [Reply(553, "5.1.7", str(exc)).result(r) for r in job.recipients]
         if job.smtputf8:
@@ -135,7 +143,7 @@ class LmtpSession:
         rcpts: list[tuple[str, bytes]] = []
         for rcpt in dict.fromkeys(job.recipients):
             try:
-                rcpts.append((rcpt, b"RCPT TO:" + _address(rcpt)))
+                rcpts.append((rcpt, b"RCPT TO:" + path_bytes(rcpt)))
             except ValueError as exc:
                 results[rcpt] = Reply(553, "5.1.3", str(exc)).result(rcpt)
         stage = "sending MAIL FROM"
@@ -169,6 +177,12 @@ class LmtpSession:
                 if reply.code != 354:
                     for rcpt in accepted:
                         results[rcpt] = reply.result(rcpt)
+                elif not self.recordable():
+                    # The mailboxes would take it while its delivery could not be
+                    # recorded: the transaction is left without its end.
+                    self.close()
+                    for rcpt in accepted:
+                        results[rcpt] = NOT_RECORDABLE.result(rcpt)
                 else:
                     stage = "sending message content"
                     self._write(dot_stuff(body))
@@ -224,7 +238,12 @@ class LmtpSession:
 class LmtpTransport(SessionTransport[LmtpSession]):
     """``lmtp:host:port`` routes."""
 
-    def __init__(self, cfg: Config, resolver: Resolver) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        resolver: Resolver,
+        recordable: Callable[[], bool] = always_recordable,
+    ) -> None:
         d = cfg.delivery
         super().__init__(
             resolver, Pool(d.max_connections_per_destination, d.idle_connection_timeout)
@@ -232,6 +251,7 @@ class LmtpTransport(SessionTransport[LmtpSession]):
         self.name = d.helo_name or cfg.server.hostname
         self.connect_timeout = d.connect_timeout
         self.command_timeout = d.command_timeout
+        self.recordable = recordable
 
     async def deliver(self, job: DeliveryJob, body: bytes, route: Route) -> Delivery:
         return await self.send_to_hosts(job, body, [route.host], route.port)
@@ -241,5 +261,11 @@ class LmtpTransport(SessionTransport[LmtpSession]):
     ) -> LmtpSession:
         peer = peer_name(name, addr, port)
         return await LmtpSession.open(
-            addr, port, peer, self.name, self.connect_timeout, self.command_timeout
+            addr,
+            port,
+            peer,
+            self.name,
+            self.connect_timeout,
+            self.command_timeout,
+            self.recordable,
         )

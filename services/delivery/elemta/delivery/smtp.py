@@ -55,12 +55,12 @@ from .pool import Claim, Pool
 from .relayauth import login
 from .tlscheck import Verifier, peer_chain
 from .tlspolicy import PolicyReport, ResultSink, TlsPolicy, TlsRequirement
-from .transport import Pacer, SessionTransport, peer_name
+from .transport import Pacer, SessionTransport, always_recordable, path_bytes, peer_name
 
 dataphase.install()
 pipelining.install()
 
-__all__ = ["SmtpSession", "SmtpTransport", "always_recordable", "opportunistic_tls_context"]
+__all__ = ["SmtpSession", "SmtpTransport", "opportunistic_tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +82,6 @@ def _is_address(host: str) -> bool:
         ipaddress.ip_address(host)
     except ValueError:
         return False
-    return True
-
-
-def _address(addr: str) -> bytes:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in addr):
-        raise ValueError(f"control character in address {addr!r}")
-    return b"<" + addr.encode("utf-8") + b">"
-
-
-def always_recordable() -> bool:
-    """Outcomes can always be recorded: no check before the end of data."""
     return True
 
 
@@ -163,14 +152,14 @@ class SmtpSession:
         if job.priority and c.supports_extension("mt-priority"):
             options.append(b"MT-PRIORITY=%d" % job.priority)
         try:
-            sender = _address(job.sender)
+            sender = path_bytes(job.sender)
         except ValueError as exc:
             return [Reply(553, "5.1.7", str(exc)).result(r) for r in job.recipients]
         rcpts: list[tuple[str, bytes]] = []
         for rcpt in dict.fromkeys(job.recipients):
             try:
                 extra = dsnrelay.rcpt_options(job, rcpt) if dsn else b""
-                rcpts.append((rcpt, b"RCPT TO:" + _address(rcpt) + extra))
+                rcpts.append((rcpt, b"RCPT TO:" + path_bytes(rcpt) + extra))
             except ValueError as exc:
                 results[rcpt] = Reply(553, "5.1.3", str(exc)).result(rcpt)
         mail = b" ".join([b"MAIL FROM:" + sender, *options])

@@ -35,7 +35,7 @@ from .tlspolicy import TlsRequirement
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SessionTransport", "TransactionSession"]
+__all__ = ["SessionTransport", "TransactionSession", "always_recordable", "path_bytes", "peer_name"]
 
 
 class TransactionSession(Protocol):
@@ -50,6 +50,24 @@ class TransactionSession(Protocol):
 
 
 S = TypeVar("S", bound=TransactionSession)
+
+
+def always_recordable() -> bool:
+    """Outcomes can always be recorded: no check before the end of data.
+
+    Sessions take a ``recordable`` callable (the delivery service passes "the NATS
+    connection is up"): a delivery whose end of data went out while its outcome
+    could not be recorded would be made again when the message is offered again,
+    so neither client sends the end of data then (:data:`.errors.NOT_RECORDABLE`).
+    """
+    return True
+
+
+def path_bytes(addr: str) -> bytes:
+    """``<addr>`` for MAIL FROM and RCPT TO; ValueError on a control character."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in addr):
+        raise ValueError(f"control character in address {addr!r}")
+    return b"<" + addr.encode("utf-8") + b">"
 
 
 def peer_name(name: str, addr: str, port: int) -> str:
