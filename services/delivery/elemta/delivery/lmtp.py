@@ -7,7 +7,9 @@ message. aiosmtplib does not speak it, hence this client.
 
 When the server offers PIPELINING (RFC 2920, which RFC 2033 servers must),
 MAIL FROM and every RCPT TO go out in one write and their replies are read
-back in order. Sessions are pooled like SMTP sessions.
+back in order. Sessions are pooled like SMTP sessions. As over SMTP, the message
+after ``354`` (its final dot) is not sent while the delivery's outcome could not
+be recorded (:func:`.transport.always_recordable`).
 """
 
 from __future__ import annotations
