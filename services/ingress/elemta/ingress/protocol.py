@@ -50,13 +50,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import ssl
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
-
-from elemta.common.resolver import Resolver
 
 from . import metrics
 from .chunking import ChunkingCommands
@@ -65,17 +61,14 @@ from .dsnparams import DsnRequest
 from .envelopecommands import EnvelopeCommands
 from .limits import ClientLimits
 from .messagecommands import MessageCommands
-from .relay import RelayControl
 from .replies import SHUTDOWN, with_enhanced_code
 from .sessioninit import BoundCommands
 from .sessioninit import install as find_session_methods_once
+from .sessionparts import SessionHost, Settings
 from .smtpauth import MECHANISMS, AuthCommands, AuthUser
-from .stages import StageChecks
 from .text import PrintableLogs, clean_text, reply_line
-from .tlscontext import ListenerTls
-from .transaction import MessageProcessor
 
-__all__ = ["IngressSMTP", "SessionHost", "Settings"]
+__all__ = ["IngressSMTP"]
 
 log = logging.getLogger(__name__)
 # aiosmtpd logs an unknown command as the client sent it.
@@ -96,42 +89,6 @@ AIOSMTPD_TIMEOUT = 86400.0
 def _is_loopback(ip: str) -> bool:
     """The addresses :func:`.clientname.confirmed_name` answers ``unknown`` for at once."""
     return ip.startswith("127.") or ip == "::1"
-
-
-@dataclass
-class Settings:
-    hostname: str
-    max_message_size: int
-    max_recipients: int
-    max_line_length: int
-    command_timeout: float
-    data_timeout: float
-    processing_timeout: float
-    tls_context: ssl.SSLContext | None
-    relay: RelayControl
-    processor: MessageProcessor
-    stages: StageChecks
-    tls: ListenerTls | None = None  # the listener's certificate, level and TLS metrics
-    limits: ClientLimits | None = None  # per-client limits shared by the replicas
-    resolver: Resolver | None = None  # for the client's name (FCrDNS); None: no lookup
-    client_name_timeout: float = 2.0
-    role: str = "mta"  # mta | submission | submissions
-    implicit_tls: bool = False  # the listener's socket is TLS from the first byte
-    offers_auth: bool = False
-    requires_auth: bool = False
-    auth_failure_delay: float = 1.0
-    auth_max_failures: int = 3
-    mt_priority: bool = False  # offer MT-PRIORITY (RFC 6710): priorities.enabled
-
-
-class SessionHost(Protocol):
-    """What a session needs from the server that runs it."""
-
-    draining: bool
-
-    def session_opened(self, session: IngressSMTP) -> None: ...
-    def session_closed(self, session: IngressSMTP) -> None: ...
-    def track(self, task: asyncio.Task[str]) -> None: ...
 
 
 class _NoHooks:

@@ -28,9 +28,10 @@ from elemta.common.resolver import Resolver
 
 from . import metrics
 from .limits import ClientLimits
-from .protocol import IngressSMTP, Settings
+from .protocol import IngressSMTP
 from .proxyproto import ProxyFront
 from .relay import RelayControl
+from .sessionparts import Settings
 from .stages import StageChecks
 from .tls import certificate_files
 from .tlscontext import ListenerTls

@@ -1,8 +1,11 @@
-"""What the command mixins use of the SMTP session they are mixed into.
+"""What an SMTP session is given, and what its command mixins use of it.
 
-:class:`.protocol.IngressSMTP` is aiosmtpd's ``SMTP`` plus four mixins, one per
-group of commands (:class:`.smtpauth.AuthCommands`,
-:class:`.chunking.ChunkingCommands`, :class:`.envelopecommands.EnvelopeCommands`,
+A session (:class:`.protocol.IngressSMTP`) is made with its listener's
+:class:`Settings` and the :class:`SessionHost` that runs it (the server).
+
+It is aiosmtpd's ``SMTP`` plus four mixins, one per group of commands
+(:class:`.smtpauth.AuthCommands`, :class:`.chunking.ChunkingCommands`,
+:class:`.envelopecommands.EnvelopeCommands`,
 :class:`.messagecommands.MessageCommands`). Each works on the session's state and
 calls its helpers; :class:`SessionParts`, their common base, declares those once
 for the type checker. At run time it is an empty class.
@@ -11,16 +14,64 @@ for the type checker. At run time it is an empty class.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import ssl
+
     from aiosmtpd.smtp import Envelope, Session
 
-    from .dsnparams import DsnRequest
-    from .protocol import SessionHost, Settings
-    from .smtpauth import AuthUser
+    from elemta.common.resolver import Resolver
 
-__all__ = ["SessionParts"]
+    from .dsnparams import DsnRequest
+    from .limits import ClientLimits
+    from .protocol import IngressSMTP
+    from .relay import RelayControl
+    from .smtpauth import AuthUser
+    from .stages import StageChecks
+    from .tlscontext import ListenerTls
+    from .transaction import MessageProcessor
+
+__all__ = ["SessionHost", "SessionParts", "Settings"]
+
+
+@dataclass
+class Settings:
+    """A listener's settings and collaborators, one object shared by its sessions."""
+
+    hostname: str
+    max_message_size: int
+    max_recipients: int
+    max_line_length: int
+    command_timeout: float
+    data_timeout: float
+    processing_timeout: float
+    tls_context: ssl.SSLContext | None
+    relay: RelayControl
+    processor: MessageProcessor
+    stages: StageChecks
+    tls: ListenerTls | None = None  # the listener's certificate, level and TLS metrics
+    limits: ClientLimits | None = None  # per-client limits shared by the replicas
+    resolver: Resolver | None = None  # for the client's name (FCrDNS); None: no lookup
+    client_name_timeout: float = 2.0
+    role: str = "mta"  # mta | submission | submissions
+    implicit_tls: bool = False  # the listener's socket is TLS from the first byte
+    offers_auth: bool = False
+    requires_auth: bool = False
+    auth_failure_delay: float = 1.0
+    auth_max_failures: int = 3
+    mt_priority: bool = False  # offer MT-PRIORITY (RFC 6710): priorities.enabled
+
+
+class SessionHost(Protocol):
+    """What a session needs from the server that runs it."""
+
+    draining: bool
+
+    def session_opened(self, session: IngressSMTP) -> None: ...
+    def session_closed(self, session: IngressSMTP) -> None: ...
+    def track(self, task: asyncio.Task[str]) -> None: ...
 
 
 class SessionParts:
