@@ -167,7 +167,7 @@ def run_case(
         result["resources"] = res
         result["system_metrics"] = system.after()
         if done is not None and args.paced > 0:
-            _paced(result, system, system.smtp_port, size, sessions, args, sink, label, timeout)
+            _paced(result, system, size, sessions, args, sink, label, timeout)
         if probe.error:
             result["error"] = f"probe: {probe.error}"
     except BenchError as exc:
@@ -190,7 +190,6 @@ def run_case(
 def _paced(
     result: dict[str, Any],
     system: System,
-    port: int,
     size: int,
     sessions: int,
     args: argparse.Namespace,
@@ -204,7 +203,7 @@ def _paced(
     count = max(50, int(rate * args.paced_seconds))
     log(f"{label}: paced phase, {count} messages at {rate:.0f}/s")
     before = sink.count
-    load = PacedLoad(port, size, rate, count, sessions)
+    load = PacedLoad(system.smtp_port, size, rate, count, sessions)
     # The client's latency includes its own Python loop on the same two cores; the
     # host's load and the system's own histogram of the phase tell the parts apart.
     metrics_before = system.metrics() if isinstance(system, Elemta) else []

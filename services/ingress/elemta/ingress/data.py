@@ -37,8 +37,8 @@ class Checked(bytes):
     """Message content that passed the DATA checks (CRLF line ends only).
 
     ``dot_lines`` is False when no line of it can begin with "." — none came
-    dot-stuffed — which unstuffing found out already: :func:`wire_ready` then
-    need not search 100 KB for it a second time. Plain ``bytes`` (BDAT, or
+    dot-stuffed — which the DATA checks found out already: :func:`wire_ready`
+    then need not search 100 KB for it a second time. Plain ``bytes`` (BDAT, or
     anything else) mean "not known".
     """
 
