@@ -30,6 +30,22 @@ def test_multiline_reply_joins_into_one_line_without_repeated_codes() -> None:
     assert reply.status == "deferred"
 
 
+@pytest.mark.parametrize(
+    "text", ["Ok\x0bqueued", "Ok\u2028queued", "  Ok\x85queued ", "Ok\r\n\r\nqueued", "Ok\tqueued"]
+)
+def test_a_reply_is_one_line_whatever_breaks_its_lines(text: str) -> None:
+    # every line boundary Python knows splits, as in a reply of two lines
+    reply = Reply.parse(250, text)
+    assert reply.enhanced == "2.0.0"
+    assert reply.text.splitlines() == [reply.text]
+    assert reply.text.split() == text.split()
+
+
+def test_a_one_line_reply_keeps_its_text_trimmed() -> None:
+    assert Reply.parse(250, "  2.0.0 Ok: queued as X  ") == Reply(250, "2.0.0", "Ok: queued as X")
+    assert Reply.parse(250, "   ") == Reply(250, "2.0.0", "")
+
+
 def test_reply_without_enhanced_code_gets_one_from_its_class() -> None:
     assert Reply.parse(250, "OK") == Reply(250, "2.0.0", "OK")
     assert Reply.parse(451, "try later").enhanced == "4.0.0"

@@ -123,7 +123,11 @@ class Reply:
         repetition of the enhanced code (RFC 2034) dropped. Without an enhanced
         code of its class, a remote reply gets ``<class>.0.0``: guessing more
         would put words in the server's mouth."""
-        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        if message.isprintable():  # one line (no line boundary is printable)
+            line = message.strip()
+            lines = [line] if line else []
+        else:
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
         klass = code // 100
         m = _ENHANCED.match(lines[0]) if lines else None
         enhanced = f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else ""
