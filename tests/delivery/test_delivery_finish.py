@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import nats
@@ -13,7 +14,7 @@ from elemta.common.config import Config
 from elemta.common.envelope import new_queue_id
 from elemta.common.history import batched_events
 from elemta.common.jetstream import EVENTS_STREAM, ensure_streams
-from elemta.delivery.finish import HistoryBatch
+from elemta.delivery.finish import HistoryBatch, RecordLate
 
 from support.natsserver import NatsServer
 
@@ -98,7 +99,7 @@ async def test_a_record_without_a_pubAck_is_sent_again_until_the_stream_answers(
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     qid = new_queue_id()
-    batch = HistoryBatch(nc, 2.0)
+    batch = HistoryBatch(nc, 2.0, late_after=30.0)
     caplog.set_level(logging.INFO, logger="elemta.delivery.finish")
     stored = asyncio.create_task(batch.store(qid, journey(qid)))
     for _ in range(200):  # the stream is not there: the first try is refused
@@ -123,4 +124,27 @@ async def test_a_record_is_given_up_after_its_patience(nats_server: NatsServer) 
         assert "NoStreamResponse" in type(exc).__name__
     else:
         raise AssertionError("stored without a stream")
+    await nc.close()
+
+
+async def test_messages_stop_waiting_for_a_late_record_which_is_still_sent(
+    nats_server: NatsServer,
+) -> None:
+    """A stream electing a new leader takes seconds, and a delivery process killed
+    while its messages wait for their record delivers them all again: they go to
+    the queue (through another stream) instead, and the record still lands."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    batch = HistoryBatch(nc, 1.0, late_after=0.3)  # patience: 10 s
+    qid = new_queue_id()
+    started = time.monotonic()
+    with pytest.raises(RecordLate):
+        await batch.store(qid, journey(qid))  # no stream yet: no PubAck
+    assert time.monotonic() - started < batch.patience / 2  # released, not given up
+
+    await ensure_streams(js, Config.model_validate({"nats": {"url": nats_server.url}}))
+    deadline = time.monotonic() + 10
+    while await batched_events(js, qid) != journey(qid):
+        assert time.monotonic() < deadline, "the late record was not stored"
+        await asyncio.sleep(0.05)
     await nc.close()

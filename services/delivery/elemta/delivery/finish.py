@@ -20,10 +20,16 @@ was ended.
 A record that gets no PubAck (a node of the cluster gone, its stream electing a
 leader, "no responders" for a moment after a reconnection) is sent again for up
 to :data:`HISTORY_PATIENCE` seconds, each send waiting at most
-:data:`HISTORY_TRY_WAIT` for its PubAck, before the message goes to the queue instead:
-a message whose end is not recorded is attempted again when it comes back, so
-giving up at the first refusal turned every node restart into a few duplicates.
-Sent again, a record may be stored twice; readers take the first.
+:data:`HISTORY_TRY_WAIT` for its PubAck: a message whose end is not recorded is
+attempted again when it comes back, so giving up at the first refusal turned
+every node restart into a few duplicates. Its messages do not wait that long: a
+record not stored within :data:`HISTORY_LATE` seconds releases them
+(:class:`RecordLate`) and their reports go to the queue, through another stream
+(whose leader may well be alive), while the record is still being sent. A
+stream electing a leader takes seconds, and a delivery process killed before
+either lands sends every message of that wait again. Should both land, the
+message is ended twice, which is harmless. Sent again, a record may be stored
+twice; readers take the first.
 
 The events of messages ending close together are stored together
 (:class:`HistoryBatch`): one record per bucket of acceptance time
@@ -61,7 +67,7 @@ from elemta.common.patience import Patience
 from elemta.common.puback import publish_acked
 from elemta.common.replies import Status
 
-__all__ = ["BATCH_DELAY", "BATCH_SIZE", "Finisher", "HistoryBatch"]
+__all__ = ["BATCH_DELAY", "BATCH_SIZE", "Finisher", "HistoryBatch", "RecordLate"]
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +79,24 @@ HISTORY_PATIENCE = 10.0  # seconds a record without a PubAck is sent again
 # connection is only noticed by its timeout, and the kill that took the server
 # may take this process next; a few ms normally, a second is ample
 HISTORY_TRY_WAIT = 1.0
+# seconds the messages of a record wait for it before their reports go to the queue
+HISTORY_LATE = 1.5
+
+
+class RecordLate(Exception):
+    """The history record was not stored in time; it is still being sent."""
 
 
 class _Bucket:
     """The messages of one bucket waiting to be stored in one record."""
 
-    __slots__ = ("done", "parts", "size")
+    __slots__ = ("done", "parts", "released", "size")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.done: list[asyncio.Future[int]] = []
         self.size = 0
+        self.released = False  # its messages stopped waiting (RecordLate)
 
 
 class HistoryBatch:
@@ -97,11 +110,13 @@ class HistoryBatch:
         wait: float,
         patience: float = HISTORY_PATIENCE,
         delay: float = BATCH_DELAY,
+        late_after: float = HISTORY_LATE,
     ) -> None:
         self.nc = nc
         self.wait = wait
         self.patience = patience
         self.delay = delay
+        self.late_after = late_after
         self._pending: dict[str, _Bucket] = {}
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -152,22 +167,48 @@ class HistoryBatch:
         record = b"{" + b",".join(bucket.parts) + b"}"
         wait = min(self.wait, HISTORY_TRY_WAIT)
         patience = Patience(self.patience)
-        while True:
-            try:
-                seq = await publish_acked(self.nc, subject, record, None, wait)
-                break
-            except Exception as exc:
-                refused = isinstance(exc, MaxPayloadError | APIError)  # never stored as is
-                if not refused:
-                    log.info("history record not stored yet (%r); sending it again", exc)
-                if refused or not await patience.pause():
-                    for done in bucket.done:
-                        if not done.done():
-                            done.set_exception(exc)
-                    return
-        for done in bucket.done:
-            if not done.done():
-                done.set_result(seq)
+        loop = asyncio.get_running_loop()
+        late = loop.call_later(self.late_after, _release, bucket, self.late_after)
+        try:
+            while True:
+                try:
+                    seq = await publish_acked(self.nc, subject, record, None, wait)
+                    break
+                except Exception as exc:
+                    refused = isinstance(exc, MaxPayloadError | APIError)  # never stored as is
+                    if not refused:
+                        log.info("history record not stored yet (%r); sending it again", exc)
+                    if refused or not await patience.pause():
+                        if bucket.released:  # its messages went to the queue
+                            log.warning("history record given up (%r)", exc)
+                        _settle(bucket, exc)
+                        return
+        finally:
+            late.cancel()
+        if bucket.released:
+            log.info("history record stored after its messages went to the queue")
+        _settle(bucket, seq)
+
+
+def _settle(bucket: _Bucket, result: int | BaseException) -> None:
+    """Tell the messages of ``bucket`` still waiting how their record went."""
+    for done in bucket.done:
+        if done.done():
+            continue
+        if isinstance(result, BaseException):
+            done.set_exception(result)
+        else:
+            done.set_result(result)
+
+
+def _release(bucket: _Bucket, after: float) -> None:
+    bucket.released = True
+    waiting = sum(not done.done() for done in bucket.done)
+    if waiting:
+        log.warning(
+            "history record not stored after %.1fs; %d message(s) go to the queue", after, waiting
+        )
+    _settle(bucket, RecordLate(f"history record not stored within {after}s; still being sent"))
 
 
 class Finisher:
