@@ -62,6 +62,12 @@ async def _replicas_and_leader(url: str) -> tuple[dict[str, int], str]:
         await nc.close()
 
 
+def test_a_monitor_port_that_answers_no_http_is_not_healthy(echo_port: int) -> None:
+    # a probe of a port nothing listens on yet can connect to itself and read
+    # its own request back: not healthy, and no exception that stops `elemta run`
+    assert jetstream_healthy(echo_port) is False
+
+
 def test_a_restarted_node_of_a_cluster_keeps_its_ports_and_rejoins(tmp_path: Path) -> None:
     cluster = NatsCluster(tmp_path / "cluster", 3)
     try:

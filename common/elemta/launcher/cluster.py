@@ -16,6 +16,7 @@ from its peers.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -35,7 +36,7 @@ def jetstream_healthy(monitor_port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=2) as r:
             return bool(json.loads(r.read() or b"{}").get("status") == "ok")
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
         return False
 
 

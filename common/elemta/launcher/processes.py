@@ -4,6 +4,7 @@ each, readiness through ``/readyz``, following and tailing their logs."""
 from __future__ import annotations
 
 import ctypes
+import http.client
 import os
 import signal
 import subprocess
@@ -113,7 +114,9 @@ class Child:
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 self.ready = resp.status == 200
-        except (urllib.error.URLError, OSError, ValueError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+            # not an HTTP answer: the port is not the service's yet (a probe of a
+            # port nothing listens on can connect to itself and read its own request)
             self.ready = False
         return self.ready
 
