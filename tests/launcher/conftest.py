@@ -24,6 +24,7 @@ def echo_port() -> Iterator[int]:
             except TimeoutError:
                 continue
             with conn:
+                conn.settimeout(5)
                 conn.sendall(conn.recv(4096))
 
     thread = threading.Thread(target=serve, daemon=True)
