@@ -41,6 +41,7 @@ from .shapingrules import destination_of
 from .smtp import SmtpTransport
 from .tlspolicy import ResultSink, TlsPolicy
 from .transport import always_recordable
+from .unrecorded import Unrecorded
 
 __all__ = ["AttemptHandler", "Router", "log_attempt"]
 
@@ -124,7 +125,9 @@ class AttemptHandler:
         retry_delay: float = 2.0,
         suspensions: Suspensions | None = None,
         reported: Reported | None = None,
+        unrecorded: Unrecorded | None = None,
     ) -> None:
+        self.unrecorded = unrecorded or Unrecorded()
         self.bodies = bodies
         self.router = router
         self.reporter = reporter
@@ -200,6 +203,7 @@ class AttemptHandler:
             log.info("%s: stored message is gone; job dropped without outcome", job.id)
             await msg.ack()
             return "missing"
+        await self.unrecorded.turn()
         try:
             delivery = self._suspended(job) or await self.router.deliver(
                 job, body, msg.metadata.num_delivered or 1
@@ -224,7 +228,8 @@ class AttemptHandler:
             span.set_attribute("smtp.reply_code", first.code)
         log_attempt(job, delivery, time.monotonic() - started)
         try:
-            await self.reporter.publish(job, delivery, msg.metadata.sequence.stream)
+            with self.unrecorded.storing():
+                await self.reporter.publish(job, delivery, msg.metadata.sequence.stream)
         except Exception as exc:
             log.error("%s: outcome not recorded (%r); job returned to the queue", job.id, exc)
             span.set_status(Status(StatusCode.ERROR, "outcome not recorded"))

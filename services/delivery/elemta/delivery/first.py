@@ -49,6 +49,7 @@ from .finish import Finisher
 from .metrics import ATTEMPT_SECONDS, ATTEMPTS, RECIPIENTS
 from .outcome import Delivery, Reporter
 from .redelivery import CLAIMED_RETRY, Reported
+from .unrecorded import Unrecorded
 
 __all__ = ["FirstAttemptHandler"]
 
@@ -69,8 +70,10 @@ class FirstAttemptHandler:
         suspensions: Suspensions | None = None,
         finisher: Finisher | None = None,
         reported: Reported | None = None,
+        unrecorded: Unrecorded | None = None,
     ) -> None:
         self.suspensions = suspensions
+        self.unrecorded = unrecorded or Unrecorded()
         self.finisher = finisher
         self.routes = routes
         self.bodies = bodies
@@ -136,6 +139,7 @@ class FirstAttemptHandler:
                 )
                 log.warning("%s: %s: not delivered", env.id, report.dropped)
             elif not env.hold:
+                await self.unrecorded.turn()
                 try:
                     await self._attempt(msg, env, report)
                 except BodyUnavailable as exc:
@@ -157,8 +161,9 @@ class FirstAttemptHandler:
                         await msg.nak(delay=self.retry_delay)
                     return
             try:
-                if not await self._finished(report):
-                    await self.reporter.publish_first(report)
+                with self.unrecorded.storing():
+                    if not await self._finished(report):
+                        await self.reporter.publish_first(report)
             except Exception as exc:
                 log.error("%s: first attempt not recorded (%r); offered again", env.id, exc)
                 span.set_status(Status(StatusCode.ERROR, "first attempt not recorded"))

@@ -9,6 +9,7 @@ __all__ = [
     "ATTEMPT_SECONDS",
     "CONNECTIONS_OPENED",
     "CONNECTIONS_REUSED",
+    "HELD",
     "INFLIGHT",
     "RECIPIENTS",
     "SHAPED",
@@ -33,6 +34,12 @@ ATTEMPT_SECONDS = Histogram(
     "elemta_delivery_attempt_seconds",
     "Seconds from taking a job to acking it",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+HELD = Counter(
+    "elemta_delivery_held_total",
+    "Attempts that waited before sending because the end of an earlier delivery was not"
+    " stored yet (a stream without a leader, NATS away): what is sent then is delivered"
+    " again should the process die",
 )
 INFLIGHT = Gauge("elemta_delivery_inflight", "Jobs being worked on by this process")
 CONNECTIONS_OPENED = Counter(

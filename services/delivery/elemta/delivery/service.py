@@ -46,6 +46,7 @@ from .shaping import LEASE_TTL, Shaper
 from .tlspolicy import TlsPolicy
 from .tlsreport import ReportSender
 from .tlsrpt import KEEP_DAYS, TLSRPT_BUCKET, TlsResults
+from .unrecorded import Unrecorded
 
 __all__ = ["DeliveryService"]
 
@@ -141,8 +142,15 @@ class DeliveryService:
         )
         reported.connection_changed(True)  # connected above, before it existed
         await self._watch_leaders(reported)
+        # one for both consumers: an end not stored holds the attempts of either
+        unrecorded = Unrecorded()
         handler = AttemptHandler(
-            bodies, self.router, reporter, suspensions=self.suspensions, reported=reported
+            bodies,
+            self.router,
+            reporter,
+            suspensions=self.suspensions,
+            reported=reported,
+            unrecorded=unrecorded,
         )
         first = FirstAttemptHandler(
             RouteTable(cfg),
@@ -152,6 +160,7 @@ class DeliveryService:
             suspensions=self.suspensions,
             finisher=Finisher(self.nc, cfg.nats.publish_timeout),
             reported=reported,
+            unrecorded=unrecorded,
         )
         classes = await self._classes()
         inflight = [0] * (2 * len(classes))
