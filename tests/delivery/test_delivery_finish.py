@@ -148,3 +148,32 @@ async def test_messages_stop_waiting_for_a_late_record_which_is_still_sent(
         assert time.monotonic() < deadline, "the late record was not stored"
         await asyncio.sleep(0.05)
     await nc.close()
+
+
+async def test_after_a_late_record_the_next_messages_go_to_the_queue_at_once_until_one_is_stored(
+    nats_server: NatsServer,
+) -> None:
+    """A stream away for its leader election stays away for seconds: the messages
+    ending meanwhile do not each wait for their record to be late."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    batch = HistoryBatch(nc, 1.0, late_after=0.3)
+    first, second, third = new_queue_id(), new_queue_id(), new_queue_id()
+    with pytest.raises(RecordLate):
+        await batch.store(first, journey(first))  # no stream yet: late after 0.3 s
+    assert batch.late
+    batch.late_after = 60.0  # a record's own lateness would now take a minute
+    with pytest.raises(RecordLate):
+        await asyncio.wait_for(batch.store(second, journey(second)), 5)
+
+    await ensure_streams(js, Config.model_validate({"nats": {"url": nats_server.url}}))
+    deadline = time.monotonic() + 10
+    while batch.late:  # the records still being sent land
+        assert time.monotonic() < deadline, "no record was stored"
+        await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(batch.store(third, journey(third)), 5) > 0
+    for qid in (first, second, third):  # the late ones too, each when its retry comes
+        while await batched_events(js, qid) != journey(qid):
+            assert time.monotonic() < deadline + 10, f"the record of {qid} was not stored"
+            await asyncio.sleep(0.05)
+    await nc.close()

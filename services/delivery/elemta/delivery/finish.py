@@ -27,7 +27,9 @@ record not stored within :data:`HISTORY_LATE` seconds releases them
 (:class:`RecordLate`) and their reports go to the queue, through another stream
 (whose leader may well be alive), while the record is still being sent. A
 stream electing a leader takes seconds, and a delivery process killed before
-either lands sends every message of that wait again. Should both land, the
+either lands sends every message of that wait again. Until a record is stored
+again, the messages of the next records do not wait at all: their reports go
+to the queue at once (their records are still sent). Should both land, the
 message is ended twice, which is harmless. Sent again, a record may be stored
 twice; readers take the first.
 
@@ -122,6 +124,9 @@ class HistoryBatch:
         self._timer: asyncio.TimerHandle | None = None
         self._last_round = float("-inf")  # loop time of the last round of records
         self._sending: set[asyncio.Task[None]] = set()
+        # a record was late and none has been stored since: the stream is away (a
+        # leader election takes seconds), so messages go to the queue at once
+        self.late = False
 
     async def store(self, qid: str, events: list[dict[str, Any]]) -> int:
         """Store ``qid``'s events; the stream sequence of their record once stored."""
@@ -168,7 +173,7 @@ class HistoryBatch:
         wait = min(self.wait, HISTORY_TRY_WAIT)
         patience = Patience(self.patience)
         loop = asyncio.get_running_loop()
-        late = loop.call_later(self.late_after, _release, bucket, self.late_after)
+        late = loop.call_later(0 if self.late else self.late_after, self._release, bucket)
         try:
             while True:
                 try:
@@ -187,7 +192,23 @@ class HistoryBatch:
             late.cancel()
         if bucket.released:
             log.info("history record stored after its messages went to the queue")
+        if self.late:
+            log.warning("history records are stored again")
+            self.late = False
         _settle(bucket, seq)
+
+    def _release(self, bucket: _Bucket) -> None:
+        """Stop the messages of ``bucket`` waiting for their record, and those of
+        the next records until one is stored."""
+        bucket.released = True
+        if not self.late:
+            log.warning(
+                "history record not stored after %.1fs; messages go to the queue until "
+                "one is stored",
+                self.late_after,
+            )
+            self.late = True
+        _settle(bucket, RecordLate("history record not stored in time; still being sent"))
 
 
 def _settle(bucket: _Bucket, result: int | BaseException) -> None:
@@ -199,16 +220,6 @@ def _settle(bucket: _Bucket, result: int | BaseException) -> None:
             done.set_exception(result)
         else:
             done.set_result(result)
-
-
-def _release(bucket: _Bucket, after: float) -> None:
-    bucket.released = True
-    waiting = sum(not done.done() for done in bucket.done)
-    if waiting:
-        log.warning(
-            "history record not stored after %.1fs; %d message(s) go to the queue", after, waiting
-        )
-    _settle(bucket, RecordLate(f"history record not stored within {after}s; still being sent"))
 
 
 class Finisher:
