@@ -171,3 +171,53 @@ async def test_a_first_attempt_waits_while_the_end_of_the_one_before_cannot_be_s
         assert time.monotonic() < deadline, "not acknowledged"
         await asyncio.sleep(0.05)
     assert sorted(sink.recipients()) == ["first@relay.test", "second@relay.test"]
+
+
+async def test_an_attempt_under_way_sends_no_end_of_data_while_an_earlier_end_waits(
+    harness: Harness,
+    make_sink: Callable[[], SmtpSink],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message past its turn (waiting on its destination) when the stall begins is
+    not exposed either: its transaction is left without the end of data, the
+    destination delivers nothing, and the message goes once the stream is back."""
+    monkeypatch.setattr(unrecorded, "STALL", 0.0)
+    fast, slow = make_sink(), make_sink()
+    slow.rcpt_delay = 1.0  # the destination thinks over RCPT: the attempt is under way
+    cfg = harness.config()
+    routes = {
+        "relay.test": f"smtp:[127.0.0.1]:{fast.port}",
+        "slow.test": f"smtp:[127.0.0.1]:{slow.port}",
+    }
+    cfg = cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    await harness.js.delete_stream(EVENTS_STREAM)
+    await harness.js.delete_stream(OUTCOMES_STREAM)
+
+    async def store(rcpt: str) -> None:
+        env = Envelope(new_queue_id(), "alice@sender.test", [rcpt], time.time(), size=len(BODY))
+        await harness.js.publish(
+            f"elemta.msg.{env.id}", BODY, headers={ENVELOPE_HEADER: env.to_header()}
+        )
+
+    unsent = metric("elemta_delivery_attempts_total", {"result": "unsent"})
+    await store("late@slow.test")
+    await _until(lambda: len(slow.rcpt_log) == 1)  # under way, before the stall
+    await store("first@relay.test")
+    await _until(lambda: fast.recipients() == ["first@relay.test"])  # its end waits
+    await _until(lambda: metric("elemta_delivery_attempts_total", {"result": "unsent"}) > unsent)
+    assert slow.recipients() == []  # no end of data went to the slow destination
+
+    slow.rcpt_delay = 0.0
+    await ensure_streams(harness.js, cfg)
+    await _until(lambda: slow.recipients() == ["late@slow.test"], within=20)
+    deadline = time.monotonic() + 15
+    while True:
+        info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            break
+        assert time.monotonic() < deadline, "not acknowledged"
+        await asyncio.sleep(0.05)
+    assert slow.recipients() == ["late@slow.test"]
+    assert fast.recipients() == ["first@relay.test"]

@@ -50,12 +50,11 @@ class SessionFailure(ReplyError):
         super().__init__(reply.text, code=reply.code, enhanced=reply.enhanced)
 
 
-# The message was not sent: NATS was unreachable right before its end, so that a
-# delivery could not have been recorded (and would be made again when the message
-# is offered again). The peer got no end of data, so it delivers nothing.
-NOT_RECORDABLE = Reply(
-    451, "4.3.0", "not sent: the message store is unreachable, a delivery could not be recorded"
-)
+# The message was not sent: right before its end, NATS was unreachable or an
+# earlier end had waited too long to be stored (.unrecorded), so that a delivery
+# could not have been recorded (and would be made again when the message is
+# offered again). The peer got no end of data, so it delivers nothing.
+NOT_RECORDABLE = Reply(451, "4.3.0", "not sent: the message store cannot record a delivery now")
 
 
 def not_recorded(result: RecipientResult) -> bool:

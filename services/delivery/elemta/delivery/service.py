@@ -126,13 +126,18 @@ class DeliveryService:
         reporter = Reporter(self.js, cfg.nats.publish_timeout)
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
+        # one for both consumers: an end not stored holds the attempts of either,
+        # and stops those under way before their end of data
+        unrecorded = Unrecorded()
         self.router = Router(
             cfg,
             resolver,
             tls,
             self.tls_results,
             await self._shaper(resolver),
-            recordable=lambda: self.nc is not None and self.nc.is_connected,
+            recordable=lambda: (
+                self.nc is not None and self.nc.is_connected and not unrecorded.stalled()
+            ),
         )
         reported = Reported(
             self.js,
@@ -142,8 +147,6 @@ class DeliveryService:
         )
         reported.connection_changed(True)  # connected above, before it existed
         await self._watch_leaders(reported)
-        # one for both consumers: an end not stored holds the attempts of either
-        unrecorded = Unrecorded()
         handler = AttemptHandler(
             bodies,
             self.router,

@@ -10,8 +10,11 @@ new messages meanwhile would deliver every one of them into that window: the
 crash figures of ``bench/chaos`` showed bursts of 40-50 copies from one nats-server
 node killed and a delivery process killed a few seconds later.
 
-So attempts are held back while an end has waited longer than :data:`STALL`:
-what is in flight finishes, nothing new is sent. A message held is not exposed
+So attempts are held back while an end has waited longer than :data:`STALL`,
+and an attempt already under way sends no end of data then (the service's
+``recordable`` check, as while NATS is unreachable: the peer delivers nothing
+and the message is offered again): what had gone out finishes, nothing new
+is sent. A message held is not exposed
 (nothing went out); the consumer keeps telling JetStream it is in progress. The
 hold ends as soon as no end has waited that long, and after :data:`HOLD_MAX`
 at most whatever happens, so that a store that never returns cannot stop
