@@ -3,23 +3,23 @@
 Between a destination's ``250`` and the stored end of that attempt (a history
 record, or a report for the queue) the message is exposed: a delivery process
 killed then leaves it to be offered again, and it is delivered a second time.
-Normally that window is a few milliseconds. When a stream cannot store (a node of
-the cluster gone and its streams electing new leaders, which takes seconds; NATS
+Normally that window is some milliseconds (about 10 ms on a busy 2-core
+machine, ``bench/README.md``). When a stream cannot store (a node of the
+cluster gone and its streams electing new leaders, which takes seconds; NATS
 restarting), it lasts until the store succeeds, and a process that kept taking
 new messages meanwhile would deliver every one of them into that window: the
-crash figures of ``bench/chaos`` showed bursts of 40-50 copies from one nats-server
-node killed and a delivery process killed a few seconds later.
+crash figures of ``bench/chaos`` showed bursts of 40-60 copies from one
+nats-server node killed and a delivery process killed a few seconds later.
 
 So attempts are held back while an end has waited longer than :data:`STALL`,
 and an attempt already under way sends no end of data then (the service's
 ``recordable`` check, as while NATS is unreachable: the peer delivers nothing
 and the message is offered again): what had gone out finishes, nothing new
-is sent. A message held is not exposed
-(nothing went out); the consumer keeps telling JetStream it is in progress. The
-hold ends as soon as no end has waited that long, and after :data:`HOLD_MAX`
-at most whatever happens, so that a store that never returns cannot stop
-delivery for good (every store here is bounded in time, but a hold must not
-depend on that).
+is sent. A message held is not exposed (nothing went out); the consumer keeps
+telling JetStream it is in progress. The hold ends as soon as no end has waited
+that long, and after :data:`HOLD_MAX` at most whatever happens, so that a store
+that never returns cannot stop delivery for good (every store here is bounded
+in time, but a hold must not depend on that).
 """
 
 from __future__ import annotations
