@@ -10,6 +10,7 @@ import time
 
 import nats
 import pytest
+from delivery_harness import until
 
 from elemta.common.config import Config
 from elemta.common.envelope import DeliveryJob, Envelope, FirstAttempt, RecipientResult
@@ -47,13 +48,6 @@ async def _report(reporter: Reporter, kind: str) -> None:
         await reporter.publish_first(FirstAttempt(envelope=ENVELOPE, msg_seq=7))
 
 
-async def _until(check, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("kind", ["outcome", "first attempt"])
 async def test_an_outcome_without_a_stream_to_take_it_is_tried_again_and_stored_once(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture, kind: str
@@ -64,7 +58,7 @@ async def test_an_outcome_without_a_stream_to_take_it_is_tried_again_and_stored_
         js = nc.jetstream(timeout=5)
         reporter = Reporter(js, publish_timeout=1.0, patience=20.0)
         publishing = asyncio.create_task(_report(reporter, kind))
-        await _until(lambda: "outcome not stored yet" in caplog.text)
+        await until(lambda: "outcome not stored yet" in caplog.text)
         assert not publishing.done()
         (outcomes,) = [
             sc for sc in stream_configs(Config.model_validate({})) if sc.name == OUTCOMES_STREAM

@@ -4,13 +4,15 @@ goes out then would be delivered again should the process die."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
 
 import pytest
-from delivery_harness import BODY, Harness, metric
+from delivery_harness import BODY, Harness, metric, until
 
+from elemta.common.config import Config
 from elemta.common.envelope import Envelope, new_queue_id
 from elemta.common.jetstream import (
     ENVELOPE_HEADER,
@@ -35,17 +37,41 @@ class Clock:
         return self.now
 
 
-async def _until(check: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "not within the time"
-        await asyncio.sleep(0.02)
-
-
 async def _is_waiting(task: asyncio.Task[None]) -> bool:
     for _ in range(5):  # let it run as far as it can
         await asyncio.sleep(0)
     return not task.done()
+
+
+async def _first_attempts_without_streams(harness: Harness, routes: dict[str, str]) -> Config:
+    """Delivery taking first attempts over ``routes``, with neither stream that
+    stores their ends (records, reports) answering; its configuration."""
+    cfg = harness.config()
+    cfg = cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
+    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
+    await harness.start(cfg)
+    await harness.js.delete_stream(EVENTS_STREAM)
+    await harness.js.delete_stream(OUTCOMES_STREAM)
+    return cfg
+
+
+async def _store(harness: Harness, rcpt: str) -> None:
+    """A message for ``rcpt`` stored as ingress stores it."""
+    env = Envelope(new_queue_id(), "alice@sender.test", [rcpt], time.time(), size=len(BODY))
+    await harness.js.publish(
+        f"elemta.msg.{env.id}", BODY, headers={ENVELOPE_HEADER: env.to_header()}
+    )
+
+
+async def _all_acked(harness: Harness, within: float = 15.0) -> None:
+    """Until every stored message is acked by delivery and none waits to be offered."""
+    deadline = time.monotonic() + within
+    while True:
+        info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            return
+        assert time.monotonic() < deadline, "not acknowledged"
+        await asyncio.sleep(0.05)
 
 
 async def test_an_attempt_goes_at_once_while_ends_are_stored_promptly() -> None:
@@ -120,12 +146,12 @@ async def test_no_new_message_goes_out_while_the_end_of_a_delivered_one_cannot_b
     route = f"smtp:[127.0.0.1]:{sink.port}"
     await harness.js.delete_stream(OUTCOMES_STREAM)  # a stream without a leader, say
     first = await harness.submit(route, ["first@example.test"])
-    await _until(lambda: "outcome not stored yet" in caplog.text)
+    await until(lambda: "outcome not stored yet" in caplog.text)
     assert sink.recipients() == ["first@example.test"]  # delivered; its end waits
 
     held = metric("elemta_delivery_held_total")
     second = await harness.submit(route, ["second@example.test"])
-    await _until(lambda: metric("elemta_delivery_held_total") > held)
+    await until(lambda: metric("elemta_delivery_held_total") > held)
     assert sink.recipients() == ["first@example.test"]  # held: nothing sent
 
     await ensure_streams(harness.js, harness.config())  # the stream answers again
@@ -140,36 +166,21 @@ async def test_a_first_attempt_waits_while_the_end_of_the_one_before_cannot_be_s
     """The same for mail straight from ELEMTA_MESSAGES, ended by its history record
     or, when that is late, by a report for the queue: neither stream answers."""
     monkeypatch.setattr(unrecorded, "STALL", 0.0)
-    cfg = harness.config()
-    routes = {"relay.test": f"smtp:[127.0.0.1]:{sink.port}"}
-    cfg = cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
-    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
-    await harness.start(cfg)
-    await harness.js.delete_stream(EVENTS_STREAM)
-    await harness.js.delete_stream(OUTCOMES_STREAM)
-
-    async def store(rcpt: str) -> None:
-        env = Envelope(new_queue_id(), "alice@sender.test", [rcpt], time.time(), size=len(BODY))
-        await harness.js.publish(
-            f"elemta.msg.{env.id}", BODY, headers={ENVELOPE_HEADER: env.to_header()}
-        )
+    cfg = await _first_attempts_without_streams(
+        harness, {"relay.test": f"smtp:[127.0.0.1]:{sink.port}"}
+    )
+    store = functools.partial(_store, harness)
 
     await store("first@relay.test")
-    await _until(lambda: sink.recipients() == ["first@relay.test"])
+    await until(lambda: sink.recipients() == ["first@relay.test"])
     held = metric("elemta_delivery_held_total")
     await store("second@relay.test")
-    await _until(lambda: metric("elemta_delivery_held_total") > held)
+    await until(lambda: metric("elemta_delivery_held_total") > held)
     assert sink.recipients() == ["first@relay.test"]
 
     await ensure_streams(harness.js, cfg)
-    await _until(lambda: len(sink.recipients()) == 2)
-    deadline = time.monotonic() + 15
-    while True:  # both ended and acked, none offered again
-        info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
-        if info.num_ack_pending == 0 and info.num_pending == 0:
-            break
-        assert time.monotonic() < deadline, "not acknowledged"
-        await asyncio.sleep(0.05)
+    await until(lambda: len(sink.recipients()) == 2)
+    await _all_acked(harness)  # both ended, none offered again
     assert sorted(sink.recipients()) == ["first@relay.test", "second@relay.test"]
 
 
@@ -184,40 +195,24 @@ async def test_an_attempt_under_way_sends_no_end_of_data_while_an_earlier_end_wa
     monkeypatch.setattr(unrecorded, "STALL", 0.0)
     fast, slow = make_sink(), make_sink()
     slow.rcpt_delay = 1.0  # the destination thinks over RCPT: the attempt is under way
-    cfg = harness.config()
     routes = {
         "relay.test": f"smtp:[127.0.0.1]:{fast.port}",
         "slow.test": f"smtp:[127.0.0.1]:{slow.port}",
     }
-    cfg = cfg.model_copy(update={"transport": cfg.transport.model_copy(update={"routes": routes})})
-    await harness.js.add_consumer(MESSAGES_STREAM, first_consumer_config(cfg))
-    await harness.start(cfg)
-    await harness.js.delete_stream(EVENTS_STREAM)
-    await harness.js.delete_stream(OUTCOMES_STREAM)
-
-    async def store(rcpt: str) -> None:
-        env = Envelope(new_queue_id(), "alice@sender.test", [rcpt], time.time(), size=len(BODY))
-        await harness.js.publish(
-            f"elemta.msg.{env.id}", BODY, headers={ENVELOPE_HEADER: env.to_header()}
-        )
+    cfg = await _first_attempts_without_streams(harness, routes)
+    store = functools.partial(_store, harness)
 
     unsent = metric("elemta_delivery_attempts_total", {"result": "unsent"})
     await store("late@slow.test")
-    await _until(lambda: len(slow.rcpt_log) == 1)  # under way, before the stall
+    await until(lambda: len(slow.rcpt_log) == 1)  # under way, before the stall
     await store("first@relay.test")
-    await _until(lambda: fast.recipients() == ["first@relay.test"])  # its end waits
-    await _until(lambda: metric("elemta_delivery_attempts_total", {"result": "unsent"}) > unsent)
+    await until(lambda: fast.recipients() == ["first@relay.test"])  # its end waits
+    await until(lambda: metric("elemta_delivery_attempts_total", {"result": "unsent"}) > unsent)
     assert slow.recipients() == []  # no end of data went to the slow destination
 
     slow.rcpt_delay = 0.0
     await ensure_streams(harness.js, cfg)
-    await _until(lambda: slow.recipients() == ["late@slow.test"], within=20)
-    deadline = time.monotonic() + 15
-    while True:
-        info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
-        if info.num_ack_pending == 0 and info.num_pending == 0:
-            break
-        assert time.monotonic() < deadline, "not acknowledged"
-        await asyncio.sleep(0.05)
+    await until(lambda: slow.recipients() == ["late@slow.test"], within=20)
+    await _all_acked(harness)
     assert slow.recipients() == ["late@slow.test"]
     assert fast.recipients() == ["first@relay.test"]
