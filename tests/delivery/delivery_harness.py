@@ -26,6 +26,7 @@ from elemta.common.jetstream import (
     DELIVERY_CONSUMER,
     DELIVERY_STREAM,
     ENVELOPE_HEADER,
+    FIRST_CONSUMER,
     MESSAGES_STREAM,
     OUTCOMES_STREAM,
     delivery_consumer_config,
@@ -177,6 +178,16 @@ class Harness:
 
     async def consumer(self) -> Any:
         return await self.js.consumer_info(DELIVERY_STREAM, DELIVERY_CONSUMER)
+
+    async def first_all_acked(self, within: float = 15.0) -> None:
+        """Until every stored message is acked by delivery and none waits to be offered."""
+        deadline = time.monotonic() + within
+        while True:
+            info = await self.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
+            if info.num_ack_pending == 0 and info.num_pending == 0:
+                return
+            assert time.monotonic() < deadline, "not acknowledged"
+            await asyncio.sleep(0.05)
 
     async def delete_message(self, seq: int) -> None:
         await self.js.delete_msg(MESSAGES_STREAM, seq)

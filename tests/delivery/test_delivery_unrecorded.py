@@ -17,7 +17,6 @@ from elemta.common.envelope import Envelope, new_queue_id
 from elemta.common.jetstream import (
     ENVELOPE_HEADER,
     EVENTS_STREAM,
-    FIRST_CONSUMER,
     MESSAGES_STREAM,
     OUTCOMES_STREAM,
     ensure_streams,
@@ -61,17 +60,6 @@ async def _store(harness: Harness, rcpt: str) -> None:
     await harness.js.publish(
         f"elemta.msg.{env.id}", BODY, headers={ENVELOPE_HEADER: env.to_header()}
     )
-
-
-async def _all_acked(harness: Harness, within: float = 15.0) -> None:
-    """Until every stored message is acked by delivery and none waits to be offered."""
-    deadline = time.monotonic() + within
-    while True:
-        info = await harness.js.consumer_info(MESSAGES_STREAM, FIRST_CONSUMER)
-        if info.num_ack_pending == 0 and info.num_pending == 0:
-            return
-        assert time.monotonic() < deadline, "not acknowledged"
-        await asyncio.sleep(0.05)
 
 
 async def test_an_attempt_goes_at_once_while_ends_are_stored_promptly() -> None:
@@ -180,7 +168,7 @@ async def test_a_first_attempt_waits_while_the_end_of_the_one_before_cannot_be_s
 
     await ensure_streams(harness.js, cfg)
     await until(lambda: len(sink.recipients()) == 2)
-    await _all_acked(harness)  # both ended, none offered again
+    await harness.first_all_acked()  # both ended, none offered again
     assert sorted(sink.recipients()) == ["first@relay.test", "second@relay.test"]
 
 
@@ -213,6 +201,6 @@ async def test_an_attempt_under_way_sends_no_end_of_data_while_an_earlier_end_wa
     slow.rcpt_delay = 0.0
     await ensure_streams(harness.js, cfg)
     await until(lambda: slow.recipients() == ["late@slow.test"], within=20)
-    await _all_acked(harness)
+    await harness.first_all_acked()
     assert slow.recipients() == ["late@slow.test"]
     assert fast.recipients() == ["first@relay.test"]

@@ -227,9 +227,11 @@ class AttemptHandler:
         if first is not None:
             span.set_attribute("smtp.reply_code", first.code)
         log_attempt(job, delivery, time.monotonic() - started)
+        entry = self.reporter.outcome_entry(job, delivery, msg.metadata.sequence.stream)
+        delivered = any(r.status == RcptStatus.DELIVERED for r in delivery.results)
         try:
-            with self.unrecorded.storing():
-                await self.reporter.publish(job, delivery, msg.metadata.sequence.stream)
+            with self.unrecorded.storing(entry if delivered else None):
+                await self.reporter.store(entry)
         except Exception as exc:
             log.error("%s: outcome not recorded (%r); job returned to the queue", job.id, exc)
             span.set_status(Status(StatusCode.ERROR, "outcome not recorded"))

@@ -160,10 +160,12 @@ class FirstAttemptHandler:
                     with contextlib.suppress(Exception):
                         await msg.nak(delay=self.retry_delay)
                     return
+            # what was delivered is written down before its end is stored
+            entry = Reporter.first_entry(report) if _delivered(report) else None
             try:
-                with self.unrecorded.storing():
+                with self.unrecorded.storing(entry):
                     if not await self._finished(report):
-                        await self.reporter.publish_first(report)
+                        await self.reporter.store(entry or Reporter.first_entry(report))
             except Exception as exc:
                 log.error("%s: first attempt not recorded (%r); offered again", env.id, exc)
                 span.set_status(Status(StatusCode.ERROR, "first attempt not recorded"))
@@ -243,3 +245,8 @@ def _unsent(report: FirstAttempt) -> bool:
     return any(not_recorded(r) for r in results) and not any(
         r.status == RStatus.DELIVERED for r in results
     )
+
+
+def _delivered(report: FirstAttempt) -> bool:
+    """Whether a recipient was delivered: a copy should the process die now."""
+    return any(r.status == RStatus.DELIVERED for o in report.outcomes for r in o.results)

@@ -13,6 +13,7 @@ __all__ = [
     "INFLIGHT",
     "RECIPIENTS",
     "SHAPED",
+    "TAKEN_OVER",
     "TLS_SESSIONS",
 ]
 
@@ -40,6 +41,12 @@ HELD = Counter(
     "Attempts that waited before sending because the end of an earlier delivery was not"
     " stored yet (a stream without a leader, NATS away): what is sent then is delivered"
     " again should the process die",
+)
+TAKEN_OVER = Counter(
+    "elemta_delivery_ends_taken_over_total",
+    "Ends of delivered messages that a delivery process killed had written down but not"
+    " stored, stored by the process that started after it: each would have been a"
+    " second delivery",
 )
 INFLIGHT = Gauge("elemta_delivery_inflight", "Jobs being worked on by this process")
 CONNECTIONS_OPENED = Counter(

@@ -29,6 +29,8 @@ from elemta.common.patience import Patience
 from elemta.common.replies import Reply, Status
 from elemta.common.telemetry import headers_with_context
 
+from .journal import Entry
+
 __all__ = ["OUTCOME_PATIENCE", "Delivery", "Reporter", "worker_name"]
 
 log = logging.getLogger(__name__)
@@ -94,19 +96,30 @@ class Reporter:
             not_before=delivery.not_before,
         )
 
-    async def publish_first(self, report: FirstAttempt) -> None:
-        """Store a first-attempt report; raises when it was not acknowledged. Its
-        ``Nats-Msg-Id`` names the stored message, so a report repeated after a lost
-        ack is dropped as a duplicate."""
+    @staticmethod
+    def first_entry(report: FirstAttempt) -> Entry:
+        """A first-attempt report as stored. Its ``Nats-Msg-Id`` names the stored
+        message, so a report repeated after a lost ack is dropped as a duplicate."""
         qid = report.envelope.id
-        headers = headers_with_context({"Nats-Msg-Id": f"first.{qid}.{report.msg_seq}"})
-        await self._store(qid, report.encode(), headers)
+        return Entry(qid, f"first.{qid}.{report.msg_seq}", report.encode())
+
+    def outcome_entry(self, job: DeliveryJob, delivery: Delivery, job_seq: int) -> Entry:
+        """A job's outcome as stored; its ``Nats-Msg-Id`` names the job message."""
+        outcome = self.outcome(job, delivery)
+        return Entry(job.id, f"outcome.{job.id}.{job_seq}", outcome.encode())
+
+    async def publish_first(self, report: FirstAttempt) -> None:
+        """Store a first-attempt report; raises when it was not acknowledged."""
+        await self.store(self.first_entry(report))
 
     async def publish(self, job: DeliveryJob, delivery: Delivery, job_seq: int) -> None:
         """Store the outcome in JetStream; raises when it was not acknowledged."""
-        outcome = self.outcome(job, delivery)
-        headers = headers_with_context({"Nats-Msg-Id": f"outcome.{job.id}.{job_seq}"})
-        await self._store(job.id, outcome.encode(), headers)
+        await self.store(self.outcome_entry(job, delivery, job_seq))
+
+    async def store(self, entry: Entry) -> None:
+        """Store a report; raises when it was not acknowledged."""
+        headers = headers_with_context({"Nats-Msg-Id": entry.msg_id})
+        await self._store(entry.qid, entry.report, headers)
 
     async def _store(self, qid: str, data: bytes, headers: dict[str, str]) -> None:
         """Publish to ``elemta.outcome.<qid>``, again for ``patience`` seconds while

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -38,7 +39,8 @@ from .attempt import AttemptHandler, Router
 from .body import BodyStore
 from .finish import Finisher
 from .first import FirstAttemptHandler
-from .metrics import INFLIGHT
+from .journal import EndJournal, take_over
+from .metrics import INFLIGHT, TAKEN_OVER
 from .mtasts import MAX_AGE_LIMIT, STS_BUCKET, MtaSts, PolicyCache, PolicyFetcher
 from .outcome import Reporter, worker_name
 from .redelivery import Reported
@@ -84,6 +86,7 @@ class DeliveryService:
         self.first: PullConsumer | None = None  # the normal class's of each stream
         self.worker: PullConsumer | None = None
         self.suspensions: Suspensions | None = None
+        self.journal: EndJournal | None = None
         if health is not None:
             health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
             health.add_check(
@@ -128,7 +131,12 @@ class DeliveryService:
         await self.suspensions.start()
         # one for both consumers: an end not stored holds the attempts of either,
         # and stops those under way before their end of data
-        unrecorded = Unrecorded()
+        # and the ends being stored are written down first; ends left by a process
+        # that died are stored before anything is pulled
+        self.journal = EndJournal.open(Path(cfg.server.state_dir) / "journal")
+        unrecorded = Unrecorded(journal=self.journal)
+        if self.journal is not None:
+            await self._take_over(self.journal, reporter)
         self.router = Router(
             cfg,
             resolver,
@@ -209,6 +217,17 @@ class DeliveryService:
             cfg.maildir_root,
         )
 
+    async def _take_over(self, journal: EndJournal, reporter: Reporter) -> None:
+        """Store the ends a killed process had written down and not stored."""
+        stored = await take_over(journal.directory, reporter.store)
+        if stored:
+            log.warning(
+                "stored %d end(s) of delivered messages left by a process that died; "
+                "they are not delivered again",
+                stored,
+            )
+            TAKEN_OVER.inc(stored)
+
     async def _classes(self) -> list[str]:
         """The priority classes to pull: all with priorities on; else normal only,
         unless consumers of the other classes are left from when they were on
@@ -279,5 +298,7 @@ class DeliveryService:
             await self.reports.stop()
         if self.tls_results is not None:
             await self.tls_results.stop()
+        if self.journal is not None:
+            self.journal.close()
         if self.nc is not None:
             await disconnect(self.nc, wait=2.0)

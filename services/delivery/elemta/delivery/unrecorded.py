@@ -20,6 +20,10 @@ telling JetStream it is in progress. The hold ends as soon as no end has waited
 that long, and after :data:`HOLD_MAX` at most whatever happens, so that a store
 that never returns cannot stop delivery for good (every store here is bounded
 in time, but a hold must not depend on that).
+
+The ends being stored are also written down on local disk first
+(:mod:`.journal`), so that a process killed in that window leaves them to the
+next one to store, instead of its messages to be delivered again.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator
 
+from .journal import EndJournal, Entry
 from .metrics import HELD
 
 __all__ = ["HOLD_MAX", "STALL", "Unrecorded"]
@@ -51,7 +56,9 @@ class Unrecorded:
         stall: float | None = None,
         hold_max: float | None = None,
         clock: Callable[[], float] | None = None,
+        journal: EndJournal | None = None,
     ) -> None:
+        self.journal = journal
         self.stall = STALL if stall is None else stall
         self.hold_max = HOLD_MAX if hold_max is None else hold_max
         self._clock = clock
@@ -64,13 +71,19 @@ class Unrecorded:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
 
     @contextlib.contextmanager
-    def storing(self) -> Iterator[None]:
-        """Around storing the end of an attempt, whether it succeeds or not."""
+    def storing(self, entry: Entry | None = None) -> Iterator[None]:
+        """Around storing the end of an attempt, whether it succeeds or not;
+        ``entry``, the report of an attempt that delivered something, is written
+        down first."""
+        journal = self.journal
+        written = journal.write(entry) if journal is not None and entry is not None else 0
         key = next(self._ids)
         self._since[key] = self._now()
         try:
             yield
         finally:
+            if journal is not None and written:
+                journal.settle(written)
             del self._since[key]
             if not self._clear.is_set() and not self.stalled():
                 self._clear.set()
