@@ -74,6 +74,22 @@ def test_a_clean_stop_leaves_nothing_to_take_over(tmp_path: Path) -> None:
     assert _files(tmp_path) == []
 
 
+async def test_a_stop_before_an_end_was_stored_leaves_it_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    journal = EndJournal(tmp_path)
+    journal.settle(journal.write(ONE))
+    journal.write(TWO)  # its store never returned: the drain was cut short
+    journal.close()
+    stored: list[Entry] = []
+
+    async def store(entry: Entry) -> None:
+        stored.append(entry)
+
+    assert await take_over(tmp_path, store) == 1
+    assert stored == [TWO]
+
+
 async def test_the_ends_of_a_live_process_are_left_to_it(tmp_path: Path) -> None:
     live = EndJournal(tmp_path)
     live.write(ONE)

@@ -335,7 +335,7 @@ class Chaos:
         out.append("\n")
         for a in arrivals:
             before = [
-                f"{kind}@{at - a.at:+.1f}s:{'+'.join(names)}"
+                f"{kind}@{at - a.at:+.3f}s:{'+'.join(names)}"
                 for at, kind, names in self.killed
                 if -30 <= at - a.at <= 5
             ]

@@ -133,7 +133,11 @@ class EndJournal:
         segment.pending += 1
         self._where[key] = segment
         if segment.size >= self.segment_bytes:
-            self._current = _Segment(self.directory)
+            try:
+                self._current = _Segment(self.directory)
+            except OSError as exc:
+                self._break(exc)  # what is written stays, and is settled
+                return key
             self._retire(segment)
         return key
 
@@ -161,9 +165,13 @@ class EndJournal:
         self.broken = True
 
     def close(self) -> None:
-        """On a clean stop: every end was settled, so nothing is left to take over."""
+        """On a stop: files whose ends are all settled go; a file with an end whose
+        store had not returned (a drain cut short) stays for the next start."""
         for segment in {*self._where.values(), self._current}:
-            segment.remove()
+            if segment.pending == 0:
+                segment.remove()
+            else:
+                os.close(segment.fd)
         self._where.clear()
 
 
