@@ -8,10 +8,13 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from util import LOAD_TOOLS, RESULTS_DIR, human_size
+
+from elemta.launcher.mounts import discard_warning
 
 
 def fmt(v: Any, width: int) -> str:
@@ -143,6 +146,11 @@ def print_report(results: list[dict[str, Any]], threshold: float) -> list[dict[s
                 f"  {human_size(q['size_bytes']):>6} x{q['sessions']:<3} end-to-end "
                 f"{q['end_to_end_ratio']:.2f}   accept {q['accept_ratio']:.2f}"
             )
+    if discard_warning(Path(tempfile.gettempdir())):
+        print(
+            "(the stores are on a filesystem mounted with online discard, which lengthens"
+            " the latency tails: bench/README.md, sixth session)"
+        )
     print()
     return ratios
 

@@ -24,6 +24,7 @@ from .addresses import (
 )
 from .cluster import NatsCluster
 from .failure import Failure
+from .mounts import discard_warning
 from .natsserver import NatsServer, check_external, create_streams
 from .processes import Child
 from .restart import Backoff, Restarter
@@ -131,6 +132,10 @@ class Launcher:
             )
             self.nats.start(stopping=lambda: self.stopping)
             self.nats_url = self.nats.url
+        store = self.state_dir / ("nats-cluster" if self.cluster is not None else "nats")
+        warning = discard_warning(store)
+        if warning:
+            print(f"elemta: warning: {warning}", file=sys.stderr, flush=True)
         first = self.nats_nodes[0]
         if first.moved_from is not None:
             print(

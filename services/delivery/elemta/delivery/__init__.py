@@ -20,6 +20,13 @@ DESCRIPTION
     elemta.outcome.<queue id>. The queue service decides what happens next
     (done, retry, bounce); this service never retries on its own.
 
+    The end of every attempt that delivered something is first written to a
+    file of the process under <server.state_dir>/journal, then stored; a
+    process that starts stores the ends a killed one left there before it
+    pulls anything, so that a message is not delivered again because its
+    delivery process died between the destination's 250 and the stored end
+    (elemta.delivery.journal).
+
     Routes (see the transport table, TransportSettings):
 
     mx            MX lookup of the recipient domain, SMTP to delivery.smtp_port;
@@ -77,6 +84,7 @@ DIAGNOSTICS
     elemta_delivery_recipients_total{status}, elemta_delivery_attempt_seconds,
     elemta_delivery_inflight, elemta_delivery_connections_opened_total,
     elemta_delivery_connections_reused_total,
+    elemta_delivery_held_total, elemta_delivery_ends_taken_over_total,
     elemta_delivery_tls_sessions_total{policy,outcome} (policy: none, may,
     encrypt, verify, dane, sts; outcome: verified, encrypted, plain, failed).
     Every TLS session is logged, Postfix style: "Verified TLS connection
