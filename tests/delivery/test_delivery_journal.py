@@ -118,6 +118,25 @@ async def test_ends_that_cannot_be_stored_are_left_for_the_next_start(tmp_path: 
     assert len(_files(tmp_path)) == 1
 
 
+async def test_the_ends_of_a_file_are_stored_together(tmp_path: Path) -> None:
+    """A store that takes its time (a stream electing a leader) holds the start up
+    once per file, not once per end."""
+    dead = EndJournal(tmp_path)
+    dead.write(ONE)
+    dead.write(TWO)
+    _die(dead)
+    arrived: list[Entry] = []
+    both = asyncio.Event()
+
+    async def store(entry: Entry) -> None:
+        arrived.append(entry)
+        if len(arrived) == 2:
+            both.set()
+        await both.wait()  # returns only once the other is being stored too
+
+    assert await asyncio.wait_for(take_over(tmp_path, store), 5.0) == 2
+
+
 def test_without_a_writable_directory_delivery_goes_on_without_a_journal(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     assert EndJournal.open(tmp_path / "file" / "journal") is None

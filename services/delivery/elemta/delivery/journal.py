@@ -39,6 +39,7 @@ the reading.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import itertools
@@ -225,18 +226,26 @@ def _orphans(directory: Path) -> Iterator[tuple[Path, list[Entry]]]:
 async def take_over(directory: Path, store: Callable[[Entry], Awaitable[None]]) -> int:
     """Store the unsettled ends left by processes that died; how many.
 
-    A file is removed once all its ends are stored; when one fails, the file is
-    left for the next start (its messages are attempted again meanwhile when they
-    are offered, as they would be without a journal).
+    The ends of a file are stored together, so that a store that keeps failing
+    (each tries for some seconds) holds the start up once per file, not once per
+    end. A file is removed once all its ends are stored; when one fails, the file
+    is left for the next start (its messages are attempted again meanwhile when
+    they are offered, as they would be without a journal).
     """
+
+    async def one(entry: Entry) -> None:
+        await store(entry)
+        log.info("%s: end stored from the journal of a process that died", entry.qid)
+
     count = 0
     for path, entries in _orphans(directory):
-        try:
-            for entry in entries:
-                await store(entry)
-                log.info("%s: end stored from the journal of a process that died", entry.qid)
-        except Exception as exc:
-            log.error("journal %s not taken over (%r); left for the next start", path, exc)
+        failed = [
+            r
+            for r in await asyncio.gather(*map(one, entries), return_exceptions=True)
+            if isinstance(r, BaseException)
+        ]
+        if failed:
+            log.error("journal %s not taken over (%r); left for the next start", path, failed[0])
             continue
         count += len(entries)
         path.unlink(missing_ok=True)
