@@ -228,9 +228,8 @@ class AttemptHandler:
             span.set_attribute("smtp.reply_code", first.code)
         log_attempt(job, delivery, time.monotonic() - started)
         entry = self.reporter.outcome_entry(job, delivery, msg.metadata.sequence.stream)
-        delivered = any(r.status == RcptStatus.DELIVERED for r in delivery.results)
         try:
-            with self.unrecorded.storing(entry if delivered else None):
+            with self.unrecorded.storing(entry if delivery.delivered else None):
                 await self.reporter.store(entry)
         except Exception as exc:
             log.error("%s: outcome not recorded (%r); job returned to the queue", job.id, exc)

@@ -241,9 +241,8 @@ def _unsent(report: FirstAttempt) -> bool:
     recorded (:data:`.errors.NOT_RECORDABLE`) and no recipient was delivered: then
     the whole attempt is dropped, not reported. With a recipient delivered, the
     report goes as usual (the unsent ones deferred), so that delivery is recorded."""
-    results = [r for o in report.outcomes for r in o.results]
-    return any(not_recorded(r) for r in results) and not any(
-        r.status == RStatus.DELIVERED for r in results
+    return not _delivered(report) and any(
+        not_recorded(r) for o in report.outcomes for r in o.results
     )
 
 

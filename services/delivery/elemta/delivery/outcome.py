@@ -62,6 +62,11 @@ class Delivery:
         statuses = {r.status for r in self.results}
         return statuses.pop() if len(statuses) == 1 else "mixed" if statuses else "empty"
 
+    @property
+    def delivered(self) -> bool:
+        """Whether a recipient was delivered (made a copy should the process die now)."""
+        return any(r.status == Status.DELIVERED for r in self.results)
+
     def counts(self) -> Counter[str]:
         return Counter(r.status for r in self.results)
 

@@ -129,10 +129,10 @@ class DeliveryService:
         reporter = Reporter(self.js, cfg.nats.publish_timeout)
         self.suspensions = await Suspensions.open(self.js, self.clock)
         await self.suspensions.start()
-        # one for both consumers: an end not stored holds the attempts of either,
-        # and stops those under way before their end of data
-        # and the ends being stored are written down first; ends left by a process
-        # that died are stored before anything is pulled
+        # One for both consumers: an end not stored holds the attempts of either and
+        # stops those under way before their end of data; the ends being stored are
+        # written down first, and those a process that died left are stored before
+        # anything is pulled.
         self.journal = EndJournal.open(Path(cfg.server.state_dir) / "journal")
         unrecorded = Unrecorded(journal=self.journal)
         if self.journal is not None:
